@@ -1,0 +1,299 @@
+//! The audit record: what one exchange leaves behind, and its canonical bytes.
+//!
+//! Invariants: the canonical bytes of a record are `serde_json` of [`AuditRecord`]
+//! in field declaration order, with every field present (`null` for an unknown
+//! optional value). Those bytes are the Merkle leaf, are stored verbatim in the
+//! segment files and are served verbatim, so anyone can recompute the leaf hash.
+//! Changing the order, names or types of the fields changes every leaf hash that
+//! follows: it is a format change, never a refactoring.
+
+use serde::{Deserialize, Serialize};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+use super::AuditError;
+
+/// Largest canonical record accepted, in bytes. Records carry digests and ids,
+/// never bodies, so a record near this size is a bug; the cap also bounds what
+/// recovery will believe a frame length to be.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+/// The outcome of an exchange as the broker decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The call passed every check and was forwarded to the provider.
+    Accepted,
+    /// The call was refused; `problem_code` says which rule failed.
+    Refused,
+}
+
+/// One audit record: who asked, as whom, why, under which norm, and what they got.
+///
+/// Times are RFC 3339 UTC strings with exactly six fractional digits
+/// (`2025-03-01T09:30:00.123456Z`); build them with [`format_timestamp`].
+/// Optional fields are `None` when a refusal happened before the broker learnt
+/// them (for example a request refused for a malformed header has no service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// The broker's id of the exchange (UUIDv7).
+    pub exchange_id: String,
+    /// The client's `MConnect-Request-Id`, when it was readable.
+    pub request_id: Option<String>,
+    /// Event type: `exchange`, `audit.read`, `admin.change`, `connect.transition`, ...
+    pub event: String,
+    /// When the broker received the request.
+    pub received_at: String,
+    /// When the broker forwarded the request to the provider, if it did.
+    pub forwarded_at: Option<String>,
+    /// When the broker answered the consumer.
+    pub answered_at: String,
+    /// Consumer participant id (`MConnect-Client`).
+    pub consumer: Option<String>,
+    /// IDNO of the consumer's organisation.
+    pub consumer_idno: Option<String>,
+    /// IDNP of the official or end user (`MConnect-Calling-User`).
+    pub calling_user: Option<String>,
+    /// Provider participant id.
+    pub provider: Option<String>,
+    /// Service code (`person-by-idnp`) or full `provider/code`.
+    pub service: Option<String>,
+    /// Catalogued version of the service.
+    pub service_version: Option<String>,
+    /// Purpose code (`MConnect-Call-Reason`).
+    pub purpose: Option<String>,
+    /// Legal basis id (`MConnect-Call-Basis`).
+    pub legal_basis: Option<String>,
+    /// The grant that allowed the call.
+    pub grant_id: Option<String>,
+    /// IDNP or IDNO the data is about (`MConnect-Subject`).
+    pub subject: Option<String>,
+    /// IDNP/IDNO on whose behalf the user acts (`MConnect-Represented-Party`).
+    pub represented_party: Option<String>,
+    /// Accepted or refused.
+    pub decision: Decision,
+    /// The stable problem code of a refusal (PROTOCOL.md section 5).
+    pub problem_code: Option<String>,
+    /// HTTP status the consumer got.
+    pub http_status: u16,
+    /// Size of the request body in bytes.
+    pub request_bytes: u64,
+    /// Lowercase hex SHA-256 of the request body, when there was one.
+    pub request_sha256: Option<String>,
+    /// Size of the response body as delivered, in bytes.
+    pub response_bytes: u64,
+    /// Lowercase hex SHA-256 of the response body as delivered.
+    pub response_sha256: Option<String>,
+    /// Key ids of the signatures the broker verified.
+    pub keyids_checked: Vec<String>,
+    /// Key ids of the signatures the broker made.
+    pub keyids_made: Vec<String>,
+    /// Time from receipt to answer, in microseconds.
+    pub duration_us: u64,
+}
+
+impl AuditRecord {
+    /// The canonical bytes: the Merkle leaf, stored and served as they are.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, AuditError> {
+        serde_json::to_vec(self).map_err(|e| AuditError::InvalidRecord(e.to_string()))
+    }
+
+    /// Parses leaf bytes and checks they are canonical, i.e. that serialising the
+    /// parsed record gives the same bytes back. A leaf that parses but is not
+    /// canonical was not written by this code.
+    pub fn from_canonical_bytes(leaf: &[u8]) -> Result<AuditRecord, AuditError> {
+        let record: AuditRecord = serde_json::from_slice(leaf)
+            .map_err(|e| AuditError::InvalidRecord(format!("leaf is not a record: {e}")))?;
+        if record.canonical_bytes()? != leaf {
+            return Err(AuditError::InvalidRecord(
+                "leaf is not in canonical form".to_string(),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Checks what the index and the auditors rely on: well-formed timestamps and
+    /// a size that fits a frame. Called by [`super::AuditLog::append`].
+    pub fn validate(&self) -> Result<(), AuditError> {
+        if self.exchange_id.is_empty() {
+            return Err(AuditError::InvalidRecord(
+                "exchange_id must not be empty".to_string(),
+            ));
+        }
+        if self.event.is_empty() {
+            return Err(AuditError::InvalidRecord(
+                "event must not be empty".to_string(),
+            ));
+        }
+        let times = [
+            ("received_at", Some(&self.received_at)),
+            ("forwarded_at", self.forwarded_at.as_ref()),
+            ("answered_at", Some(&self.answered_at)),
+        ];
+        for (name, value) in times {
+            if let Some(value) = value
+                && parse_timestamp(value).is_none()
+            {
+                return Err(AuditError::InvalidRecord(format!(
+                    "{name} must be RFC 3339 UTC with microseconds \
+                     (YYYY-MM-DDTHH:MM:SS.ffffffZ), got {value:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The received time in microseconds since the Unix epoch, as indexed.
+    pub(crate) fn received_micros(&self) -> u64 {
+        parse_timestamp(&self.received_at).map_or(0, |t| u64::try_from(t).unwrap_or(0))
+    }
+
+    /// The key the service index uses: `provider/code`, whichever form the
+    /// record carries the service in.
+    pub(crate) fn service_key(&self) -> Option<String> {
+        let service = self.service.as_deref().filter(|s| !s.is_empty())?;
+        if service.contains('/') {
+            return Some(service.to_string());
+        }
+        match self.provider.as_deref().filter(|p| !p.is_empty()) {
+            Some(provider) => Some(format!("{provider}/{service}")),
+            None => Some(service.to_string()),
+        }
+    }
+}
+
+/// Formats a time the way records carry it: RFC 3339 in UTC with exactly six
+/// fractional digits, so that equal instants always give equal bytes.
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// Parses the record timestamp form (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) into
+/// microseconds since the Unix epoch. Anything else is `None`: the form is
+/// strict so the canonical bytes of equal instants are equal.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        let digits = b.get(from..to)?;
+        digits.iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    let year = i32::try_from(num(0, 4)?).ok()?;
+    let month = Month::try_from(u8::try_from(num(5, 7)?).ok()?).ok()?;
+    let day = u8::try_from(num(8, 10)?).ok()?;
+    let hour = u8::try_from(num(11, 13)?).ok()?;
+    let minute = u8::try_from(num(14, 16)?).ok()?;
+    let second = u8::try_from(num(17, 19)?).ok()?;
+    let micro = num(20, 26)?;
+    let date = Date::from_calendar_date(year, month, day).ok()?;
+    let time = Time::from_hms_micro(hour, minute, second, micro).ok()?;
+    let nanos = PrimitiveDateTime::new(date, time)
+        .assume_utc()
+        .unix_timestamp_nanos();
+    i64::try_from(nanos / 1000).ok()
+}
+
+/// Microseconds since the Unix epoch of an [`OffsetDateTime`], as the index keys it.
+pub(crate) fn micros_of(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample(i: u64) -> AuditRecord {
+        AuditRecord {
+            exchange_id: format!("0190f0e0-0000-7000-8000-{i:012}"),
+            request_id: Some(format!("req-{i}")),
+            event: "exchange".to_string(),
+            received_at: "2025-03-01T09:30:00.123456Z".to_string(),
+            forwarded_at: None,
+            answered_at: "2025-03-01T09:30:00.223456Z".to_string(),
+            consumer: Some("apl-cahul".to_string()),
+            consumer_idno: None,
+            calling_user: None,
+            provider: Some("asp-rsp".to_string()),
+            service: Some("person-by-idnp".to_string()),
+            service_version: None,
+            purpose: None,
+            legal_basis: None,
+            grant_id: None,
+            subject: None,
+            represented_party: None,
+            decision: Decision::Accepted,
+            problem_code: None,
+            http_status: 200,
+            request_bytes: 0,
+            request_sha256: None,
+            response_bytes: 10,
+            response_sha256: None,
+            keyids_checked: vec![],
+            keyids_made: vec![],
+            duration_us: 100,
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_round_trip_and_keep_declaration_order() {
+        let record = sample(7);
+        let bytes = record.canonical_bytes().unwrap_or_default();
+        let text = String::from_utf8(bytes.clone()).unwrap_or_default();
+        assert!(text.starts_with("{\"exchange_id\":"), "{text}");
+        assert!(text.ends_with("\"duration_us\":100}"), "{text}");
+        assert!(text.contains("\"decision\":\"accepted\""));
+        let back = AuditRecord::from_canonical_bytes(&bytes);
+        assert_eq!(back.ok(), Some(record));
+    }
+
+    #[test]
+    fn non_canonical_leaf_is_refused() {
+        let bytes = sample(1).canonical_bytes().unwrap_or_default();
+        let mut spaced = b" ".to_vec();
+        spaced.extend_from_slice(&bytes);
+        assert!(AuditRecord::from_canonical_bytes(&spaced).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_strict_and_round_trip() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_740_821_400_123_456_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let s = format_timestamp(t);
+        assert_eq!(s, "2025-03-01T09:30:00.123456Z");
+        assert_eq!(parse_timestamp(&s), Some(1_740_821_400_123_456));
+        for bad in [
+            "2025-03-01T09:30:00Z",
+            "2025-03-01T09:30:00.123456+00:00",
+            "2025-02-30T09:30:00.123456Z",
+            "2025-03-01t09:30:00.123456Z",
+            "",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+        let mut record = sample(1);
+        record.received_at = "yesterday".to_string();
+        assert!(record.validate().is_err());
+    }
+}
