@@ -1,0 +1,375 @@
+//! Broker configuration: a TOML file read into a raw serde structure and
+//! turned into a validated [`Config`] in one step.
+//!
+//! Invariants: unknown keys are an error; every path is resolved relative to
+//! the configuration file's directory; a [`Config`] that exists is usable, so
+//! nothing after this module re-checks it. A bad configuration makes
+//! `mconnect serve` exit with code 64 (`EX_USAGE`) before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The exit code for a configuration the broker refuses (sysexits `EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser reported, with line and column.
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("config key `{key}` is invalid: {reason}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What to fix.
+        reason: String,
+    },
+}
+
+/// The validated broker configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the data plane (consumers) listens.
+    pub data_listen: SocketAddr,
+    /// Where the admin and metadata API listens.
+    pub admin_listen: SocketAddr,
+    /// The public base URL of the data plane, used to check `@target-uri`
+    /// when clients reach the broker through a name it cannot see.
+    pub public_data_url: Option<String>,
+    /// PEM file with the CA certificate(s) that issue participant certificates.
+    pub ca_file: PathBuf,
+    /// PEM file with the broker's certificate (chain first).
+    pub cert_file: PathBuf,
+    /// PEM file with the broker's private key.
+    pub key_file: PathBuf,
+    /// The redb state file (participants, grants, connection requests).
+    pub state_file: PathBuf,
+    /// The audit log directory.
+    pub audit_dir: PathBuf,
+    /// The catalog directory.
+    pub catalog_dir: PathBuf,
+    /// The policies (grants) directory.
+    pub policies_dir: PathBuf,
+    /// Limits on what the broker accepts.
+    pub limits: Limits,
+    /// Timeouts towards providers.
+    pub provider: ProviderSettings,
+}
+
+/// Limits on requests the broker accepts.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body any service may receive; a service's own limit may be lower.
+    pub max_body_bytes: usize,
+    /// Largest response body the broker reads from a provider.
+    pub max_response_bytes: usize,
+    /// Largest total size of request headers.
+    pub max_header_bytes: usize,
+    /// How far `created` may be from the broker's clock.
+    pub created_skew: Duration,
+    /// How many request ids the replay cache may hold before it narrows its window.
+    pub replay_capacity: usize,
+}
+
+/// Timeouts towards providers.
+#[derive(Clone, Debug)]
+pub struct ProviderSettings {
+    /// TCP and TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Request timeout for services whose catalog entry names none.
+    pub default_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            created_skew: Duration::from_secs(300),
+            replay_capacity: 4_000_000,
+        }
+    }
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        ProviderSettings {
+            connect_timeout: Duration::from_secs(2),
+            default_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: RawListen,
+    tls: RawTls,
+    storage: RawStorage,
+    catalog: RawDir,
+    policies: RawDir,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    provider: RawProvider,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    data: String,
+    admin: String,
+    public_data_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    state: PathBuf,
+    audit_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDir {
+    dir: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+    max_response_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    created_skew_secs: Option<u64>,
+    replay_capacity: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    connect_timeout_ms: Option<u64>,
+    default_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Config::from_toml(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text; relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let defaults = Limits::default();
+        let provider_defaults = ProviderSettings::default();
+        let limits = Limits {
+            max_body_bytes: positive(
+                "limits.max_body_bytes",
+                raw.limits.max_body_bytes,
+                defaults.max_body_bytes,
+            )?,
+            max_response_bytes: positive(
+                "limits.max_response_bytes",
+                raw.limits.max_response_bytes,
+                defaults.max_response_bytes,
+            )?,
+            max_header_bytes: positive(
+                "limits.max_header_bytes",
+                raw.limits.max_header_bytes,
+                defaults.max_header_bytes,
+            )?,
+            created_skew: Duration::from_secs(positive(
+                "limits.created_skew_secs",
+                raw.limits.created_skew_secs,
+                defaults.created_skew.as_secs(),
+            )?),
+            replay_capacity: positive(
+                "limits.replay_capacity",
+                raw.limits.replay_capacity,
+                defaults.replay_capacity,
+            )?,
+        };
+        if limits.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_header_bytes",
+                reason: "must be at least 8192 so signed requests fit".into(),
+            });
+        }
+        let provider = ProviderSettings {
+            connect_timeout: Duration::from_millis(positive(
+                "provider.connect_timeout_ms",
+                raw.provider.connect_timeout_ms,
+                provider_defaults.connect_timeout.as_millis() as u64,
+            )?),
+            default_timeout: Duration::from_millis(positive(
+                "provider.default_timeout_ms",
+                raw.provider.default_timeout_ms,
+                provider_defaults.default_timeout.as_millis() as u64,
+            )?),
+        };
+        if let Some(url) = &raw.listen.public_data_url
+            && (!url.starts_with("https://") || url.ends_with('/'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "listen.public_data_url",
+                reason: "must be an https:// URL without a trailing slash".into(),
+            });
+        }
+        Ok(Config {
+            data_listen: socket("listen.data", &raw.listen.data)?,
+            admin_listen: socket("listen.admin", &raw.listen.admin)?,
+            public_data_url: raw.listen.public_data_url,
+            ca_file: existing("tls.ca", resolve(raw.tls.ca))?,
+            cert_file: existing("tls.cert", resolve(raw.tls.cert))?,
+            key_file: existing("tls.key", resolve(raw.tls.key))?,
+            state_file: resolve(raw.storage.state),
+            audit_dir: resolve(raw.storage.audit_dir),
+            catalog_dir: existing("catalog.dir", resolve(raw.catalog.dir))?,
+            policies_dir: existing("policies.dir", resolve(raw.policies.dir))?,
+            limits,
+            provider,
+        })
+    }
+}
+
+fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        key,
+        reason: format!("`{value}` is not an address:port such as 127.0.0.1:8443"),
+    })
+}
+
+fn existing(key: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            reason: format!("{} does not exist", path.display()),
+        })
+    }
+}
+
+fn positive<T: PartialOrd + Default + Copy>(
+    key: &'static str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v > T::default() => Ok(v),
+        Some(_) => Err(ConfigError::Invalid {
+            key,
+            reason: "must be greater than zero".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(dir: &Path) -> String {
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        std::fs::create_dir_all(dir.join("catalog")).unwrap();
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        r#"
+[listen]
+data = "127.0.0.1:8443"
+admin = "127.0.0.1:8444"
+[tls]
+ca = "ca.pem"
+cert = "cert.pem"
+key = "key.pem"
+[storage]
+state = "state.redb"
+audit_dir = "audit"
+[catalog]
+dir = "catalog"
+[policies]
+dir = "policies"
+"#
+        .to_string()
+    }
+
+    #[test]
+    fn accepts_minimal_config_and_resolves_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_toml(&example(dir.path()), dir.path()).unwrap();
+        assert_eq!(cfg.state_file, dir.path().join("state.redb"));
+        assert_eq!(cfg.limits.created_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = example(dir.path()) + "\n[limits]\nmax_bodi_bytes = 5\n";
+        let err = Config::from_toml(&text, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("max_bodi_bytes"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bad_address_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = example(dir.path()).replace("127.0.0.1:8443", "localhost");
+        assert!(matches!(
+            Config::from_toml(&text, dir.path()),
+            Err(ConfigError::Invalid {
+                key: "listen.data",
+                ..
+            })
+        ));
+        std::fs::remove_file(dir.path().join("ca.pem")).unwrap();
+        let text = example(dir.path());
+        std::fs::remove_file(dir.path().join("ca.pem")).unwrap();
+        assert!(matches!(
+            Config::from_toml(&text, dir.path()),
+            Err(ConfigError::Invalid { key: "tls.ca", .. })
+        ));
+    }
+}
