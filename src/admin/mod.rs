@@ -1,0 +1,507 @@
+//! The management (admin) API of PROTOCOL.md section 8: a separate mTLS
+//! listener, JSON over HTTP, roles from the client certificate's participant.
+//!
+//! - operators register participants and reload catalog and policies;
+//! - providers replace their own endpoints and rotate their own certificates;
+//! - every participant may read the participant list, the catalog and its own grants;
+//! - `/healthz`, `/readyz`, `/metrics` and `/v1/openapi.json`.
+//!
+//! Invariants: every change is written to the audit log before it is
+//! acknowledged (event `admin.change`); a refused change leaves nothing
+//! behind; errors are RFC 9457 problem+json.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::audit::{AuditRecord, Decision};
+use crate::exchange::{Broker, Peer, rfc3339};
+use crate::registry::{Endpoint, Participant, Role};
+
+mod catalog;
+
+/// One authenticated admin request, as the route handlers see it.
+pub(crate) struct AdminRequest<'a> {
+    /// The calling participant (from its certificate).
+    pub(crate) caller: &'a Participant,
+    /// HTTP method.
+    pub(crate) method: &'a Method,
+    /// Path segments, e.g. `["v1", "audit", "tree-head"]`.
+    pub(crate) segments: &'a [&'a str],
+    /// The raw query string.
+    pub(crate) query: Option<&'a str>,
+    /// Request headers.
+    pub(crate) headers: &'a http::HeaderMap,
+    /// The body (bounded).
+    pub(crate) body: &'a [u8],
+}
+
+impl AdminRequest<'_> {
+    /// A query parameter, percent-decoded.
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
+        crate::sdk::query_param(self.query?, name)
+    }
+}
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
+
+/// State of the admin listener.
+pub struct AdminState {
+    pub(crate) broker: Arc<Broker>,
+    catalog_dir: PathBuf,
+    policies_dir: PathBuf,
+}
+
+/// An admin refusal.
+pub(crate) struct AdminError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) detail: String,
+}
+
+pub(crate) type AdminResult = Result<Response<Full<Bytes>>, AdminError>;
+
+pub(crate) fn refuse(
+    status: StatusCode,
+    code: &'static str,
+    detail: impl Into<String>,
+) -> AdminError {
+    AdminError {
+        status,
+        code,
+        detail: detail.into(),
+    }
+}
+
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(value).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+impl AdminState {
+    /// The admin API over a broker.
+    pub fn new(broker: Arc<Broker>, catalog_dir: PathBuf, policies_dir: PathBuf) -> Self {
+        AdminState {
+            broker,
+            catalog_dir,
+            policies_dir,
+        }
+    }
+
+    /// Serves one admin request. Never fails: errors become problem+json.
+    pub async fn handle<B>(&self, peer: &Peer, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.route(peer, request).await {
+            Ok(r) => r,
+            Err(e) => {
+                let body = serde_json::json!({
+                    "type": format!("urn:mconnect:problem:{}", e.code),
+                    "title": e.status.canonical_reason().unwrap_or("Error"),
+                    "status": e.status.as_u16(),
+                    "detail": e.detail,
+                    "code": e.code,
+                });
+                let mut r = json(e.status, &body);
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/problem+json"),
+                );
+                r
+            }
+        }
+    }
+
+    async fn route<B>(&self, peer: &Peer, request: Request<B>) -> AdminResult
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (head, body) = request.into_parts();
+        let path = head.uri.path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = head.method.clone();
+        match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "text/plain", "ok\n".into())),
+            (Method::GET, ["readyz"]) => Ok(self.readyz()),
+            (Method::GET, ["metrics"]) => Ok(text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics(),
+            )),
+            (Method::GET, ["v1", "openapi.json"]) => Ok(json(StatusCode::OK, &openapi())),
+            _ => {
+                let caller = self.caller(peer)?;
+                let body = read(body).await?;
+                let request = AdminRequest {
+                    caller: &caller,
+                    method: &method,
+                    segments: &segments,
+                    query: head.uri.query(),
+                    headers: &head.headers,
+                    body: &body,
+                };
+                self.route_authenticated(&request).await
+            }
+        }
+    }
+
+    async fn route_authenticated(&self, request: &AdminRequest<'_>) -> AdminResult {
+        let (caller, body) = (request.caller, request.body);
+        match (request.method.clone(), request.segments) {
+            (_, ["v1", "services", ..] | ["v1", "catalog", ..] | ["v1", "grants", ..]) => {
+                catalog::route(self, request)
+            }
+            (Method::GET, ["v1", "participants"]) => {
+                let snapshot = self.broker.registry().snapshot();
+                let list: Vec<serde_json::Value> = snapshot
+                    .participants()
+                    .into_iter()
+                    .map(public_view)
+                    .collect();
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "participants": list }),
+                ))
+            }
+            (Method::GET, ["v1", "participants", id]) => {
+                let snapshot = self.broker.registry().snapshot();
+                let entry = snapshot.get(id).ok_or_else(|| {
+                    refuse(
+                        StatusCode::NOT_FOUND,
+                        "participant.unknown",
+                        format!("no participant `{id}`"),
+                    )
+                })?;
+                Ok(json(StatusCode::OK, &public_view(&entry.participant)))
+            }
+            (Method::PUT, ["v1", "participants", id]) => {
+                require_role(caller, Role::Operator)?;
+                let participant: Participant = parse(body)?;
+                if participant.id != *id {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        "request.malformed",
+                        "the id in the body must match the path",
+                    ));
+                }
+                self.audited(caller, &format!("participant.upsert {id}"), || {
+                    self.broker.registry().upsert(participant.clone())
+                })
+                .await?;
+                Ok(json(StatusCode::OK, &public_view(&participant)))
+            }
+            (Method::PUT, ["v1", "participants", id, "endpoints"]) => {
+                if caller.id != *id && !caller.has_role(Role::Operator) {
+                    return Err(refuse(
+                        StatusCode::FORBIDDEN,
+                        "admin.forbidden",
+                        "providers may change only their own endpoints",
+                    ));
+                }
+                let endpoints: Vec<Endpoint> = parse(body)?;
+                self.audited(caller, &format!("participant.endpoints {id}"), || {
+                    self.broker.registry().set_endpoints(id, endpoints.clone())
+                })
+                .await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "endpoints": endpoints }),
+                ))
+            }
+            (Method::POST, ["v1", "participants", id, "certificates"]) => {
+                if caller.id != *id && !caller.has_role(Role::Operator) {
+                    return Err(refuse(
+                        StatusCode::FORBIDDEN,
+                        "admin.forbidden",
+                        "participants may add certificates only to themselves",
+                    ));
+                }
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct NewCert {
+                    pem: String,
+                }
+                let new: NewCert = parse(body)?;
+                let fp = self
+                    .audited(caller, &format!("participant.certificate.add {id}"), || {
+                        self.broker.registry().add_certificate(id, &new.pem)
+                    })
+                    .await?;
+                Ok(json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "fingerprint": fp }),
+                ))
+            }
+            (Method::DELETE, ["v1", "participants", id, "certificates", fp]) => {
+                if caller.id != *id && !caller.has_role(Role::Operator) {
+                    return Err(refuse(
+                        StatusCode::FORBIDDEN,
+                        "admin.forbidden",
+                        "participants may remove certificates only from themselves",
+                    ));
+                }
+                self.audited(
+                    caller,
+                    &format!("participant.certificate.remove {id} {fp}"),
+                    || self.broker.registry().remove_certificate(id, fp),
+                )
+                .await?;
+                Ok(json(StatusCode::OK, &serde_json::json!({ "removed": fp })))
+            }
+            (Method::POST, ["v1", "reload"]) => {
+                require_role(caller, Role::Operator)?;
+                self.audited(caller, "rules.reload", || self.reload())
+                    .await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "reloaded": true }),
+                ))
+            }
+            _ => Err(refuse(
+                StatusCode::NOT_FOUND,
+                "admin.unknown_endpoint",
+                "no such admin endpoint; see /v1/openapi.json",
+            )),
+        }
+    }
+
+    /// Reloads catalog and policies; a bad file leaves the running version in force.
+    pub fn reload(&self) -> Result<(), String> {
+        let rules = crate::app::load_rules(
+            &self.catalog_dir,
+            &self.policies_dir,
+            self.broker.registry(),
+        )
+        .map_err(|e| e.to_string())?;
+        self.broker.swap_rules(rules);
+        Ok(())
+    }
+
+    fn caller(&self, peer: &Peer) -> Result<Participant, AdminError> {
+        let fp = peer.fingerprint.as_deref().ok_or_else(|| {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "client.unknown",
+                "present your participant certificate",
+            )
+        })?;
+        let snapshot = self.broker.registry().snapshot();
+        snapshot
+            .by_fingerprint(fp)
+            .map(|e| e.participant.clone())
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "client.unknown",
+                    format!("certificate {fp} is not registered to any participant"),
+                )
+            })
+    }
+
+    /// Runs a change and records it in the audit log; the change is acknowledged only once both hold.
+    async fn audited<T, E: std::fmt::Display>(
+        &self,
+        caller: &Participant,
+        action: &str,
+        change: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, AdminError> {
+        let started = std::time::Instant::now();
+        let received = std::time::SystemTime::now();
+        let result = change();
+        let (decision, status, problem) = match &result {
+            Ok(_) => (Decision::Accepted, 200u16, None),
+            Err(e) => (Decision::Refused, 400u16, Some(e.to_string())),
+        };
+        let record = AuditRecord {
+            exchange_id: uuid::Uuid::now_v7().to_string(),
+            request_id: None,
+            event: "admin.change".into(),
+            received_at: rfc3339(received),
+            forwarded_at: None,
+            answered_at: rfc3339(std::time::SystemTime::now()),
+            consumer: Some(caller.id.clone()),
+            consumer_idno: Some(caller.organisation.idno.clone()),
+            calling_user: None,
+            provider: None,
+            service: Some(action.to_string()),
+            service_version: None,
+            purpose: None,
+            legal_basis: None,
+            grant_id: None,
+            subject: None,
+            represented_party: None,
+            decision,
+            problem_code: problem.as_ref().map(|_| "admin.invalid".to_string()),
+            http_status: status,
+            request_bytes: 0,
+            request_sha256: None,
+            response_bytes: 0,
+            response_sha256: None,
+            keyids_checked: Vec::new(),
+            keyids_made: Vec::new(),
+            duration_us: started.elapsed().as_micros() as u64,
+        };
+        if let Err(e) = self.broker.audit().append(record).await {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit.unavailable",
+                format!("the change could not be audited: {e}"),
+            ));
+        }
+        result.map_err(|e| refuse(StatusCode::BAD_REQUEST, "admin.invalid", e.to_string()))
+    }
+
+    fn readyz(&self) -> Response<Full<Bytes>> {
+        let audit_ok = self.broker.audit().signed_tree_head().is_ok();
+        let status = if audit_ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(
+            status,
+            &serde_json::json!({
+                "store": true,
+                "audit": audit_ok,
+                "keys": true,
+                "participants": self.broker.registry().snapshot().participants().len(),
+            }),
+        )
+    }
+
+    fn metrics(&self) -> String {
+        let rules = self.broker.rules();
+        format!(
+            "# HELP mconnect_audit_tree_size Records in the audit log.\n# TYPE mconnect_audit_tree_size gauge\nmconnect_audit_tree_size {}\n# HELP mconnect_participants Registered participants.\n# TYPE mconnect_participants gauge\nmconnect_participants {}\n# HELP mconnect_catalog_services Catalogued services.\n# TYPE mconnect_catalog_services gauge\nmconnect_catalog_services {}\n",
+            self.broker.audit().tree_size(),
+            self.broker.registry().snapshot().participants().len(),
+            rules.catalog.services().count(),
+        )
+    }
+}
+
+pub(crate) fn require_role(caller: &Participant, role: Role) -> Result<(), AdminError> {
+    if caller.has_role(role) {
+        Ok(())
+    } else {
+        Err(refuse(
+            StatusCode::FORBIDDEN,
+            "admin.forbidden",
+            format!(
+                "this action needs the {role:?} role; `{}` lacks it",
+                caller.id
+            )
+            .to_lowercase(),
+        ))
+    }
+}
+
+/// A participant as other participants may see it (certificates by fingerprint only).
+fn public_view(p: &Participant) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id,
+        "organisation": p.organisation,
+        "roles": p.roles,
+        "certificates": p.certificates.iter().map(|c| serde_json::json!({"fingerprint": c.fingerprint, "not_after": c.not_after})).collect::<Vec<_>>(),
+        "endpoints": p.endpoints,
+    })
+}
+
+async fn read<B>(body: B) -> Result<Bytes, AdminError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(body, MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request.too_large",
+                format!("admin bodies are limited to {MAX_ADMIN_BODY} bytes: {e}"),
+            )
+        })
+}
+
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "request.malformed",
+            format!("body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub fn openapi() -> serde_json::Value {
+    let problem = serde_json::json!({"description": "RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "MConnect admin and metadata API", "version": "1"},
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness: store, audit log and keys usable", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
+            "/v1/participants": {"get": {"summary": "List participants", "responses": {"200": {"description": "participants"}}}},
+            "/v1/participants/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"summary": "One participant", "responses": {"200": {"description": "participant"}, "404": problem}},
+                "put": {"summary": "Register or replace a participant (operator)", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Participant"}}}}, "responses": {"200": {"description": "stored"}, "400": problem, "403": problem}}
+            },
+            "/v1/participants/{id}/endpoints": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "put": {"summary": "Replace a provider's endpoints (the provider itself or an operator)", "requestBody": {"content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}}}}}, "responses": {"200": {"description": "stored"}, "400": problem, "403": problem}}
+            },
+            "/v1/participants/{id}/certificates": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "post": {"summary": "Add a certificate (rotation)", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"pem": {"type": "string"}}, "required": ["pem"]}}}}, "responses": {"201": {"description": "added"}, "400": problem, "403": problem}}
+            },
+            "/v1/participants/{id}/certificates/{fingerprint}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "fingerprint", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": {"summary": "Remove a certificate", "responses": {"200": {"description": "removed"}, "403": problem}}
+            },
+            "/v1/services": {"get": {"summary": "List catalogued services", "responses": {"200": {"description": "services"}}}},
+            "/v1/grants": {"get": {"summary": "The caller's own grants", "responses": {"200": {"description": "grants"}}}},
+            "/v1/reload": {"post": {"summary": "Reload catalog and policies atomically (operator)", "responses": {"200": {"description": "reloaded"}, "400": problem}}}
+        },
+        "components": {"schemas": {
+            "Problem": {"type": "object", "required": ["type", "title", "status", "detail", "code"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "code": {"type": "string"}, "exchange_id": {"type": "string"}}},
+            "Endpoint": {"type": "object", "required": ["url"], "properties": {"service": {"type": "string"}, "url": {"type": "string", "format": "uri"}}},
+            "Participant": {"type": "object", "required": ["id", "organisation", "roles", "certificates"], "properties": {
+                "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+                "organisation": {"type": "object", "required": ["idno", "name"], "properties": {"idno": {"type": "string", "pattern": "^[0-9]{13}$"}, "name": {"type": "string"}}},
+                "roles": {"type": "array", "items": {"enum": ["consumer", "provider", "operator", "auditor"]}},
+                "certificates": {"type": "array", "items": {"type": "object", "required": ["pem", "fingerprint", "not_after"], "properties": {"pem": {"type": "string"}, "fingerprint": {"type": "string"}, "not_after": {"type": "integer"}}}},
+                "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}},
+                "confidential": {"type": "boolean"}
+            }}
+        }}
+    })
+}

@@ -1,0 +1,203 @@
+//! Starting a broker: configuration in, running listeners out. The one place
+//! where the store, registry, catalog, policies, audit log, TLS and the
+//! exchange are put together.
+//!
+//! Invariant: every fallible step (files, keys, catalog, policies, audit
+//! recovery) runs before any port is bound, so a broken installation fails
+//! at start with a clear message and never half-serves.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::audit::{AuditConfig, AuditLog, TreeHeadSigner};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::crypto::{SigningKey, certificate_fingerprint};
+use crate::exchange::route::ProviderClient;
+use crate::exchange::seal::Sealer;
+use crate::exchange::{Broker, BrokerParts, Rules};
+use crate::policy::PolicyIndex;
+use crate::registry::Registry;
+use crate::server::RunningServer;
+use crate::store::RedbStore;
+use crate::tls::{self, Identity};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS material unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The broker key unusable for signatures.
+    #[error("broker key: {0}")]
+    Key(String),
+    /// The state store or registry.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// The state store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Catalog or policies refused.
+    #[error("{0}")]
+    Rules(String),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(String),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running broker.
+pub struct RunningBroker {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    data: RunningServer,
+    admin: RunningServer,
+    config: Config,
+}
+
+impl RunningBroker {
+    /// The data plane's bound address.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data.local_addr()
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops both listeners, lets requests in flight finish, flushes the audit log.
+    pub async fn shutdown(self) {
+        self.data.shutdown().await;
+        self.admin.shutdown().await;
+        if let Err(e) = self.broker.audit().clone().close().await {
+            tracing::error!(error = %e, "audit log close failed");
+        }
+    }
+}
+
+/// The broker key as the audit log's tree-head signer.
+struct BrokerTreeSigner {
+    key: Arc<SigningKey>,
+    keyid: String,
+}
+
+impl TreeHeadSigner for BrokerTreeSigner {
+    fn keyid(&self) -> String {
+        self.keyid.clone()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.key.sign(message).map_err(|e| e.to_string())
+    }
+}
+
+/// Loads catalog and policies, checking grants against the registry.
+pub fn load_rules(
+    catalog_dir: &Path,
+    policies_dir: &Path,
+    registry: &Registry,
+) -> Result<Rules, StartError> {
+    let catalog = Catalog::load_dir(catalog_dir).map_err(|e| StartError::Rules(e.to_string()))?;
+    let snapshot = registry.snapshot();
+    let known = |id: &str| snapshot.get(id).is_some();
+    let policy = PolicyIndex::load_dir(policies_dir, &catalog, &known)
+        .map_err(|e| StartError::Rules(e.to_string()))?;
+    Ok(Rules { catalog, policy })
+}
+
+/// Opens everything and starts both listeners.
+pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
+    let cas = tls::load_certificates(&config.ca_file)?;
+    let identity = Identity::load(&config.cert_file, &config.key_file)?;
+    let leaf = identity
+        .leaf()
+        .ok_or_else(|| StartError::Key("broker certificate file is empty".into()))?;
+    let keyid = certificate_fingerprint(leaf);
+    let key_pem = std::fs::read_to_string(&config.key_file)
+        .map_err(|e| StartError::Key(format!("{}: {e}", config.key_file.display())))?;
+    let key = Arc::new(SigningKey::from_pem(&key_pem).map_err(|e| StartError::Key(e.to_string()))?);
+
+    let store = Arc::new(RedbStore::open(&config.state_file)?);
+    let registry = Arc::new(Registry::open(store)?);
+    let rules = load_rules(&config.catalog_dir, &config.policies_dir, &registry)?;
+
+    let (audit, recovery) = AuditLog::open(
+        AuditConfig::new(config.audit_dir.clone()),
+        Arc::new(BrokerTreeSigner {
+            key: key.clone(),
+            keyid: keyid.clone(),
+        }),
+    )
+    .map_err(|e| StartError::Audit(e.to_string()))?;
+    tracing::info!(?recovery, "audit log open");
+
+    let server_tls = tls::server_config(&cas, &identity)?;
+    let client_tls = tls::client_config(&cas, &identity)?;
+    let signing_key = SigningKey::from_pem(&key_pem).map_err(|e| StartError::Key(e.to_string()))?;
+    let broker = Arc::new(Broker::new(BrokerParts {
+        registry,
+        rules,
+        audit,
+        providers: ProviderClient::new(client_tls, config.provider.connect_timeout),
+        sealer: Sealer::new(signing_key, keyid),
+        limits: config.limits.clone(),
+        public_data_url: config.public_data_url.clone(),
+        default_timeout: config.provider.default_timeout,
+    }));
+
+    let data_broker = broker.clone();
+    let data = crate::server::serve(
+        config.data_listen,
+        server_tls.clone(),
+        config.limits.max_header_bytes,
+        move |peer, request| {
+            let broker = data_broker.clone();
+            async move { broker.handle(&peer, request).await }
+        },
+    )
+    .await
+    .map_err(|source| StartError::Bind {
+        addr: config.data_listen,
+        source,
+    })?;
+    let admin_state = Arc::new(crate::admin::AdminState::new(
+        broker.clone(),
+        config.catalog_dir.clone(),
+        config.policies_dir.clone(),
+    ));
+    let admin = crate::server::serve(
+        config.admin_listen,
+        server_tls,
+        config.limits.max_header_bytes,
+        move |peer, request| {
+            let state = admin_state.clone();
+            async move { state.handle(&peer, request).await }
+        },
+    )
+    .await
+    .map_err(|source| StartError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+    tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), "broker listening");
+    Ok(RunningBroker {
+        broker,
+        data,
+        admin,
+        config,
+    })
+}

@@ -1,0 +1,307 @@
+//! Reading a consumer's call: the `/r1/{provider}/{code}[/{subpath}]` path and
+//! the `MConnect-*` headers of PROTOCOL.md section 2, checked for form.
+//!
+//! Invariant: everything here is a pure function of the request head; any
+//! malformed value is a 400 `request.malformed` naming the header to fix.
+
+use http::HeaderMap;
+
+use super::error::{ErrorKind, ExchangeError};
+use crate::ids::{is_valid_national_id, is_valid_participant_id, is_valid_request_id};
+
+/// The protocol's header names, lower-case as HTTP/2 and RFC 9421 want them.
+pub mod headers {
+    /// Consumer participant id.
+    pub const CLIENT: &str = "mconnect-client";
+    /// IDNP of the user on whose action the call is made.
+    pub const CALLING_USER: &str = "mconnect-calling-user";
+    /// Legal basis id.
+    pub const CALL_BASIS: &str = "mconnect-call-basis";
+    /// Purpose code.
+    pub const CALL_REASON: &str = "mconnect-call-reason";
+    /// IDNP/IDNO the data is about.
+    pub const SUBJECT: &str = "mconnect-subject";
+    /// IDNP/IDNO on whose behalf the user acts.
+    pub const REPRESENTED_PARTY: &str = "mconnect-represented-party";
+    /// The client's request id.
+    pub const REQUEST_ID: &str = "mconnect-request-id";
+    /// The broker's exchange id.
+    pub const EXCHANGE_ID: &str = "mconnect-exchange-id";
+    /// The audit log leaf index of the exchange.
+    pub const AUDIT_SEQ: &str = "mconnect-audit-seq";
+    /// RFC 9530 digest of the body.
+    pub const CONTENT_DIGEST: &str = "content-digest";
+}
+
+/// The signature labels of the protocol.
+pub mod labels {
+    /// Consumer requests and the broker's forwarded requests.
+    pub const REQUEST: &str = "mconnect";
+    /// Provider responses.
+    pub const PROVIDER: &str = "mconnect-provider";
+    /// The broker's receipts.
+    pub const RECEIPT: &str = "mconnect-receipt";
+}
+
+/// The service a call addresses and what follows it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// Provider participant id.
+    pub provider: &'a str,
+    /// Service code.
+    pub code: &'a str,
+    /// Everything after `/r1/{provider}/{code}`, starting with `/`, or empty.
+    pub subpath: &'a str,
+    /// The raw query, without `?`.
+    pub query: Option<&'a str>,
+}
+
+/// Parses the request path.
+pub fn parse_route<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a>, ExchangeError> {
+    let bad = || {
+        ExchangeError::new(
+            ErrorKind::Malformed,
+            "path must be /r1/{provider}/{service-code}[/{subpath}]",
+        )
+    };
+    let rest = path.strip_prefix("/r1/").ok_or_else(bad)?;
+    let (provider, rest) = rest.split_once('/').ok_or_else(bad)?;
+    let (code, subpath) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if !is_valid_participant_id(provider) || !is_valid_participant_id(code) {
+        return Err(bad());
+    }
+    // Dot segments would let a subpath climb out of the provider's service path.
+    if subpath.split('/').any(|seg| {
+        seg == ".." || seg == "." || seg.contains('%') && seg.to_ascii_lowercase().contains("%2e")
+    }) {
+        return Err(ExchangeError::new(
+            ErrorKind::Malformed,
+            "subpath must not contain dot segments",
+        ));
+    }
+    Ok(Route {
+        provider,
+        code,
+        subpath,
+        query,
+    })
+}
+
+/// The protocol headers of a call, validated for form.
+#[derive(Debug, Clone)]
+pub struct CallHeaders {
+    /// `MConnect-Client`.
+    pub client: String,
+    /// `MConnect-Calling-User`.
+    pub calling_user: String,
+    /// `MConnect-Call-Basis`.
+    pub basis: String,
+    /// `MConnect-Call-Reason`.
+    pub reason: String,
+    /// `MConnect-Subject`.
+    pub subject: Option<String>,
+    /// `MConnect-Represented-Party`.
+    pub represented_party: Option<String>,
+    /// `MConnect-Request-Id`.
+    pub request_id: uuid::Uuid,
+}
+
+/// Reads one header as a single ASCII value.
+pub fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ExchangeError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ExchangeError::new(
+            ErrorKind::Malformed,
+            format!("header {name} must appear once"),
+        ));
+    }
+    first.to_str().map(|s| Some(s.trim())).map_err(|_| {
+        ExchangeError::new(
+            ErrorKind::Malformed,
+            format!("header {name} must be visible ASCII"),
+        )
+    })
+}
+
+fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ExchangeError> {
+    match single(headers, name)? {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ExchangeError::new(
+            ErrorKind::Malformed,
+            format!("header {name} is required"),
+        )),
+    }
+}
+
+fn token(name: &str, value: &str) -> Result<String, ExchangeError> {
+    let ok = value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:/".contains(&b));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ExchangeError::new(
+            ErrorKind::Malformed,
+            format!(
+                "header {name} must be an identifier of letters, digits and -._:/ (at most 128)"
+            ),
+        ))
+    }
+}
+
+fn national_id(name: &str, value: &str, what: &str) -> Result<String, ExchangeError> {
+    if is_valid_national_id(value) {
+        Ok(value.to_string())
+    } else {
+        Err(ExchangeError::new(
+            ErrorKind::Malformed,
+            format!("header {name} must be {what}: 13 digits with a valid control digit"),
+        ))
+    }
+}
+
+impl CallHeaders {
+    /// The consumer id alone, read first so later refusals can name the client.
+    pub fn client(headers: &HeaderMap) -> Result<&str, ExchangeError> {
+        let client = required(headers, headers::CLIENT)?;
+        if is_valid_participant_id(client) {
+            Ok(client)
+        } else {
+            Err(ExchangeError::new(
+                ErrorKind::Malformed,
+                "header mconnect-client must be a participant id",
+            ))
+        }
+    }
+
+    /// Reads and checks every protocol header.
+    pub fn parse(headers: &HeaderMap) -> Result<CallHeaders, ExchangeError> {
+        let client = Self::client(headers)?.to_string();
+        let calling_user = national_id(
+            headers::CALLING_USER,
+            required(headers, headers::CALLING_USER)?,
+            "an IDNP",
+        )?;
+        let basis = token(headers::CALL_BASIS, required(headers, headers::CALL_BASIS)?)?;
+        let reason = token(
+            headers::CALL_REASON,
+            required(headers, headers::CALL_REASON)?,
+        )?;
+        let subject = single(headers, headers::SUBJECT)?
+            .map(|v| national_id(headers::SUBJECT, v, "an IDNP or IDNO"))
+            .transpose()?;
+        let represented_party = single(headers, headers::REPRESENTED_PARTY)?
+            .map(|v| national_id(headers::REPRESENTED_PARTY, v, "an IDNP or IDNO"))
+            .transpose()?;
+        let raw_id = required(headers, headers::REQUEST_ID)?;
+        if !is_valid_request_id(raw_id) {
+            return Err(ExchangeError::new(
+                ErrorKind::Malformed,
+                "header mconnect-request-id must be a UUID such as 0190a8c2-6d1e-7b4a-9c55-3f1e2d3c4b5a",
+            ));
+        }
+        let request_id = uuid::Uuid::try_parse(raw_id).map_err(|_| {
+            ExchangeError::new(
+                ErrorKind::Malformed,
+                "header mconnect-request-id must be a UUID",
+            )
+        })?;
+        Ok(CallHeaders {
+            client,
+            calling_user,
+            basis,
+            reason,
+            subject,
+            represented_party,
+            request_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let ok = [
+            ("/r1/asp-rsp/person-by-idnp", "", None),
+            ("/r1/asp-rsp/person-by-idnp/extra/x", "/extra/x", None),
+            ("/r1/asp-rsp/person-by-idnp", "", Some("idnp=1")),
+        ];
+        for (path, sub, q) in ok {
+            let r = parse_route(path, q).unwrap();
+            assert_eq!(
+                (r.provider, r.code, r.subpath, r.query),
+                ("asp-rsp", "person-by-idnp", sub, q)
+            );
+        }
+        for bad in [
+            "/r2/a/b",
+            "/r1/a",
+            "/r1//b",
+            "/r1/A/b",
+            "/r1/a/b/../c",
+            "/r1/a/b/%2E%2E/c",
+        ] {
+            let err = parse_route(bad, None).unwrap_err();
+            assert_eq!(err.code(), "request.malformed", "{bad}");
+        }
+    }
+
+    fn base() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("mconnect-client", "apl-cahul".parse().unwrap());
+        h.insert("mconnect-calling-user", "2000000000015".parse().unwrap());
+        h.insert(
+            "mconnect-call-basis",
+            "md-law-142-2018-art-6".parse().unwrap(),
+        );
+        h.insert("mconnect-call-reason", "social-aid".parse().unwrap());
+        h.insert(
+            "mconnect-request-id",
+            "0190a8c2-6d1e-7b4a-9c55-3f1e2d3c4b5a".parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn headers_table() {
+        assert!(CallHeaders::parse(&base()).is_ok());
+        let cases: &[(&str, Option<&str>)] = &[
+            ("mconnect-client", None),
+            ("mconnect-client", Some("Bad Id")),
+            ("mconnect-calling-user", Some("2000000000016")),
+            ("mconnect-calling-user", None),
+            ("mconnect-call-basis", Some("has space")),
+            ("mconnect-call-reason", None),
+            ("mconnect-subject", Some("123")),
+            ("mconnect-represented-party", Some("abc")),
+            ("mconnect-request-id", Some("nope")),
+        ];
+        for (name, value) in cases {
+            let mut h = base();
+            match value {
+                Some(v) => {
+                    h.insert(*name, v.parse().unwrap());
+                }
+                None => {
+                    h.remove(*name);
+                }
+            }
+            let err = CallHeaders::parse(&h).unwrap_err();
+            assert_eq!(err.code(), "request.malformed", "{name}={value:?}");
+            assert!(err.detail().contains(name), "{}", err.detail());
+        }
+        let mut dup = base();
+        dup.append("mconnect-client", "apl-balti".parse().unwrap());
+        assert!(CallHeaders::parse(&dup).is_err());
+    }
+}

@@ -1,0 +1,821 @@
+//! The exchange: one consumer call, from an accepted mTLS connection to the
+//! sealed answer. This is the one place where the phases are put in order;
+//! each phase lives in its own module.
+//!
+//! ```text
+//!  identify ─► read call ─► catalog ─► read body ─► verify ─► replay ─► authorise
+//!  (cert →      (path,       (service   (limits)     (RFC 9421  (request  (policy,
+//!  participant)  headers)     active)                 + digest)  id)       rate, MPower)
+//!      ─► validate ─► route ─► check answer ─► minimise ─► audit ─► seal
+//!         (request    (mTLS,    (provider sig,  (grant      (durable  (receipt)
+//!          schema)     timeout)  schema)         fields)     record)
+//! ```
+//!
+//! Architecture invariants:
+//! - every call, accepted or refused, produces exactly one audit record, and
+//!   the answer leaves only after that record is durable; if it cannot be made
+//!   durable the consumer gets 503 `audit.unavailable` instead (fail closed);
+//! - identification and signature checks come before anything that costs the
+//!   provider or reveals whether data exists;
+//! - the replay cache is touched only by authenticated requests, so a stranger
+//!   cannot burn another client's request ids;
+//! - nothing from the consumer's request reaches the provider except the
+//!   method, subpath, query, body and the protocol headers: the forwarded
+//!   request is built from a whitelist, which is the hop-by-hop hygiene.
+
+pub mod call;
+pub mod error;
+pub mod replay;
+pub mod route;
+pub mod seal;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::audit::{AuditLog, AuditRecord, Decision as AuditDecision};
+use crate::catalog::{Catalog, Service};
+use crate::config::Limits;
+use crate::httpsig::{self, MessageView, RequestView, SignatureParams};
+use crate::policy::{Decision, DecisionRequest, PolicyIndex, RateLimiter};
+use crate::registry::{ParticipantEntry, Registry};
+use call::{CallHeaders, Route, headers, labels};
+use error::{ErrorKind, ExchangeError};
+use replay::{ReplayCache, ReplayVerdict};
+use route::ProviderClient;
+use seal::{Answer, Sealer};
+
+/// The catalog and the policy index, swapped together on reload.
+pub struct Rules {
+    /// What exists on the bus.
+    pub catalog: Catalog,
+    /// Who may call what.
+    pub policy: PolicyIndex,
+}
+
+/// Who is on the other end of a data-plane connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Fingerprint of the TLS client certificate (always present behind the TLS edge).
+    pub fingerprint: Option<String>,
+    /// Remote address.
+    pub addr: SocketAddr,
+}
+
+/// Everything one broker needs to run exchanges.
+pub struct Broker {
+    registry: Arc<Registry>,
+    rules: ArcSwap<Rules>,
+    rate: RateLimiter,
+    replay: ReplayCache,
+    audit: AuditLog,
+    providers: ProviderClient,
+    sealer: Sealer,
+    limits: Limits,
+    public_data_url: Option<String>,
+    default_timeout: Duration,
+}
+
+/// The parts a broker is made of.
+pub struct BrokerParts {
+    /// The participant registry.
+    pub registry: Arc<Registry>,
+    /// Catalog and policies.
+    pub rules: Rules,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The client towards providers.
+    pub providers: ProviderClient,
+    /// The broker's signing identity.
+    pub sealer: Sealer,
+    /// Limits.
+    pub limits: Limits,
+    /// The public base URL clients address, when it differs from the Host they send.
+    pub public_data_url: Option<String>,
+    /// Timeout for services whose catalog entry names none.
+    pub default_timeout: Duration,
+}
+
+/// What the audit record of one exchange collects along the way.
+#[derive(Default)]
+struct Trace {
+    exchange_id: String,
+    received_at: Option<SystemTime>,
+    forwarded_at: Option<SystemTime>,
+    consumer: Option<String>,
+    consumer_idno: Option<String>,
+    call: Option<CallHeaders>,
+    provider: Option<String>,
+    service: Option<String>,
+    service_version: Option<String>,
+    grant_id: Option<String>,
+    request_bytes: u64,
+    request_sha256: Option<String>,
+    keyids_checked: Vec<String>,
+    keyids_made: Vec<String>,
+}
+
+/// A successful exchange's answer before sealing.
+struct Delivered {
+    status: StatusCode,
+    body: Bytes,
+    content_type: String,
+}
+
+impl Broker {
+    /// Assembles a broker.
+    pub fn new(parts: BrokerParts) -> Broker {
+        Broker {
+            registry: parts.registry,
+            rules: ArcSwap::from_pointee(parts.rules),
+            rate: RateLimiter::new(),
+            replay: ReplayCache::new(
+                parts.limits.created_skew.as_secs() as i64,
+                parts.limits.replay_capacity,
+            ),
+            audit: parts.audit,
+            providers: parts.providers,
+            sealer: parts.sealer,
+            limits: parts.limits,
+            public_data_url: parts.public_data_url,
+            default_timeout: parts.default_timeout,
+        }
+    }
+
+    /// The participant registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The current catalog and policies.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.load_full()
+    }
+
+    /// Replaces catalog and policies atomically; calls in flight finish on the old ones.
+    pub fn swap_rules(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    /// The broker's signer (for the admin API's signed answers).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// The rate limiter (the admin API evicts idle keys periodically).
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate
+    }
+
+    /// Runs one exchange. Never fails: every refusal is a signed problem+json answer.
+    pub async fn handle<B>(&self, peer: &Peer, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut trace = Trace {
+            exchange_id: uuid::Uuid::now_v7().to_string(),
+            received_at: Some(SystemTime::now()),
+            ..Trace::default()
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.exchange(&mut trace, peer, request).await;
+        let (status, body, content_type, problem) = match outcome {
+            Ok(d) => (d.status, d.body, d.content_type, None),
+            Err(e) => (
+                e.status(),
+                Bytes::from(e.to_problem_json(Some(&trace.exchange_id))),
+                "application/problem+json".to_string(),
+                Some(e),
+            ),
+        };
+        trace.keyids_made.push(self.sealer.keyid().to_string());
+        let record = trace.record(status, &body, problem.as_ref(), started.elapsed());
+        let request_id = trace.call.as_ref().map(|c| c.request_id.to_string());
+        let now = unix_now();
+        match self.audit.append(record).await {
+            Ok(seq) => self.sealer.seal(
+                Answer {
+                    status,
+                    body,
+                    content_type: &content_type,
+                    exchange_id: &trace.exchange_id,
+                    request_id: request_id.as_deref(),
+                    audit_seq: Some(seq),
+                    retry_after_secs: problem.as_ref().and_then(|p| p.retry_after_secs()),
+                },
+                now,
+            ),
+            Err(e) => {
+                tracing::error!(exchange_id = %trace.exchange_id, error = %e, "audit record not durable; refusing the exchange");
+                let refusal = ExchangeError::new(
+                    ErrorKind::AuditUnavailable,
+                    "the exchange could not be recorded in the audit log and was not delivered; try again later",
+                );
+                self.sealer.seal(
+                    Answer {
+                        status: refusal.status(),
+                        body: Bytes::from(refusal.to_problem_json(Some(&trace.exchange_id))),
+                        content_type: "application/problem+json",
+                        exchange_id: &trace.exchange_id,
+                        request_id: request_id.as_deref(),
+                        audit_seq: None,
+                        retry_after_secs: None,
+                    },
+                    now,
+                )
+            }
+        }
+    }
+
+    async fn exchange<B>(
+        &self,
+        trace: &mut Trace,
+        peer: &Peer,
+        request: Request<B>,
+    ) -> Result<Delivered, ExchangeError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (head, body) = request.into_parts();
+
+        // Identify: the certificate names the participant; the header must agree.
+        let registry = self.registry.snapshot();
+        let consumer = identify(&registry, peer, &head.headers)?;
+        trace.consumer = Some(consumer.participant.id.clone());
+        trace.consumer_idno = Some(consumer.participant.organisation.idno.clone());
+
+        // Read the call: path and protocol headers, for form only.
+        let route = call::parse_route(head.uri.path(), head.uri.query())?;
+        trace.provider = Some(route.provider.to_string());
+        trace.service = Some(format!("{}/{}", route.provider, route.code));
+        let call = CallHeaders::parse(&head.headers)?;
+        trace.call = Some(call.clone());
+
+        // Catalog: the service must exist and be callable with this method.
+        let rules = self.rules.load_full();
+        let service = rules
+            .catalog
+            .service(route.provider, route.code)
+            .filter(|s| s.is_callable())
+            .ok_or_else(|| {
+                ExchangeError::new(
+                    ErrorKind::UnknownService,
+                    format!(
+                        "no active service {}/{} in the catalog; see GET /v1/services on the admin API",
+                        route.provider, route.code
+                    ),
+                )
+            })?
+            .clone();
+        trace.service_version = Some(service.version.clone());
+        if head.method != service.method {
+            return Err(ExchangeError::new(
+                ErrorKind::Malformed,
+                format!("service {} is called with {}", service.key, service.method),
+            ));
+        }
+
+        // Body: bounded by the service's and the broker's limit.
+        let limit = service.body_limit.min(self.limits.max_body_bytes);
+        let body = read_body(&head.headers, body, limit).await?;
+        trace.request_bytes = body.len() as u64;
+        trace.request_sha256 = Some(hex::encode(crate::crypto::sha256(&body)));
+
+        // Verify: signature by a key of this participant, window, digest.
+        let target_uri = self.target_uri(&head)?;
+        let now = unix_now();
+        let verified = verify::verify_request(
+            &verify::SignedRequest {
+                method: head.method.as_str(),
+                target_uri: &target_uri,
+                headers: &head.headers,
+                body: &body,
+            },
+            &consumer,
+            now,
+            self.limits.created_skew.as_secs() as i64,
+        )?;
+        trace.keyids_checked.push(verified.keyid.clone());
+
+        // Replay: only now, so that unauthenticated requests cannot burn ids.
+        self.check_replay(&call, &verified, now)?;
+
+        // Authorise: grant, purpose, basis, subject, rate; then representation.
+        let grant = match rules.policy.decide(
+            &DecisionRequest {
+                consumer: &consumer.participant.id,
+                service: &service,
+                basis: &call.basis,
+                reason: &call.reason,
+                subject_present: call.subject.is_some(),
+            },
+            now,
+        ) {
+            Decision::Allow(grant) => grant,
+            Decision::Deny(denial) => {
+                trace.grant_id = denial.grant.map(|g| g.id.clone());
+                return Err(ExchangeError::new(
+                    denial_kind(denial.code.code()),
+                    format!(
+                        "{} (service {}, basis `{}`, reason `{}`)",
+                        denial.rule, service.key, call.basis, call.reason
+                    ),
+                ));
+            }
+        };
+        trace.grant_id = Some(grant.id.clone());
+        if let Err(limited) = self.rate.check(grant, &service.key, now) {
+            return Err(ExchangeError::rate_limited(
+                limited.retry_after,
+                format!(
+                    "grant {} allows no more calls to {} now; retry later",
+                    grant.id, service.key
+                ),
+            ));
+        }
+        if call.represented_party.is_some() {
+            return Err(ExchangeError::new(
+                ErrorKind::RepresentationDenied,
+                "no power-of-attorney service (MPower) confirms representation on this broker; call without MConnect-Represented-Party",
+            ));
+        }
+
+        // Validate the request body against the service's schema. A service
+        // without a request schema takes no body; one with a schema needs one.
+        match (service.accepts_body(), body.is_empty()) {
+            (false, false) => {
+                return Err(ExchangeError::new(
+                    ErrorKind::RequestSchemaInvalid,
+                    format!("service {} takes no request body", service.key),
+                ));
+            }
+            (true, true) => {
+                return Err(ExchangeError::new(
+                    ErrorKind::RequestSchemaInvalid,
+                    format!(
+                        "service {} needs a JSON body matching its request schema (GET /v1/services on the admin API)",
+                        service.key
+                    ),
+                ));
+            }
+            (true, false) => {
+                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                    ExchangeError::new(
+                        ErrorKind::RequestSchemaInvalid,
+                        format!("body is not JSON: {e}"),
+                    )
+                })?;
+                service.validate_request(&value).map_err(|v| {
+                    ExchangeError::new(ErrorKind::RequestSchemaInvalid, v.to_string())
+                })?;
+            }
+            (false, true) => {}
+        }
+
+        // Route: forward over mTLS, signed by the broker.
+        let provider = registry.get(route.provider).ok_or_else(|| {
+            ExchangeError::new(
+                ErrorKind::ProviderUnavailable,
+                format!("provider `{}` is not registered", route.provider),
+            )
+        })?;
+        let forward =
+            self.forward_request(trace, &head, &route, &service, &call, provider, body)?;
+        trace.forwarded_at = Some(SystemTime::now());
+        let timeout = if service.timeout.is_zero() {
+            self.default_timeout
+        } else {
+            service.timeout
+        };
+        let answer = self
+            .providers
+            .send(forward, timeout, self.limits.max_response_bytes)
+            .await?;
+
+        // Check the answer: provider signature, then schema, then minimise.
+        let provider_keyid = check_provider_answer(&answer, provider, &trace.exchange_id)?;
+        trace.keyids_checked.push(provider_keyid);
+        deliver(answer, &service, grant)
+    }
+
+    fn check_replay(
+        &self,
+        call: &CallHeaders,
+        verified: &verify::VerifiedSignature,
+        now: i64,
+    ) -> Result<(), ExchangeError> {
+        let mut ids = vec![call.request_id];
+        if let Some(nonce) = &verified.nonce {
+            // A signature nonce is honoured as a second single-use id.
+            let digest = crate::crypto::sha256(nonce.as_bytes());
+            let mut raw = [0u8; 16];
+            raw.copy_from_slice(&digest[..16]);
+            ids.push(uuid::Uuid::from_bytes(raw));
+        }
+        for id in ids {
+            match self
+                .replay
+                .check_and_insert(&call.client, id, verified.created, now)
+            {
+                ReplayVerdict::Fresh => {}
+                ReplayVerdict::Replayed => {
+                    return Err(ExchangeError::new(
+                        ErrorKind::Replayed,
+                        format!(
+                            "request id {} (or signature nonce) was already used by `{}`; use a fresh UUID per request",
+                            call.request_id, call.client
+                        ),
+                    ));
+                }
+                ReplayVerdict::TooOld { floor } => {
+                    return Err(ExchangeError::new(
+                        ErrorKind::SignatureExpired,
+                        format!(
+                            "the broker accepts signatures created after {floor} right now; sign again"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The absolute URI the client addressed, as its signature covers it.
+    fn target_uri(&self, head: &http::request::Parts) -> Result<String, ExchangeError> {
+        let path_and_query = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Some(base) = &self.public_data_url {
+            return Ok(format!("{base}{path_and_query}"));
+        }
+        let authority = match head.uri.authority() {
+            Some(a) => a.as_str(),
+            None => call::single(&head.headers, http::header::HOST.as_str())?.ok_or_else(|| {
+                ExchangeError::new(ErrorKind::Malformed, "a Host header is required")
+            })?,
+        };
+        Ok(format!("https://{authority}{path_and_query}"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_request(
+        &self,
+        trace: &mut Trace,
+        head: &http::request::Parts,
+        route: &Route<'_>,
+        service: &Service,
+        call: &CallHeaders,
+        provider: &ParticipantEntry,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, ExchangeError> {
+        let base = provider
+            .participant
+            .endpoint_for(route.code)
+            .ok_or_else(|| {
+                ExchangeError::new(
+                    ErrorKind::ProviderUnavailable,
+                    format!("provider `{}` has registered no endpoint", route.provider),
+                )
+            })?;
+        let mut url = format!("{base}{}{}", service.path, route.subpath);
+        if let Some(q) = route.query {
+            url.push('?');
+            url.push_str(q);
+        }
+        let mut h = HeaderMap::new();
+        for name in [
+            headers::CLIENT,
+            headers::CALLING_USER,
+            headers::CALL_BASIS,
+            headers::CALL_REASON,
+            headers::SUBJECT,
+            headers::REPRESENTED_PARTY,
+            headers::REQUEST_ID,
+            http::header::CONTENT_TYPE.as_str(),
+            http::header::ACCEPT.as_str(),
+        ] {
+            if let Some(v) = head.headers.get(name) {
+                h.insert(name, v.clone());
+            }
+        }
+        h.insert(
+            headers::EXCHANGE_ID,
+            HeaderValue::from_str(&trace.exchange_id)
+                .map_err(|_| ExchangeError::new(ErrorKind::Internal, "exchange id unusable"))?,
+        );
+        let mut covered = vec![
+            "@method",
+            "@target-uri",
+            headers::CLIENT,
+            headers::CALLING_USER,
+            headers::CALL_BASIS,
+            headers::CALL_REASON,
+            headers::REQUEST_ID,
+            headers::EXCHANGE_ID,
+        ];
+        if call.subject.is_some() {
+            covered.push(headers::SUBJECT);
+        }
+        if call.represented_party.is_some() {
+            covered.push(headers::REPRESENTED_PARTY);
+        }
+        if !body.is_empty() {
+            h.insert(
+                headers::CONTENT_DIGEST,
+                httpsig::digest::content_digest_header(&body),
+            );
+            covered.push(headers::CONTENT_DIGEST);
+        }
+        let mut params = SignatureParams::new(&covered);
+        params.created = Some(unix_now());
+        params.keyid = Some(self.sealer.keyid().to_string());
+        params.alg = Some(self.sealer.key().algorithm().as_str().to_string());
+        let sig = httpsig::sign(
+            &MessageView::Request(RequestView {
+                method: head.method.as_str(),
+                target_uri: &url,
+                headers: &h,
+            }),
+            labels::REQUEST,
+            &params,
+            self.sealer.key(),
+        )
+        .map_err(|e| {
+            ExchangeError::new(
+                ErrorKind::Internal,
+                format!("signing the forwarded request failed: {e}"),
+            )
+        })?;
+        httpsig::attach(&mut h, sig);
+        trace.keyids_made.push(self.sealer.keyid().to_string());
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = url.parse().map_err(|_| {
+            ExchangeError::new(
+                ErrorKind::ProviderUnavailable,
+                format!("provider endpoint URL {url} is not a valid URI"),
+            )
+        })?;
+        *request.headers_mut() = h;
+        Ok(request)
+    }
+}
+
+/// Maps the policy's refusal code onto the exchange error kind.
+fn denial_kind(code: &str) -> ErrorKind {
+    match code {
+        "policy.purpose_not_allowed" => ErrorKind::PurposeNotAllowed,
+        "policy.basis_not_allowed" => ErrorKind::BasisNotAllowed,
+        "policy.grant_expired" => ErrorKind::GrantExpired,
+        "policy.grant_suspended" => ErrorKind::GrantSuspended,
+        "policy.subject_required" => ErrorKind::SubjectRequired,
+        _ => ErrorKind::PolicyDenied,
+    }
+}
+
+/// Certificate → participant, and the `MConnect-Client` header must name the same one.
+fn identify(
+    registry: &crate::registry::RegistrySnapshot,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<Arc<ParticipantEntry>, ExchangeError> {
+    let claimed = CallHeaders::client(headers)?;
+    let fingerprint = peer.fingerprint.as_deref().ok_or_else(|| {
+        ExchangeError::new(
+            ErrorKind::ClientUnknown,
+            "present your participant certificate",
+        )
+    })?;
+    let owner = registry.by_fingerprint(fingerprint).ok_or_else(|| {
+        ExchangeError::new(
+            ErrorKind::ClientUnknown,
+            format!("certificate {fingerprint} is not registered to any participant"),
+        )
+    })?;
+    if owner.participant.id != claimed {
+        return Err(match registry.get(claimed) {
+            Some(_) => ExchangeError::new(
+                ErrorKind::CertificateMismatch,
+                format!(
+                    "the TLS certificate belongs to `{}`, not to `{claimed}` named in MConnect-Client",
+                    owner.participant.id
+                ),
+            ),
+            None => ExchangeError::new(
+                ErrorKind::ClientUnknown,
+                format!("no participant `{claimed}` is registered"),
+            ),
+        });
+    }
+    Ok(owner.clone())
+}
+
+async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ExchangeError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ExchangeError::new(
+            ErrorKind::TooLarge,
+            format!("the body exceeds this service's limit of {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ExchangeError::new(
+            ErrorKind::Malformed,
+            format!("request body unreadable: {e}"),
+        )),
+    }
+}
+
+/// Checks the provider's `mconnect-provider` signature and digest; returns the keyid used.
+fn check_provider_answer(
+    answer: &route::ProviderAnswer,
+    provider: &ParticipantEntry,
+    exchange_id: &str,
+) -> Result<String, ExchangeError> {
+    let bad = |detail: String| ExchangeError::new(ErrorKind::ProviderSignatureInvalid, detail);
+    let h = &answer.head.headers;
+    let parsed = httpsig::parse_signature(h, labels::PROVIDER).map_err(|e| {
+        bad(format!(
+            "provider answer is not signed with label mconnect-provider: {e}"
+        ))
+    })?;
+    let keyid = parsed
+        .params
+        .keyid
+        .clone()
+        .ok_or_else(|| bad("provider signature has no keyid".into()))?;
+    let key = provider.keys.get(&keyid).ok_or_else(|| {
+        bad(format!(
+            "provider signed with {keyid}, which is not a certificate of `{}`",
+            provider.participant.id
+        ))
+    })?;
+    for name in ["@status", headers::CONTENT_DIGEST, headers::EXCHANGE_ID] {
+        if !parsed.params.covers(name) {
+            return Err(bad(format!("provider signature does not cover `{name}`")));
+        }
+    }
+    if h.get(headers::EXCHANGE_ID).and_then(|v| v.to_str().ok()) != Some(exchange_id) {
+        return Err(bad("provider answer names another exchange id".into()));
+    }
+    let alg = match parsed.params.alg.as_deref() {
+        Some(name) => crate::crypto::Algorithm::from_name(name)
+            .filter(|a| key.supports(*a))
+            .ok_or_else(|| bad(format!("provider signature algorithm `{name}` unusable")))?,
+        None => key.default_algorithm(),
+    };
+    httpsig::verify(
+        &MessageView::Response {
+            status: answer.head.status.as_u16(),
+            headers: h,
+            request: None,
+        },
+        &parsed,
+        key,
+        alg,
+    )
+    .map_err(|e| bad(format!("provider signature does not verify: {e}")))?;
+    let digest = h
+        .get(headers::CONTENT_DIGEST)
+        .ok_or_else(|| bad("provider answer has no Content-Digest".into()))?;
+    httpsig::digest::verify_content_digest(digest, &answer.body).map_err(|e| {
+        bad(format!(
+            "provider Content-Digest does not match its body: {e}"
+        ))
+    })?;
+    Ok(keyid)
+}
+
+/// Schema-checks and minimises a successful JSON answer; passes other answers through.
+fn deliver(
+    answer: route::ProviderAnswer,
+    service: &Service,
+    grant: &crate::policy::Grant,
+) -> Result<Delivered, ExchangeError> {
+    let status = answer.head.status;
+    let content_type = answer
+        .head
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let is_json = content_type.starts_with("application/json")
+        || content_type.starts_with("application/problem+json");
+    if !status.is_success() || answer.body.is_empty() {
+        return Ok(Delivered {
+            status,
+            body: answer.body,
+            content_type,
+        });
+    }
+    if !is_json {
+        return Err(ExchangeError::new(
+            ErrorKind::ProviderBadResponse,
+            format!("provider answered {content_type}; services on this bus answer JSON"),
+        ));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| {
+        ExchangeError::new(
+            ErrorKind::ProviderBadResponse,
+            format!("provider answer is not valid JSON: {e}"),
+        )
+    })?;
+    service
+        .validate_response(&value)
+        .map_err(|v| ExchangeError::new(ErrorKind::ResponseSchemaInvalid, v.to_string()))?;
+    crate::policy::minimise(&mut value, grant.fields_for(&service.key));
+    let body = serde_json::to_vec(&value)
+        .map_err(|e| ExchangeError::new(ErrorKind::Internal, format!("re-encoding failed: {e}")))?;
+    Ok(Delivered {
+        status,
+        body: Bytes::from(body),
+        content_type: "application/json".to_string(),
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Trace {
+    fn record(
+        &self,
+        status: StatusCode,
+        body: &[u8],
+        problem: Option<&ExchangeError>,
+        elapsed: Duration,
+    ) -> AuditRecord {
+        let call = self.call.as_ref();
+        AuditRecord {
+            exchange_id: self.exchange_id.clone(),
+            request_id: call.map(|c| c.request_id.to_string()),
+            event: "exchange".to_string(),
+            received_at: rfc3339(self.received_at.unwrap_or_else(SystemTime::now)),
+            forwarded_at: self.forwarded_at.map(rfc3339),
+            answered_at: rfc3339(SystemTime::now()),
+            consumer: self.consumer.clone(),
+            consumer_idno: self.consumer_idno.clone(),
+            calling_user: call.map(|c| c.calling_user.clone()),
+            provider: self.provider.clone(),
+            service: self.service.clone(),
+            service_version: self.service_version.clone(),
+            purpose: call.map(|c| c.reason.clone()),
+            legal_basis: call.map(|c| c.basis.clone()),
+            grant_id: self.grant_id.clone(),
+            subject: call.and_then(|c| c.subject.clone()),
+            represented_party: call.and_then(|c| c.represented_party.clone()),
+            decision: if problem.is_none() {
+                AuditDecision::Accepted
+            } else {
+                AuditDecision::Refused
+            },
+            problem_code: problem.map(|p| p.code().to_string()),
+            http_status: status.as_u16(),
+            request_bytes: self.request_bytes,
+            request_sha256: self.request_sha256.clone(),
+            response_bytes: body.len() as u64,
+            response_sha256: Some(hex::encode(crate::crypto::sha256(body))),
+            keyids_checked: self.keyids_checked.clone(),
+            keyids_made: self.keyids_made.clone(),
+            duration_us: elapsed.as_micros() as u64,
+        }
+    }
+}
+
+/// RFC 3339 UTC with microseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    dt.format(&format).unwrap_or_default()
+}

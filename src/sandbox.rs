@@ -1,0 +1,548 @@
+//! `mconnect sandbox`: the whole bus on loopback in one command
+//! (PROTOCOL.md section 9). It makes a development PKI, registers the
+//! participants of `examples/sandbox/participants.json`, starts the example
+//! registers as child processes, starts the broker on the shipped `catalog/`
+//! and `policies/`, writes `sandbox.json`, and waits for Ctrl-C.
+//!
+//! Invariants: a second start on the same directory reuses its PKI, state and
+//! audit log (nothing is lost); every call listed under `try` is allowed by
+//! the shipped policies; child processes die with the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+
+use crate::app::RunningBroker;
+use crate::config::Config;
+use crate::pki::{DevCa, KeyType};
+use crate::registry::{
+    Endpoint, Organisation, Participant, Registry, Role, registered_certificate,
+};
+use crate::store::RedbStore;
+
+/// Options of `mconnect sandbox`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SandboxArgs {
+    /// Directory for PKI, state, audit log and sandbox.json.
+    #[arg(long, default_value = "sandbox")]
+    pub dir: PathBuf,
+    /// Data plane port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8443)]
+    pub data_port: u16,
+    /// Admin API port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8444)]
+    pub admin_port: u16,
+    /// The catalog directory.
+    #[arg(long, default_value = "catalog")]
+    pub catalog: PathBuf,
+    /// The policies directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// The sandbox participants file.
+    #[arg(long, default_value = "examples/sandbox/participants.json")]
+    pub participants: PathBuf,
+    /// Where the example register binaries are (default: `examples/` beside this executable).
+    #[arg(long)]
+    pub examples_dir: Option<PathBuf>,
+    /// Start, print, and stop at once (for scripts and tests).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// A participant of the sandbox definition.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxParticipant {
+    /// Participant id.
+    pub id: String,
+    /// Organisation.
+    pub organisation: Organisation,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Key type or RFC 9421 algorithm it signs with.
+    pub key: String,
+    /// The example register it runs, for providers.
+    #[serde(default)]
+    pub serves: Option<String>,
+    /// Left out of citizens' access history.
+    #[serde(default)]
+    pub confidential: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxDefinition {
+    participants: Vec<SandboxParticipant>,
+}
+
+/// `sandbox.json`: what tools and scripts read (paths relative to the directory).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SandboxManifest {
+    /// The broker.
+    pub broker: ManifestBroker,
+    /// The CA certificate.
+    pub ca: String,
+    /// Every participant with its key and certificate.
+    pub participants: Vec<ManifestParticipant>,
+    /// Calls the shipped policies allow.
+    #[serde(rename = "try")]
+    pub tries: Vec<ManifestTry>,
+    /// A participant allowed to read the audit log.
+    pub auditor: ManifestAuditor,
+}
+
+/// The broker in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestBroker {
+    /// Data plane base URL.
+    pub data_url: String,
+    /// Admin API base URL.
+    pub admin_url: String,
+    /// Broker certificate.
+    pub cert: String,
+    /// Its fingerprint.
+    pub keyid: String,
+}
+
+/// A participant in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestParticipant {
+    /// Participant id.
+    pub id: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Private key PEM.
+    pub key: String,
+    /// Certificate PEM.
+    pub cert: String,
+    /// The RFC 9421 algorithm it signs with.
+    pub alg: String,
+}
+
+/// A call in `sandbox.json`'s `try` list.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestTry {
+    /// Calling participant.
+    pub client: String,
+    /// `provider/code`.
+    pub service: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query on the broker.
+    pub path: String,
+    /// JSON body.
+    pub body: Option<serde_json::Value>,
+    /// Legal basis id.
+    pub basis: String,
+    /// Purpose code.
+    pub reason: String,
+    /// Subject.
+    pub subject: Option<String>,
+}
+
+/// The auditor in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestAuditor {
+    /// Participant id.
+    pub id: String,
+    /// Legal basis id.
+    pub basis: String,
+    /// Purpose code.
+    pub reason: String,
+}
+
+impl SandboxManifest {
+    /// Reads `{dir}/sandbox.json`.
+    pub fn read(dir: &Path) -> Result<SandboxManifest> {
+        let path = dir.join("sandbox.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (start `mconnect sandbox` first)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// A consumer client for a sandbox participant.
+    pub fn consumer(&self, dir: &Path, participant: &str) -> Result<crate::sdk::Consumer> {
+        let p = self
+            .participants
+            .iter()
+            .find(|p| p.id == participant)
+            .with_context(|| format!("no participant `{participant}` in sandbox.json"))?;
+        let credentials = crate::sdk::Credentials::load(
+            &p.id,
+            &dir.join(&p.cert),
+            &dir.join(&p.key),
+            &dir.join(&self.ca),
+            crate::crypto::Algorithm::from_name(&p.alg),
+        )?;
+        let broker_pem = std::fs::read_to_string(dir.join(&self.broker.cert))?;
+        Ok(crate::sdk::Consumer::new(
+            credentials,
+            &self.broker.data_url,
+            crate::sdk::TrustedKeys::from_pem(&broker_pem)?,
+        )?)
+    }
+}
+
+/// A running sandbox.
+pub struct RunningSandbox {
+    /// The broker.
+    pub broker: RunningBroker,
+    /// What was written to sandbox.json.
+    pub manifest: SandboxManifest,
+    /// The directory.
+    pub dir: PathBuf,
+    children: Vec<tokio::process::Child>,
+}
+
+impl RunningSandbox {
+    /// Stops the broker and the example registers.
+    pub async fn shutdown(mut self) {
+        self.broker.shutdown().await;
+        for child in &mut self.children {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// `mconnect sandbox`.
+pub async fn run(args: SandboxArgs) -> Result<ExitCode> {
+    let sandbox = start(&args).await?;
+    print_welcome(&sandbox);
+    if !args.no_wait {
+        crate::cli::wait_for_shutdown().await;
+        eprintln!("mconnect: stopping the sandbox");
+    }
+    sandbox.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the sandbox and returns once everything listens.
+pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
+    let dir = &args.dir;
+    let pki_dir = dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
+    let definition: SandboxDefinition = serde_json::from_str(
+        &std::fs::read_to_string(&args.participants)
+            .with_context(|| format!("reading {}", args.participants.display()))?,
+    )
+    .with_context(|| format!("parsing {}", args.participants.display()))?;
+
+    // PKI: made once, reused on every later start.
+    let ca = if pki_dir.join("ca.key.pem").exists() {
+        DevCa::load(&pki_dir)?
+    } else {
+        let ca = DevCa::generate("MConnect sandbox CA")?;
+        ca.write(&pki_dir)?;
+        ca
+    };
+    if !pki_dir.join("broker.key.pem").exists() {
+        ca.issue(
+            "broker",
+            "Agenția de Guvernare Electronică",
+            KeyType::EcdsaP256,
+        )?
+        .write(&pki_dir, "broker")?;
+    }
+    for p in &definition.participants {
+        if !pki_dir.join(format!("{}.key.pem", p.id)).exists() {
+            let key_type = KeyType::parse(&p.key)
+                .with_context(|| format!("participant {}: unknown key `{}`", p.id, p.key))?;
+            ca.issue(&p.id, &p.organisation.name, key_type)?
+                .write(&pki_dir, &p.id)?;
+        }
+    }
+
+    // Configuration, written so `mconnect serve --config` can run the same broker.
+    let config_path = dir.join("broker.toml");
+    let absolute = |p: &Path| -> Result<String> {
+        Ok(std::fs::canonicalize(p)
+            .with_context(|| format!("{} not found (run from the repository root)", p.display()))?
+            .display()
+            .to_string())
+    };
+    std::fs::write(
+        &config_path,
+        format!(
+            "# Written by `mconnect sandbox`; see examples/broker.toml for every key.\n[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[tls]\nca = \"pki/ca.cert.pem\"\ncert = \"pki/broker.cert.pem\"\nkey = \"pki/broker.key.pem\"\n\n[storage]\nstate = \"state.redb\"\naudit_dir = \"audit\"\n\n[catalog]\ndir = {:?}\n\n[policies]\ndir = {:?}\n",
+            args.data_port,
+            args.admin_port,
+            absolute(&args.catalog)?,
+            absolute(&args.policies)?,
+        ),
+    )?;
+    let config = Config::load(&config_path)?;
+
+    // Example registers: child processes on free ports.
+    let examples_dir = match &args.examples_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has no directory")?
+            .join("examples"),
+    };
+    let mut children = Vec::new();
+    let mut endpoints = Vec::new();
+    for p in definition
+        .participants
+        .iter()
+        .filter(|p| p.serves.is_some())
+    {
+        let register = p.serves.as_deref().unwrap_or_default();
+        let (child, url) = spawn_register(&examples_dir, &pki_dir, p, register).await?;
+        children.push(child);
+        endpoints.push((p.id.clone(), url));
+    }
+
+    // Registry: participants, certificates and today's endpoints.
+    {
+        let registry = Registry::open(std::sync::Arc::new(RedbStore::open(&config.state_file)?))?;
+        for p in &definition.participants {
+            let pem = std::fs::read_to_string(pki_dir.join(format!("{}.cert.pem", p.id)))?;
+            let mut certificates = registry
+                .snapshot()
+                .get(&p.id)
+                .map(|e| e.participant.certificates.clone())
+                .unwrap_or_default();
+            let cert = registered_certificate(&pem)?;
+            if !certificates
+                .iter()
+                .any(|c| c.fingerprint == cert.fingerprint)
+            {
+                certificates.push(cert);
+            }
+            registry.upsert(Participant {
+                id: p.id.clone(),
+                organisation: p.organisation.clone(),
+                roles: p.roles.clone(),
+                certificates,
+                endpoints: endpoints
+                    .iter()
+                    .filter(|(id, _)| *id == p.id)
+                    .map(|(_, url)| Endpoint {
+                        service: None,
+                        url: url.clone(),
+                    })
+                    .collect(),
+                confidential: p.confidential,
+            })?;
+        }
+    }
+
+    let broker = crate::app::start(config).await?;
+    let manifest = manifest(&broker, &definition, &pki_dir)?;
+    std::fs::write(
+        dir.join("sandbox.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+    Ok(RunningSandbox {
+        broker,
+        manifest,
+        dir: dir.clone(),
+        children,
+    })
+}
+
+async fn spawn_register(
+    examples_dir: &Path,
+    pki_dir: &Path,
+    participant: &SandboxParticipant,
+    register: &str,
+) -> Result<(tokio::process::Child, String)> {
+    let exe = examples_dir.join("state_register");
+    if !exe.exists() {
+        bail!(
+            "example register binary {} is missing: build it with `cargo build --release --examples` (README)",
+            exe.display()
+        );
+    }
+    let mut child = tokio::process::Command::new(&exe)
+        .arg("--register")
+        .arg(register)
+        .arg("--participant")
+        .arg(&participant.id)
+        .arg("--pki")
+        .arg(pki_dir)
+        .arg("--alg")
+        .arg(&participant.key)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = child.stdout.take().context("register stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix("LISTENING ") {
+                return Some(url.trim().to_string());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .with_context(|| format!("register {register} for {} did not start", participant.id))?;
+    // Keep draining its stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
+}
+
+/// A sample value for a query parameter of the given format.
+fn sample(format: Option<&str>) -> &'static str {
+    match format {
+        Some("idno") => "1003603000063",
+        _ => "2000000000015",
+    }
+}
+
+fn manifest(
+    broker: &RunningBroker,
+    definition: &SandboxDefinition,
+    pki_dir: &Path,
+) -> Result<SandboxManifest> {
+    let broker_pem = std::fs::read_to_string(pki_dir.join("broker.cert.pem"))?;
+    let broker_der = crate::sdk::parse_certs(&broker_pem)?;
+    let keyid =
+        crate::crypto::certificate_fingerprint(broker_der.first().context("broker certificate")?);
+    let rules = broker.broker.rules();
+    let now = crate::exchange::unix_now();
+    let mut tries = Vec::new();
+    let mut covered = std::collections::BTreeSet::new();
+    for grant in rules.policy.grants() {
+        if grant.status != crate::policy::GrantStatus::Active || !grant.in_date(now) {
+            continue;
+        }
+        for key in &grant.services {
+            let Some((provider, code)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(service) = rules.catalog.service(provider, code) else {
+                continue;
+            };
+            if !service.is_callable() {
+                continue;
+            }
+            let (query, subject) = match service.query.first() {
+                Some(q) => {
+                    let value = sample(q.format.as_deref());
+                    (format!("?{}={value}", q.name), Some(value.to_string()))
+                }
+                None => (String::new(), None),
+            };
+            // A POST service's sample body is the first `examples` entry of its request schema.
+            let body = service
+                .request_schema
+                .as_ref()
+                .and_then(|s| s.get("examples"))
+                .and_then(|e| e.get(0))
+                .cloned();
+            tries.push(ManifestTry {
+                client: grant.consumer.clone(),
+                service: key.clone(),
+                method: service.method.to_string(),
+                path: format!("/r1/{provider}/{code}{query}"),
+                body,
+                basis: grant
+                    .legal_bases
+                    .first()
+                    .map(|b| b.id.clone())
+                    .unwrap_or_default(),
+                reason: grant
+                    .purposes
+                    .first()
+                    .map(|p| p.code.clone())
+                    .unwrap_or_default(),
+                subject: if service.subject_required {
+                    subject
+                } else {
+                    None
+                },
+            });
+            covered.insert(key.clone());
+        }
+    }
+    // One entry per service first, then the rest, so the list starts readable.
+    tries.sort_by_key(|t| (t.client != "apl-cahul", t.service.clone()));
+    let participants = definition
+        .participants
+        .iter()
+        .map(|p| ManifestParticipant {
+            id: p.id.clone(),
+            roles: p.roles.clone(),
+            key: format!("pki/{}.key.pem", p.id),
+            cert: format!("pki/{}.cert.pem", p.id),
+            alg: match KeyType::parse(&p.key) {
+                Some(KeyType::Ed25519) => "ed25519".into(),
+                Some(KeyType::EcdsaP256) => "ecdsa-p256-sha256".into(),
+                _ if p.key == "rsa-v1_5-sha256" => "rsa-v1_5-sha256".into(),
+                _ => "rsa-pss-sha512".into(),
+            },
+        })
+        .collect();
+    let auditor = definition
+        .participants
+        .iter()
+        .find(|p| p.roles.contains(&Role::Auditor))
+        .map(|p| ManifestAuditor {
+            id: p.id.clone(),
+            basis: "md-law-133-2011-art-27".into(),
+            reason: "supervision-of-personal-data-processing".into(),
+        })
+        .context("the sandbox definition names no auditor")?;
+    Ok(SandboxManifest {
+        broker: ManifestBroker {
+            data_url: format!("https://127.0.0.1:{}", broker.data_addr().port()),
+            admin_url: format!("https://127.0.0.1:{}", broker.admin_addr().port()),
+            cert: "pki/broker.cert.pem".into(),
+            keyid,
+        },
+        ca: "pki/ca.cert.pem".into(),
+        participants,
+        tries,
+        auditor,
+    })
+}
+
+fn print_welcome(sandbox: &RunningSandbox) {
+    let m = &sandbox.manifest;
+    println!("MConnect sandbox is running.");
+    println!("  data plane : {}", m.broker.data_url);
+    println!(
+        "  admin API  : {}  (OpenAPI at /v1/openapi.json)",
+        m.broker.admin_url
+    );
+    println!("  directory  : {}", sandbox.dir.display());
+    println!(
+        "  manifest   : {}",
+        sandbox.dir.join("sandbox.json").display()
+    );
+    println!();
+    println!("Try (in another terminal, from the repository root):");
+    for (i, t) in m.tries.iter().enumerate().take(8) {
+        println!(
+            "  mconnect call --sandbox {} --try {i}    # {} calls {}",
+            sandbox.dir.display(),
+            t.client,
+            t.service
+        );
+    }
+    if m.tries.len() > 8 {
+        println!(
+            "  ... {} calls in all, listed in sandbox.json",
+            m.tries.len()
+        );
+    }
+    println!();
+    println!("Ctrl-C stops the sandbox; starting it again keeps its audit log.");
+}
