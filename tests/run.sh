@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need on a fresh
+# machine, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The interoperability test signs with an independent RFC 9421
+# implementation (Python's http-message-signatures).
+if ! python3 -c "import http_message_signatures, requests" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+
+cargo test --workspace --all-targets --locked
