@@ -54,3 +54,11 @@ pub(crate) fn route(state: &AdminState, request: &AdminRequest<'_>) -> AdminResu
         )),
     }
 }
+
+/// The OpenAPI paths of these endpoints.
+pub(crate) fn openapi_paths() -> serde_json::Value {
+    serde_json::json!({
+        "/v1/services": {"get": {"summary": "List catalogued services", "responses": {"200": {"description": "services"}}}},
+        "/v1/grants": {"get": {"summary": "The caller's own grants", "responses": {"200": {"description": "grants"}}}}
+    })
+}

@@ -22,6 +22,9 @@ use crate::exchange::{Broker, Peer, rfc3339};
 use crate::registry::{Endpoint, Participant, Role};
 
 mod catalog;
+mod openapi;
+
+pub use openapi::openapi;
 
 /// One authenticated admin request, as the route handlers see it.
 pub(crate) struct AdminRequest<'a> {
@@ -456,52 +459,5 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ad
             "request.malformed",
             format!("body is not the expected JSON: {e}"),
         )
-    })
-}
-
-/// The OpenAPI 3.1 description of this API.
-pub fn openapi() -> serde_json::Value {
-    let problem = serde_json::json!({"description": "RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
-    serde_json::json!({
-        "openapi": "3.1.0",
-        "info": {"title": "MConnect admin and metadata API", "version": "1"},
-        "paths": {
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness: store, audit log and keys usable", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
-            "/v1/participants": {"get": {"summary": "List participants", "responses": {"200": {"description": "participants"}}}},
-            "/v1/participants/{id}": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "get": {"summary": "One participant", "responses": {"200": {"description": "participant"}, "404": problem}},
-                "put": {"summary": "Register or replace a participant (operator)", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Participant"}}}}, "responses": {"200": {"description": "stored"}, "400": problem, "403": problem}}
-            },
-            "/v1/participants/{id}/endpoints": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "put": {"summary": "Replace a provider's endpoints (the provider itself or an operator)", "requestBody": {"content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}}}}}, "responses": {"200": {"description": "stored"}, "400": problem, "403": problem}}
-            },
-            "/v1/participants/{id}/certificates": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "post": {"summary": "Add a certificate (rotation)", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"pem": {"type": "string"}}, "required": ["pem"]}}}}, "responses": {"201": {"description": "added"}, "400": problem, "403": problem}}
-            },
-            "/v1/participants/{id}/certificates/{fingerprint}": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "fingerprint", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "delete": {"summary": "Remove a certificate", "responses": {"200": {"description": "removed"}, "403": problem}}
-            },
-            "/v1/services": {"get": {"summary": "List catalogued services", "responses": {"200": {"description": "services"}}}},
-            "/v1/grants": {"get": {"summary": "The caller's own grants", "responses": {"200": {"description": "grants"}}}},
-            "/v1/reload": {"post": {"summary": "Reload catalog and policies atomically (operator)", "responses": {"200": {"description": "reloaded"}, "400": problem}}}
-        },
-        "components": {"schemas": {
-            "Problem": {"type": "object", "required": ["type", "title", "status", "detail", "code"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "code": {"type": "string"}, "exchange_id": {"type": "string"}}},
-            "Endpoint": {"type": "object", "required": ["url"], "properties": {"service": {"type": "string"}, "url": {"type": "string", "format": "uri"}}},
-            "Participant": {"type": "object", "required": ["id", "organisation", "roles", "certificates"], "properties": {
-                "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
-                "organisation": {"type": "object", "required": ["idno", "name"], "properties": {"idno": {"type": "string", "pattern": "^[0-9]{13}$"}, "name": {"type": "string"}}},
-                "roles": {"type": "array", "items": {"enum": ["consumer", "provider", "operator", "auditor"]}},
-                "certificates": {"type": "array", "items": {"type": "object", "required": ["pem", "fingerprint", "not_after"], "properties": {"pem": {"type": "string"}, "fingerprint": {"type": "string"}, "not_after": {"type": "integer"}}}},
-                "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}},
-                "confidential": {"type": "boolean"}
-            }}
-        }}
     })
 }
