@@ -121,6 +121,9 @@ pub struct ManifestParticipant {
     pub cert: String,
     /// The RFC 9421 algorithm it signs with.
     pub alg: String,
+    /// A provider's endpoint (example registers), for tools that bypass the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// A call in `sandbox.json`'s `try` list.
@@ -337,7 +340,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     }
 
     let broker = crate::app::start(config).await?;
-    let manifest = manifest(&broker, &definition, &pki_dir)?;
+    let manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
     std::fs::write(
         dir.join("sandbox.json"),
         serde_json::to_string_pretty(&manifest)?,
@@ -410,6 +413,7 @@ fn manifest(
     broker: &RunningBroker,
     definition: &SandboxDefinition,
     pki_dir: &Path,
+    endpoints: &[(String, String)],
 ) -> Result<SandboxManifest> {
     let broker_pem = std::fs::read_to_string(pki_dir.join("broker.cert.pem"))?;
     let broker_der = crate::sdk::parse_certs(&broker_pem)?;
@@ -488,6 +492,10 @@ fn manifest(
                 _ if p.key == "rsa-v1_5-sha256" => "rsa-v1_5-sha256".into(),
                 _ => "rsa-pss-sha512".into(),
             },
+            endpoint: endpoints
+                .iter()
+                .find(|(id, _)| *id == p.id)
+                .map(|(_, url)| url.clone()),
         })
         .collect();
     let auditor = definition

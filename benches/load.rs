@@ -1,0 +1,388 @@
+//! Load harness: signed requests with unique request ids over mTLS with
+//! keep-alive, against the broker (`--target mconnect`), an example provider
+//! directly (`--target direct`, signed as the broker would), or the same
+//! provider behind a plain TLS reverse proxy (`--target proxy --proxy-url`).
+//!
+//! Two modes:
+//! - `closed`: `--concurrency` workers send back to back for `--duration`
+//!   seconds (maximum throughput);
+//! - `open`: requests are scheduled at a fixed `--rate`, and each latency is
+//!   measured from its *scheduled* send time, so a stall shows up in the
+//!   latencies instead of silently lowering the offered load (no coordinated
+//!   omission).
+//!
+//! Requests are signed before the timed run, so the generator spends its
+//! CPU on sending, not on signatures (it shares the machine's cores with what
+//! it measures). Latencies go into an HDR histogram. The result is one JSON
+//! object on stdout. `--cpu-pids` sums the user+system CPU time those
+//! processes used during the run, for CPU time per exchange.
+//!
+//! Run: `cargo bench --bench load -- --sandbox DIR --target mconnect --mode closed`.
+
+#![allow(clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mconnect::sandbox::SandboxManifest;
+use mconnect::sdk::{self, Credentials};
+use tokio::sync::Mutex;
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// The sandbox directory (sandbox.json, pki/).
+    #[arg(long, default_value = "sandbox")]
+    sandbox: PathBuf,
+    /// mconnect, direct or proxy.
+    #[arg(long, default_value = "mconnect")]
+    target: String,
+    /// Base URL of the reverse proxy, for `--target proxy`.
+    #[arg(long)]
+    proxy_url: Option<String>,
+    /// closed or open.
+    #[arg(long, default_value = "closed")]
+    mode: String,
+    /// small (one person, ~1 KB) or large (50 persons, ~32 KB).
+    #[arg(long, default_value = "small")]
+    payload: String,
+    /// Workers (closed) or the most requests in flight (open).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Requests per second (open mode).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Process ids whose CPU time to measure, comma-separated.
+    #[arg(long, default_value = "")]
+    cpu_pids: String,
+    /// Most requests to prepare (closed mode stops when they run out).
+    #[arg(long, default_value_t = 400_000)]
+    max_requests: usize,
+    /// cargo passes `--bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// What the run measured.
+#[derive(serde::Serialize)]
+struct Report {
+    target: String,
+    mode: String,
+    payload: String,
+    concurrency: usize,
+    offered_rate: Option<u64>,
+    duration_s: f64,
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    throughput_rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    cpu_ms: Option<f64>,
+    cpu_us_per_request: Option<f64>,
+    response_bytes: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let manifest = SandboxManifest::read(&args.sandbox)?;
+    let dir = args.sandbox.clone();
+    let (credentials, base) = match args.target.as_str() {
+        "mconnect" => (participant(&manifest, &dir, "apl-cahul")?, manifest.broker.data_url.clone()),
+        "direct" | "proxy" => {
+            let provider = manifest
+                .participants
+                .iter()
+                .find(|p| p.id == "asp-rsp")
+                .and_then(|p| p.endpoint.clone())
+                .ok_or("sandbox.json names no endpoint for asp-rsp")?;
+            let base = if args.target == "proxy" {
+                args.proxy_url.clone().ok_or("--proxy-url is required with --target proxy")?
+            } else {
+                provider
+            };
+            let creds = Credentials::load(
+                "broker",
+                &dir.join("pki/broker.cert.pem"),
+                &dir.join("pki/broker.key.pem"),
+                &dir.join(&manifest.ca),
+                None,
+            )?;
+            (creds, base)
+        }
+        other => return Err(format!("unknown target {other}").into()),
+    };
+    let client = client(&credentials, args.concurrency)?;
+    let count = match args.mode.as_str() {
+        "open" => ((args.rate as f64 * args.duration) as usize).min(args.max_requests),
+        _ => args.max_requests,
+    };
+    eprintln!("preparing {count} signed requests for {} ...", args.target);
+    let requests = prepare(&args, &credentials, &base, count)?;
+    // One untimed request per connection warms the pool and the TLS sessions.
+    for r in requests.iter().take(args.concurrency.min(8)) {
+        let _ = send(&client, r.clone()).await;
+    }
+    let cpu_before = cpu_time(&args.cpu_pids);
+    let started = Instant::now();
+    let (hist, ok, errors, bytes) = match args.mode.as_str() {
+        "open" => open_loop(&args, &client, requests).await,
+        _ => closed_loop(&args, &client, requests).await,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, cpu_time(&args.cpu_pids)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let requests_done = ok + errors;
+    let report = Report {
+        target: args.target.clone(),
+        mode: args.mode.clone(),
+        payload: args.payload.clone(),
+        concurrency: args.concurrency,
+        offered_rate: (args.mode == "open").then_some(args.rate),
+        duration_s: elapsed,
+        requests: requests_done,
+        ok,
+        errors,
+        throughput_rps: ok as f64 / elapsed,
+        p50_us: hist.value_at_quantile(0.50),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        max_us: hist.max(),
+        cpu_ms: cpu,
+        cpu_us_per_request: cpu.filter(|_| ok > 0).map(|ms| ms * 1000.0 / ok as f64),
+        response_bytes: bytes / ok.max(1),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn participant(
+    manifest: &SandboxManifest,
+    dir: &std::path::Path,
+    id: &str,
+) -> Result<Credentials, Box<dyn std::error::Error>> {
+    let p = manifest
+        .participants
+        .iter()
+        .find(|p| p.id == id)
+        .ok_or("participant missing from sandbox.json")?;
+    Ok(Credentials::load(
+        id,
+        &dir.join(&p.cert),
+        &dir.join(&p.key),
+        &dir.join(&manifest.ca),
+        mconnect::crypto::Algorithm::from_name(&p.alg),
+    )?)
+}
+
+fn client(credentials: &Credentials, pool: usize) -> Result<HttpsClient, Box<dyn std::error::Error>> {
+    let tls = mconnect::tls::client_config(&credentials.ca, &credentials.tls)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool)
+        .build(https))
+}
+
+/// Signs every request of the run up front.
+fn prepare(
+    args: &Args,
+    credentials: &Credentials,
+    base: &str,
+    count: usize,
+) -> Result<Vec<Request<Full<Bytes>>>, Box<dyn std::error::Error>> {
+    let direct = args.target != "mconnect";
+    let (method, path, body) = match (args.payload.as_str(), direct) {
+        ("large", false) => (Method::POST, "/r1/asp-rsp/persons-lookup".to_string(), Some(large_body())),
+        ("large", true) => (Method::POST, "/persons/lookup".to_string(), Some(large_body())),
+        (_, false) => (Method::GET, "/r1/asp-rsp/person-by-idnp?idnp=2000000000015".to_string(), None),
+        (_, true) => (Method::GET, "/persons/by-idnp?idnp=2000000000015".to_string(), None),
+    };
+    // Through a proxy the provider sees its own authority in Host, so the
+    // signature covers the provider's URL, which nginx sets as Host.
+    let signed_base = if args.target == "proxy" {
+        let m = SandboxManifest::read(&args.sandbox)?;
+        m.participants
+            .iter()
+            .find(|p| p.id == "asp-rsp")
+            .and_then(|p| p.endpoint.clone())
+            .ok_or("no endpoint")?
+    } else {
+        base.to_string()
+    };
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut h = HeaderMap::new();
+        h.insert("mconnect-client", HeaderValue::from_static("apl-cahul"));
+        h.insert("mconnect-calling-user", HeaderValue::from_static("2000000000015"));
+        h.insert("mconnect-call-basis", HeaderValue::from_static("md-law-133-2008-art-8"));
+        h.insert("mconnect-call-reason", HeaderValue::from_static("social-aid-eligibility"));
+        h.insert("mconnect-request-id", HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())?);
+        if body.is_none() {
+            h.insert("mconnect-subject", HeaderValue::from_static("2000000000015"));
+        } else {
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+        }
+        if direct {
+            h.insert("mconnect-exchange-id", HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())?);
+        }
+        let bytes = body.clone().unwrap_or_default();
+        sdk::sign_request(credentials, method.as_str(), &format!("{signed_base}{path}"), &mut h, &bytes)?;
+        let mut request = Request::new(Full::new(bytes));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = format!("{base}{path}").parse()?;
+        if args.target == "proxy" {
+            let authority = signed_base.trim_start_matches("https://").to_string();
+            h.insert(http::header::HOST, HeaderValue::from_str(&authority)?);
+        }
+        *request.headers_mut() = h;
+        out.push(request);
+    }
+    Ok(out)
+}
+
+fn large_body() -> Bytes {
+    let ids: Vec<String> = (0..50u64)
+        .map(|i| {
+            let base = format!("2{:011}", 1000 + i);
+            let w = [7u32, 3, 1];
+            let sum: u32 = base.bytes().enumerate().map(|(k, b)| u32::from(b - b'0') * w[k % 3]).sum();
+            format!("{base}{}", sum % 10)
+        })
+        .collect();
+    Bytes::from(serde_json::json!({ "idnps": ids }).to_string())
+}
+
+async fn send(client: &HttpsClient, request: Request<Full<Bytes>>) -> Result<(bool, u64), String> {
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let ok = response.status().is_success();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((ok, body.len() as u64))
+}
+
+async fn closed_loop(
+    args: &Args,
+    client: &HttpsClient,
+    requests: Vec<Request<Full<Bytes>>>,
+) -> (Histogram<u64>, u64, u64, u64) {
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(args.concurrency.min(8)));
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    let total = Arc::new(Mutex::new((new_hist(), 0u64, 0u64, 0u64)));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, requests, next, total) = (client.clone(), requests.clone(), next.clone(), total.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut hist, mut ok, mut errors, mut bytes) = (new_hist(), 0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(request) = requests.get(i) else { break };
+                let start = Instant::now();
+                match send(&client, request.clone()).await {
+                    Ok((true, n)) => {
+                        ok += 1;
+                        bytes += n;
+                    }
+                    _ => errors += 1,
+                }
+                let _ = hist.record(start.elapsed().as_micros() as u64);
+            }
+            let mut t = total.lock().await;
+            let _ = t.0.add(&hist);
+            t.1 += ok;
+            t.2 += errors;
+            t.3 += bytes;
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let t = total.lock().await;
+    (t.0.clone(), t.1, t.2, t.3)
+}
+
+async fn open_loop(
+    args: &Args,
+    client: &HttpsClient,
+    requests: Vec<Request<Full<Bytes>>>,
+) -> (Histogram<u64>, u64, u64, u64) {
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let start = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1) * 64));
+    let total = Arc::new(Mutex::new((new_hist(), 0u64, 0u64, 0u64)));
+    let mut tasks = Vec::with_capacity(requests.len());
+    for (i, request) in requests.into_iter().enumerate() {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (client, total, limit) = (client.clone(), total.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            // Bounded in flight: beyond it a request waits, and that wait
+            // counts in its latency (measured from the schedule).
+            let _permit = limit.acquire_owned().await;
+            let result = send(&client, request).await;
+            let latency = scheduled.elapsed().as_micros() as u64;
+            let mut t = total.lock().await;
+            let _ = t.0.record(latency);
+            match result {
+                Ok((true, n)) => {
+                    t.1 += 1;
+                    t.3 += n;
+                }
+                _ => t.2 += 1,
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let t = total.lock().await;
+    (t.0.clone(), t.1, t.2, t.3)
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// User + system CPU milliseconds of the listed processes, from /proc.
+fn cpu_time(pids: &str) -> Option<f64> {
+    if pids.trim().is_empty() {
+        return None;
+    }
+    let ticks_per_sec = 100.0; // CLK_TCK on Linux
+    let mut total = 0.0;
+    for pid in pids.split(',').filter(|p| !p.trim().is_empty()) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        total += (utime + stime) / ticks_per_sec * 1000.0;
+    }
+    Some(total)
+}
