@@ -214,6 +214,12 @@ impl Registry {
         })
     }
 
+    /// The state store the registry lives in, shared with the broker's other
+    /// durable collections (connection requests and the grants they made).
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<RegistrySnapshot> {
         self.snapshot.load_full()

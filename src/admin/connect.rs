@@ -1,0 +1,730 @@
+//! Connection requests on the admin API (`/v1/connection-requests…`): the
+//! signed submission and resubmission, the operator's decisions, the
+//! providers' confirmations, listings and the kept evidence.
+//!
+//! Invariants:
+//! - submissions and resubmissions are accepted only with a verified
+//!   RFC 9421 signature by a certificate of the applicant (its system or
+//!   another system of its organisation); the signature is kept as evidence;
+//! - a transition is durable in the state store, then (when it changes what
+//!   is granted) in force in the policy index, then in the audit log
+//!   (event `connect.transition`) before it is acknowledged; if the new
+//!   rules do not load, the stored request is put back as it was;
+//! - one writer at a time: read-modify-write of requests, the rules reload
+//!   and the swap happen under one lock, so a slower writer never swaps in
+//!   rules older than the store;
+//! - refused transitions are audited too; reads are not changes and are not;
+//! - whoever cannot see a request gets 404, as if it did not exist.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{AdminError, AdminRequest, AdminResult, AdminState, json as json_response, refuse};
+use crate::audit::{AuditRecord, Decision};
+use crate::connect::application::refusal_code;
+use crate::connect::evidence::Submission;
+use crate::connect::{
+    self, Act, ConnectError, ConnectionRequest, Evidence, RateLimitSpec, State, Transition,
+};
+use crate::exchange::call::headers as h;
+use crate::exchange::{rfc3339, unix_now};
+use crate::registry::Participant;
+
+/// Serialises writers of connection requests (and the rules swap that
+/// follows). Process-wide because the admin state is built by `app.rs`;
+/// one broker per process is the norm, and a second one only waits longer.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Routes `/v1/connection-requests…`.
+pub(crate) async fn route(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
+    match (request.method.clone(), request.segments) {
+        (Method::POST, ["v1", "connection-requests"]) => submit(state, request).await,
+        (Method::GET, ["v1", "connection-requests"]) => list(state, request),
+        (Method::GET, ["v1", "connection-requests", id]) => show(state, request, id),
+        (Method::GET, ["v1", "connection-requests", id, "evidence"]) => {
+            evidence(state, request, id)
+        }
+        (Method::POST, ["v1", "connection-requests", id, "resubmit"]) => {
+            resubmit(state, request, id).await
+        }
+        (Method::POST, ["v1", "connection-requests", id, action]) => {
+            match Transition::from_path_segment(action) {
+                Some(t) if !matches!(t, Transition::Submit | Transition::Resubmit) => {
+                    decide(state, request, id, t).await
+                }
+                _ => Err(unknown_endpoint()),
+            }
+        }
+        _ => Err(unknown_endpoint()),
+    }
+}
+
+fn unknown_endpoint() -> AdminError {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "admin.unknown_endpoint",
+        "no such admin endpoint; see /v1/openapi.json",
+    )
+}
+
+fn unknown_request(id: &str) -> AdminError {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "connect.unknown_request",
+        format!("no connection request `{id}` that you may see"),
+    )
+}
+
+fn from_connect(e: &ConnectError) -> AdminError {
+    refuse(e.status(), e.code(), e.to_string())
+}
+
+/// What one attempt leaves in the audit log besides who and what.
+#[derive(Default)]
+struct AuditExtras<'a> {
+    evidence: Option<&'a Evidence>,
+    request_id: Option<String>,
+    body: &'a [u8],
+}
+
+/// Writes the `connect.transition` record of one attempt; the answer waits
+/// for it. `target` is `"{request id} {transition}"`.
+async fn audit(
+    state: &AdminState,
+    caller: &Participant,
+    target: &str,
+    outcome: Result<StatusCode, &AdminError>,
+    extras: AuditExtras<'_>,
+    received: SystemTime,
+    started: Instant,
+) -> Result<(), AdminError> {
+    let (decision, status, problem) = match outcome {
+        Ok(status) => (Decision::Accepted, status.as_u16(), None),
+        Err(e) => (
+            Decision::Refused,
+            e.status.as_u16(),
+            Some(e.code.to_string()),
+        ),
+    };
+    let record = AuditRecord {
+        exchange_id: uuid::Uuid::now_v7().to_string(),
+        request_id: extras.request_id,
+        event: "connect.transition".into(),
+        received_at: rfc3339(received),
+        forwarded_at: None,
+        answered_at: rfc3339(SystemTime::now()),
+        consumer: Some(caller.id.clone()),
+        consumer_idno: Some(caller.organisation.idno.clone()),
+        calling_user: extras.evidence.and_then(|e| e.calling_user.clone()),
+        provider: None,
+        service: Some(target.to_string()),
+        service_version: None,
+        purpose: None,
+        legal_basis: None,
+        grant_id: None,
+        subject: None,
+        represented_party: None,
+        decision,
+        problem_code: problem,
+        http_status: status,
+        request_bytes: extras.body.len() as u64,
+        request_sha256: (!extras.body.is_empty())
+            .then(|| hex::encode(crate::crypto::sha256(extras.body))),
+        response_bytes: 0,
+        response_sha256: None,
+        keyids_checked: extras
+            .evidence
+            .map(|e| vec![e.keyid.clone()])
+            .unwrap_or_default(),
+        keyids_made: Vec::new(),
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    state.broker.audit().append(record).await.map_err(|e| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit.unavailable",
+            format!("the transition could not be audited: {e}"),
+        )
+    })?;
+    Ok(())
+}
+
+/// Audits an attempt and turns it into the answer: a refusal stays a
+/// refusal (unless the audit itself fails), an acceptance is acknowledged
+/// only once audited.
+async fn finish(
+    state: &AdminState,
+    caller: &Participant,
+    target: &str,
+    result: Result<(StatusCode, Value), AdminError>,
+    extras: AuditExtras<'_>,
+    received: SystemTime,
+    started: Instant,
+) -> AdminResult {
+    match result {
+        Ok((status, body)) => {
+            audit(state, caller, target, Ok(status), extras, received, started).await?;
+            Ok(json_response(status, &body))
+        }
+        Err(e) => {
+            audit(state, caller, target, Err(&e), extras, received, started).await?;
+            Err(e)
+        }
+    }
+}
+
+/// The absolute URI the client addressed, as its signature covers it.
+fn target_uri(request: &AdminRequest<'_>) -> Result<String, AdminError> {
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                "a signed submission needs a Host header (send it over HTTP/1.1)",
+            )
+        })?;
+    let mut uri = format!("https://{host}/{}", request.segments.join("/"));
+    if let Some(query) = request.query {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    Ok(uri)
+}
+
+/// A refused submission, with its evidence when the signature verified (the
+/// audit record names the key that signed).
+type Refusal = (AdminError, Option<Box<Evidence>>);
+
+/// Checks the signature, the application and that the signer is the
+/// applicant; returns both.
+fn verified_application(
+    state: &AdminState,
+    request: &AdminRequest<'_>,
+    now: i64,
+) -> Result<(connect::Application, Evidence), Refusal> {
+    let uri = target_uri(request).map_err(|e| (e, None))?;
+    let snapshot = state.broker.registry().snapshot();
+    let evidence = connect::verify_submission(
+        &Submission {
+            method: request.method.as_str(),
+            target_uri: &uri,
+            headers: request.headers,
+            body: request.body,
+        },
+        &snapshot,
+        now,
+    )
+    .map_err(|e| (refuse(e.status, e.code, e.detail), None))?;
+    let rules = state.broker.rules();
+    let application = connect::validate_application(request.body, &rules.catalog, &snapshot)
+        .map_err(|problems| {
+            let detail = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    refusal_code(&problems),
+                    detail,
+                ),
+                Some(Box::new(evidence.clone())),
+            )
+        })?;
+    let applicant = &application.applicant;
+    if evidence.signer != applicant.system && evidence.signer_idno != applicant.idno {
+        let e = refuse(
+            StatusCode::FORBIDDEN,
+            "connect.signer_not_applicant",
+            format!(
+                "the application is signed by `{}` (IDNO {}) but the applicant is `{}` (IDNO {}): sign with a certificate of the applicant",
+                evidence.signer, evidence.signer_idno, applicant.system, applicant.idno
+            ),
+        );
+        return Err((e, Some(Box::new(evidence))));
+    }
+    Ok((application, evidence))
+}
+
+/// Refuses a signature already used for an earlier submission.
+fn check_replay(all: &[ConnectionRequest], evidence: &Evidence) -> Result<(), AdminError> {
+    let used = all
+        .iter()
+        .flat_map(|r| r.evidence.iter())
+        .any(|e| e.signature == evidence.signature);
+    if used {
+        Err(refuse(
+            StatusCode::CONFLICT,
+            "request.replayed",
+            "this signed submission was already received; sign the application again to file it anew",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    match WRITE_LOCK.lock() {
+        Ok(guard) => guard,
+        // A panic while holding the lock leaves nothing half-written in the
+        // store (each write is one atomic batch), so carrying on is safe.
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+async fn submit(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
+    let (received, started, now) = (SystemTime::now(), Instant::now(), unix_now());
+    let caller = request.caller;
+    let request_id = header(request, h::REQUEST_ID);
+    let (result, evidence, target) = match verified_application(state, request, now) {
+        Err((e, evidence)) => (Err(e), evidence.map(|b| *b), "(new) submit".to_string()),
+        Ok((application, mut evidence)) => {
+            evidence.version = 1;
+            let created = off_worker(|| create(state, application, evidence.clone(), caller, now));
+            let target = match &created {
+                Ok(r) => format!("{} submit", r.id),
+                Err(_) => "(new) submit".to_string(),
+            };
+            let result = created.map(|r| (StatusCode::CREATED, full_view(&r, caller, now)));
+            (result, Some(evidence), target)
+        }
+    };
+    let extras = AuditExtras {
+        evidence: evidence.as_ref(),
+        request_id,
+        body: request.body,
+    };
+    finish(state, caller, &target, result, extras, received, started).await
+}
+
+fn create(
+    state: &AdminState,
+    application: connect::Application,
+    evidence: Evidence,
+    caller: &Participant,
+    now: i64,
+) -> Result<ConnectionRequest, AdminError> {
+    let store = state.broker.registry().store().clone();
+    let _guard = lock();
+    let all = connect::load_all(store.as_ref()).map_err(|e| from_connect(&e))?;
+    check_replay(&all, &evidence)?;
+    let year = time::OffsetDateTime::from_unix_timestamp(now)
+        .map(|t| t.year())
+        .unwrap_or(1970);
+    let id = connect::next_id(all.iter().map(|r| r.id.as_str()), year);
+    let created = ConnectionRequest::submitted(id, application, evidence, caller, now);
+    connect::persist(store.as_ref(), &created).map_err(|e| from_connect(&e))?;
+    Ok(created)
+}
+
+async fn resubmit(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> AdminResult {
+    let (received, started, now) = (SystemTime::now(), Instant::now(), unix_now());
+    let caller = request.caller;
+    let target = format!("{id} resubmit");
+    let request_id = header(request, h::REQUEST_ID);
+    // Visibility first, so strangers learn nothing about the request.
+    let current = visible(state, request, id)?;
+    let (result, evidence) = match verified_application(state, request, now) {
+        Err((e, evidence)) => (Err(e), evidence.map(|b| *b)),
+        Ok((application, mut evidence)) => {
+            evidence.version = u32::try_from(current.evidence.len() + 1).unwrap_or(u32::MAX);
+            let result = if application.applicant != current.application.applicant {
+                Err(refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "connect.application_invalid",
+                    format!(
+                        "at /applicant: a resubmission keeps the applicant of {id} ({} `{}`); file a new application for another applicant",
+                        current.application.applicant.idno, current.application.applicant.system
+                    ),
+                ))
+            } else {
+                let act = Act::Resubmit {
+                    application: Box::new(application),
+                    evidence: Box::new(evidence.clone()),
+                    reason: request.query_param("reason"),
+                };
+                off_worker(|| transition(state, id, act, caller, now, Some(&evidence)))
+                    .map(|r| (StatusCode::OK, full_view(&r, caller, now)))
+            };
+            (result, Some(evidence))
+        }
+    };
+    let extras = AuditExtras {
+        evidence: evidence.as_ref(),
+        request_id,
+        body: request.body,
+    };
+    finish(state, caller, &target, result, extras, received, started).await
+}
+
+/// The body of a decision: a reason, and on approval a rate limit.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<RateLimitSpec>,
+}
+
+async fn decide(
+    state: &AdminState,
+    request: &AdminRequest<'_>,
+    id: &str,
+    t: Transition,
+) -> AdminResult {
+    let (received, started, now) = (SystemTime::now(), Instant::now(), unix_now());
+    let caller = request.caller;
+    visible(state, request, id)?;
+    let body: Result<DecisionBody, AdminError> = if request.body.iter().all(u8::is_ascii_whitespace)
+    {
+        Ok(DecisionBody::default())
+    } else {
+        super::parse(request.body)
+    };
+    let result = body.and_then(|body| {
+        if body.rate_limit.is_some() && t != Transition::Approve {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                "rate_limit is set on approval only",
+            ));
+        }
+        let act = if t == Transition::Approve {
+            Act::Approve {
+                reason: body.reason,
+                rate_limit: body.rate_limit,
+            }
+        } else {
+            Act::Plain(t, body.reason)
+        };
+        off_worker(|| transition(state, id, act, caller, now, None))
+            .map(|r| (StatusCode::OK, full_view(&r, caller, now)))
+    });
+    let extras = AuditExtras {
+        body: request.body,
+        ..AuditExtras::default()
+    };
+    finish(
+        state,
+        caller,
+        &format!("{id} {}", t.as_str()),
+        result,
+        extras,
+        received,
+        started,
+    )
+    .await
+}
+
+/// Runs blocking work (store writes, reading and compiling the rules) so
+/// that it does not stall an async worker serving exchanges: moved off the
+/// worker on a multi-threaded runtime, run in place otherwise (where
+/// `block_in_place` is not available).
+fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Applies one act under the write lock: state machine, durable write, then
+/// the rules when grants changed (undoing the write if they do not load).
+fn transition(
+    state: &AdminState,
+    id: &str,
+    act: Act,
+    caller: &Participant,
+    now: i64,
+    evidence: Option<&Evidence>,
+) -> Result<ConnectionRequest, AdminError> {
+    let store = state.broker.registry().store().clone();
+    let _guard = lock();
+    if let Some(evidence) = evidence {
+        let all = connect::load_all(store.as_ref()).map_err(|e| from_connect(&e))?;
+        check_replay(&all, evidence)?;
+    }
+    let before = connect::load(store.as_ref(), id)
+        .map_err(|e| from_connect(&e))?
+        .filter(|r| r.visible_to(caller))
+        .ok_or_else(|| unknown_request(id))?;
+    let mut after = before.clone();
+    after
+        .apply(act, caller, now)
+        .map_err(|e| from_connect(&e))?;
+    connect::persist(store.as_ref(), &after).map_err(|e| from_connect(&e))?;
+    if before.grants_in_store() || after.grants_in_store() {
+        // The rules lock orders this load and swap with SIGHUP and
+        // `/v1/reload`, so nobody swaps in rules older than the store.
+        let _rules = crate::app::rules_write_lock();
+        let reloaded = crate::app::load_rules(
+            &state.catalog_dir,
+            &state.policies_dir,
+            state.broker.registry(),
+        );
+        match reloaded {
+            Ok(rules) => state.broker.swap_rules(rules),
+            Err(e) => {
+                let undone = connect::restore(store.as_ref(), id, Some(&before));
+                return Err(refuse(
+                    StatusCode::CONFLICT,
+                    "connect.rules_refused",
+                    format!(
+                        "the grants of {id} do not load with the current catalog, policies and registry, so nothing changed{}: {e}",
+                        match undone {
+                            Ok(()) => String::new(),
+                            Err(u) => format!(" (undoing the stored change failed too: {u})"),
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(after)
+}
+
+/// The request if the caller may see it, else 404.
+fn visible(
+    state: &AdminState,
+    request: &AdminRequest<'_>,
+    id: &str,
+) -> Result<ConnectionRequest, AdminError> {
+    connect::load(state.broker.registry().store().as_ref(), id)
+        .map_err(|e| from_connect(&e))?
+        .filter(|r| r.visible_to(request.caller))
+        .ok_or_else(|| unknown_request(id))
+}
+
+fn header(request: &AdminRequest<'_>, name: &str) -> Option<String> {
+    request
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn list(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
+    let now = unix_now();
+    let wanted_state = match request.query_param("state") {
+        None => None,
+        Some(text) => Some(State::parse(&text).ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                format!(
+                    "state {text:?} is not one of: {}",
+                    State::ALL.map(State::as_str).join(", ")
+                ),
+            )
+        })?),
+    };
+    let only_overdue = request.query_param("overdue").as_deref() == Some("true");
+    let all = connect::load_all(state.broker.registry().store().as_ref())
+        .map_err(|e| from_connect(&e))?;
+    let items: Vec<Value> = all
+        .iter()
+        .filter(|r| r.visible_to(request.caller))
+        .filter(|r| wanted_state.is_none_or(|s| r.state == s))
+        .filter(|r| !only_overdue || r.overdue(now))
+        .map(|r| summary_view(r, now))
+        .collect();
+    let overdue = all
+        .iter()
+        .filter(|r| r.visible_to(request.caller) && r.overdue(now))
+        .count();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "connection_requests": items, "overdue": overdue }),
+    ))
+}
+
+fn show(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> AdminResult {
+    let found = visible(state, request, id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &full_view(&found, request.caller, unix_now()),
+    ))
+}
+
+fn evidence(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> AdminResult {
+    let found = visible(state, request, id)?;
+    let items: Vec<Value> = found
+        .evidence
+        .iter()
+        .map(|e| {
+            let mut value = serde_json::to_value(e).unwrap_or(Value::Null);
+            value["verification"] = verification(e);
+            value
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": found.id, "evidence": items }),
+    ))
+}
+
+fn verification(e: &Evidence) -> Value {
+    match e.reverify() {
+        Ok(()) => json!({"verified": true}),
+        Err(problem) => json!({"verified": false, "problem": problem}),
+    }
+}
+
+fn time_text(unix: i64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0)))
+}
+
+fn summary_view(r: &ConnectionRequest, now: i64) -> Value {
+    json!({
+        "id": r.id,
+        "state": r.state,
+        "applicant": r.application.applicant,
+        "services": r.application.services.iter().map(|s| &s.service).collect::<Vec<_>>(),
+        "version": r.evidence.len(),
+        "submitted_at": time_text(r.submitted_at),
+        "updated_at": r.history.last().map(|h| time_text(h.at)),
+        "due_at": time_text(r.due_at()),
+        "overdue": r.overdue(now),
+    })
+}
+
+fn full_view(r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
+    let mut view = summary_view(r, now);
+    let providers = r.providers();
+    view["application"] = serde_json::to_value(&r.application).unwrap_or(Value::Null);
+    view["history"] = r
+        .history
+        .iter()
+        .map(|h| {
+            json!({
+                "transition": h.transition, "from": h.from, "to": h.to,
+                "by": h.by, "at": time_text(h.at), "reason": h.reason,
+            })
+        })
+        .collect();
+    view["providers"] = providers
+        .iter()
+        .map(|p| {
+            json!({
+                "provider": p,
+                "confirmed_at": r.confirmations.get(*p).map(|c| time_text(c.at)),
+            })
+        })
+        .collect();
+    let grant_status = match r.state {
+        State::Active => "active",
+        State::Suspended => "suspended",
+        State::Revoked if r.grants_in_store() => "revoked",
+        State::Revoked => "never in force",
+        _ => "pending provider confirmation",
+    };
+    view["grants"] = r
+        .grants
+        .iter()
+        .zip(&r.application.services)
+        .map(|(g, s)| json!({"id": g, "service": s.service, "status": grant_status}))
+        .collect();
+    view["rate_limit"] = serde_json::to_value(r.rate_limit).unwrap_or(Value::Null);
+    view["allowed_transitions"] = r
+        .actions_for(viewer)
+        .into_iter()
+        .map(|t| t.path_segment())
+        .collect();
+    view["evidence"] = r
+        .evidence
+        .iter()
+        .map(|e| {
+            json!({
+                "version": e.version, "signer": e.signer, "keyid": e.keyid,
+                "calling_user": e.calling_user, "created": time_text(e.created),
+                "received_at": time_text(e.received_at), "body_sha256": e.body_sha256,
+                "verification": verification(e),
+            })
+        })
+        .collect();
+    view
+}
+
+/// The OpenAPI paths of these endpoints.
+pub(crate) fn openapi_paths() -> Value {
+    let problem = super::openapi::problem();
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^cr-[0-9]{4}-[0-9]{6}$"}}]);
+    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect::sdk::sign_request` does this). The exact body and signature are kept as evidence.";
+    // The embedded schema keeps its `$id`, so its `#/$defs/...` references
+    // resolve inside it (JSON Schema 2020-12, as OpenAPI 3.1 uses).
+    let schema: Value = serde_json::from_str(connect::application::APPLICATION_SCHEMA)
+        .unwrap_or_else(|_| json!({"type": "object"}));
+    let application =
+        json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    let decision = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
+        "reason": {"type": "string", "description": "Why; required for request-changes, reject, suspend and revoke."},
+        "rate_limit": {"type": "object", "description": "On approve only; default 10 per second, bursts of 20.", "required": ["requests", "per", "burst"], "properties": {"requests": {"type": "integer", "minimum": 1, "maximum": 1000000}, "per": {"enum": ["second", "minute", "hour"]}, "burst": {"type": "integer", "minimum": 1}}}
+    }}}}});
+    let mut paths = serde_json::Map::new();
+    paths.insert("/v1/connection-requests".into(), json!({
+        "get": {"summary": "List the connection requests you may see (operators: all; applicants: their own; providers: those naming them), with the 30-day deadline and the overdue flag",
+                "parameters": [{"name": "state", "in": "query", "schema": {"enum": State::ALL.map(State::as_str)}}, {"name": "overdue", "in": "query", "schema": {"enum": ["true"]}}],
+                "responses": {"200": {"description": "connection_requests and the count overdue"}, "400": problem}},
+        "post": {"summary": format!("Submit an application. {signed}"), "requestBody": application,
+                 "responses": {"201": {"description": "submitted"}, "400": problem, "401": problem, "403": problem, "409": problem, "422": problem}}
+    }));
+    paths.insert("/v1/connection-requests/{id}".into(), json!({
+        "parameters": id,
+        "get": {"summary": "One connection request: application, history (who, when, why), providers' confirmations, grants, the transitions you may make, evidence with its re-verification", "responses": {"200": {"description": "the request"}, "404": problem}}
+    }));
+    paths.insert("/v1/connection-requests/{id}/evidence".into(), json!({
+        "parameters": id,
+        "get": {"summary": "The kept evidence of every version filed (exact body in base64, covered fields, Signature-Input, Signature, keyid, signer certificate), verified again", "responses": {"200": {"description": "evidence"}, "404": problem}}
+    }));
+    paths.insert("/v1/connection-requests/{id}/resubmit".into(), json!({
+        "parameters": id,
+        "post": {"summary": format!("Resubmit a changed application after changes were requested (applicant). {signed} Optional query `reason`."), "requestBody": application,
+                 "responses": {"200": {"description": "resubmitted"}, "401": problem, "403": problem, "404": problem, "409": problem, "422": problem}}
+    }));
+    for (t, who) in [
+        (
+            Transition::Review,
+            "operator: take up a submitted or resubmitted request",
+        ),
+        (
+            Transition::RequestChanges,
+            "operator: ask the applicant for changes (reason required)",
+        ),
+        (
+            Transition::Approve,
+            "operator: approve; grants are made and wait for the providers",
+        ),
+        (Transition::Reject, "operator: refuse (reason required)"),
+        (
+            Transition::Confirm,
+            "provider: confirm for your services; the last confirmation makes the grants active",
+        ),
+        (
+            Transition::Suspend,
+            "operator: suspend an active request; its grants are suspended at once (reason required)",
+        ),
+        (
+            Transition::Resume,
+            "operator: reinstate a suspended request",
+        ),
+        (
+            Transition::Revoke,
+            "operator: end the request; its grants are withdrawn at once (reason required)",
+        ),
+    ] {
+        paths.insert(
+            format!("/v1/connection-requests/{{id}}/{}", t.path_segment()),
+            json!({"parameters": id, "post": {"summary": who, "requestBody": decision,
+                "responses": {"200": {"description": "the request after the transition"}, "400": problem, "403": problem, "404": problem,
+                              "409": {"description": "connect.illegal_transition (names the current state and the allowed transitions), connect.already_confirmed or connect.rules_refused", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}}}),
+        );
+    }
+    Value::Object(paths)
+}

@@ -1,0 +1,453 @@
+//! The application: what an authority files to consume catalogued services,
+//! and its validation against the embedded schema, the catalog and the
+//! participant registry.
+//!
+//! Invariants:
+//! - the schema is `policies/schema/application.schema.json`, embedded at
+//!   build time and compiled once per process (no remote `$ref`: the
+//!   compiler's offline retriever refuses them);
+//! - an application is accepted only if the grants it would become load
+//!   into a policy index (the same loader the broker runs on start), so an
+//!   approval can never produce grants the broker refuses;
+//! - every problem names a JSON pointer into the application and says what
+//!   to fix; an unknown service is reported with its own stable code,
+//!   `connect.unknown_service`, naming the service.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::catalog::{self, Catalog, PersonalData};
+use crate::policy::{GrantStatus, PolicyIndex};
+use crate::registry::RegistrySnapshot;
+
+use super::grants::{RateLimitSpec, grant_value};
+
+/// The application schema, embedded so the rules enforced are those the
+/// broker was built with.
+pub const APPLICATION_SCHEMA: &str = include_str!("../../policies/schema/application.schema.json");
+
+/// An application for connection (the body of a submission).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    /// The schema reference editors use; ignored.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The organisation and system asking.
+    pub applicant: Applicant,
+    /// The services asked for.
+    pub services: Vec<RequestedService>,
+    /// Number in the register of personal-data controllers (Law 133/2011),
+    /// required when a requested service carries personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_register_no: Option<String>,
+    /// Technical and legal contacts.
+    pub contacts: Contacts,
+    /// The period asked for.
+    pub validity: Validity,
+    /// The declaration on own responsibility.
+    pub declaration: Declaration,
+}
+
+/// The applicant organisation and its consuming system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Applicant {
+    /// IDNO of the organisation.
+    pub idno: String,
+    /// Its official name.
+    pub name: String,
+    /// The participant id that will call (`MConnect-Client`).
+    pub system: String,
+}
+
+/// One service asked for, with its legal basis, purpose and fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedService {
+    /// Catalog key, `provider/code`.
+    pub service: String,
+    /// Express references to legal norms; each `id` becomes a value of
+    /// `MConnect-Call-Basis`.
+    pub legal_bases: Vec<LegalNorm>,
+    /// The purpose; its `code` becomes the value of `MConnect-Call-Reason`.
+    pub purpose: StatedPurpose,
+    /// How the data will be used.
+    pub use_case: String,
+    /// Response fields asked for.
+    pub fields: Vec<String>,
+}
+
+/// An express reference to a legal norm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegalNorm {
+    /// The id consumers send (`md-law-133-2008-art-8`).
+    pub id: String,
+    /// The act.
+    pub act: String,
+    /// Article, paragraph, letter.
+    pub article: String,
+    /// What the norm says.
+    pub text: String,
+    /// Link to the official text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// A purpose with its text in the three languages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatedPurpose {
+    /// The code consumers send.
+    pub code: String,
+    /// Its meaning.
+    pub text: Texts,
+}
+
+/// A text in Romanian, Russian and English.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Texts {
+    /// Romanian.
+    pub ro: String,
+    /// Russian.
+    pub ru: String,
+    /// English.
+    pub en: String,
+}
+
+/// The contacts of the applicant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contacts {
+    /// Who runs the consuming system.
+    pub technical: Contact,
+    /// Who answers for the legal side.
+    pub legal: Contact,
+}
+
+/// A person to contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// Name.
+    pub name: String,
+    /// E-mail.
+    pub email: String,
+    /// Phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// The period asked for: whole UTC days, `until` inclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validity {
+    /// First day.
+    pub from: String,
+    /// Last day; absent is open-ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// The declaration on own responsibility.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declaration {
+    /// Must be true.
+    pub own_responsibility: bool,
+    /// The declaration's wording, when the applicant gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// One thing wrong with an application.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at {}: {reason}", if pointer.is_empty() { "(root)" } else { pointer })]
+pub struct ApplicationProblem {
+    /// Stable code: `connect.unknown_service`, `connect.application_invalid`
+    /// or `request.malformed`.
+    pub code: &'static str,
+    /// JSON pointer into the application.
+    pub pointer: String,
+    /// What is wrong and what to fix.
+    pub reason: String,
+}
+
+impl ApplicationProblem {
+    fn new(code: &'static str, pointer: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApplicationProblem {
+            code,
+            pointer: pointer.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The code of a refusal made of `problems`: an unknown service is the most
+/// specific, so it wins.
+pub fn refusal_code(problems: &[ApplicationProblem]) -> &'static str {
+    if problems.iter().any(|p| p.code == UNKNOWN_SERVICE) {
+        UNKNOWN_SERVICE
+    } else {
+        problems.first().map_or(INVALID, |p| p.code)
+    }
+}
+
+const UNKNOWN_SERVICE: &str = "connect.unknown_service";
+const INVALID: &str = "connect.application_invalid";
+/// At most this many schema problems are reported, so a garbage document
+/// cannot make a huge answer.
+const MAX_SCHEMA_PROBLEMS: usize = 20;
+
+fn validator() -> Result<&'static jsonschema::Validator, String> {
+    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    VALIDATOR
+        .get_or_init(|| {
+            let schema: Value = serde_json::from_str(APPLICATION_SCHEMA)
+                .map_err(|e| format!("embedded application schema is not JSON: {e}"))?;
+            catalog::compile_schema(&schema)
+                .map_err(|e| format!("embedded application schema does not compile: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Parses and validates an application: JSON, schema, then the registry
+/// (applicant system and organisation), the catalog (services, fields,
+/// personal data), dates, and finally a trial build of the grants it would
+/// become. Returns every problem found.
+pub fn validate_application(
+    body: &[u8],
+    catalog: &Catalog,
+    registry: &RegistrySnapshot,
+) -> Result<Application, Vec<ApplicationProblem>> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        vec![ApplicationProblem::new(
+            "request.malformed",
+            "",
+            format!("the application is not JSON: {e}"),
+        )]
+    })?;
+    let validator =
+        validator().map_err(|reason| vec![ApplicationProblem::new(INVALID, "", reason)])?;
+    let schema_problems: Vec<ApplicationProblem> = validator
+        .iter_errors(&value)
+        .take(MAX_SCHEMA_PROBLEMS)
+        .map(|e| ApplicationProblem::new(INVALID, e.instance_path().as_str(), e.to_string()))
+        .collect();
+    if !schema_problems.is_empty() {
+        // The schema cannot tell an unknown service from a mistyped one; a
+        // well-formed key that is not catalogued is still reported below.
+        return Err(schema_problems);
+    }
+    let application: Application = serde_json::from_value(value)
+        .map_err(|e| vec![ApplicationProblem::new(INVALID, "", e.to_string())])?;
+    let problems = cross_check(&application, catalog, registry);
+    if problems.is_empty() {
+        Ok(application)
+    } else {
+        Err(problems)
+    }
+}
+
+fn cross_check(
+    application: &Application,
+    catalog: &Catalog,
+    registry: &RegistrySnapshot,
+) -> Vec<ApplicationProblem> {
+    let mut problems = Vec::new();
+    let mut problem = |code: &'static str, pointer: String, reason: String| {
+        problems.push(ApplicationProblem::new(code, pointer, reason));
+    };
+    let applicant = &application.applicant;
+    if !crate::ids::is_valid_idno(&applicant.idno) {
+        problem(
+            INVALID,
+            "/applicant/idno".into(),
+            format!(
+                "IDNO {} is not 13 digits with a valid control digit",
+                applicant.idno
+            ),
+        );
+    }
+    match registry.get(&applicant.system) {
+        None => problem(
+            INVALID,
+            "/applicant/system".into(),
+            format!(
+                "`{}` is not a registered participant: the operator registers the system (with its certificate) before it can apply",
+                applicant.system
+            ),
+        ),
+        Some(entry) if entry.participant.organisation.idno != applicant.idno => problem(
+            INVALID,
+            "/applicant/system".into(),
+            format!(
+                "participant `{}` belongs to IDNO {}, not to the applicant IDNO {}",
+                applicant.system, entry.participant.organisation.idno, applicant.idno
+            ),
+        ),
+        Some(_) => {}
+    }
+
+    let mut seen = HashSet::new();
+    let mut personal = Vec::new();
+    for (i, asked) in application.services.iter().enumerate() {
+        let at = format!("/services/{i}");
+        if !seen.insert(asked.service.as_str()) {
+            problem(
+                INVALID,
+                format!("{at}/service"),
+                format!(
+                    "service {:?} is asked for twice; ask once with every legal basis",
+                    asked.service
+                ),
+            );
+            continue;
+        }
+        let Some(service) = catalog.service_by_key(&asked.service) else {
+            problem(
+                UNKNOWN_SERVICE,
+                format!("{at}/service"),
+                format!(
+                    "unknown service {:?}: it is not in the semantic catalog; see GET /v1/services for the services you can ask for",
+                    asked.service
+                ),
+            );
+            continue;
+        };
+        if !service.is_callable() {
+            problem(
+                INVALID,
+                format!("{at}/service"),
+                format!(
+                    "service {:?} is {} and cannot be asked for",
+                    asked.service,
+                    service.status.as_str()
+                ),
+            );
+        }
+        if service.personal_data != PersonalData::None {
+            personal.push(asked.service.as_str());
+        }
+        for (k, path) in asked.fields.iter().enumerate() {
+            if !catalog::paths::schema_has_path(&service.response_schema, path) {
+                problem(
+                    INVALID,
+                    format!("{at}/fields/{k}"),
+                    format!(
+                        "{path:?} is not a field of the response of {}",
+                        asked.service
+                    ),
+                );
+            }
+        }
+        let mut bases = HashSet::new();
+        for (k, basis) in asked.legal_bases.iter().enumerate() {
+            if !bases.insert(basis.id.as_str()) {
+                problem(
+                    INVALID,
+                    format!("{at}/legal_bases/{k}/id"),
+                    format!("legal basis {:?} is listed twice", basis.id),
+                );
+            }
+        }
+    }
+    if !personal.is_empty()
+        && application
+            .controller_register_no
+            .as_deref()
+            .is_none_or(|n| n.trim().is_empty())
+    {
+        problem(
+            INVALID,
+            "/controller_register_no".into(),
+            format!(
+                "{} carr{} personal data (the catalog says so): give your number in the register of personal-data controllers (Law 133/2011)",
+                personal.join(", "),
+                if personal.len() == 1 { "ies" } else { "y" }
+            ),
+        );
+    }
+
+    let from = crate::policy::parse_instant(&application.validity.from, false);
+    if from.is_none() {
+        problem(
+            INVALID,
+            "/validity/from".into(),
+            "not a date (YYYY-MM-DD)".into(),
+        );
+    }
+    if let Some(until) = &application.validity.until {
+        match crate::policy::parse_instant(until, true) {
+            None => problem(
+                INVALID,
+                "/validity/until".into(),
+                "not a date (YYYY-MM-DD)".into(),
+            ),
+            Some(until) if from.is_some_and(|from| until <= from) => problem(
+                INVALID,
+                "/validity/until".into(),
+                "validity ends before it starts".into(),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !application.declaration.own_responsibility {
+        problem(
+            INVALID,
+            "/declaration/own_responsibility".into(),
+            "the declaration on own responsibility must be true".into(),
+        );
+    }
+
+    if problems.is_empty() {
+        trial_build(application, catalog, registry, &mut problems);
+    }
+    problems
+}
+
+/// Builds the grants the application would become and loads them as the
+/// broker would, so that approval can never produce a grant the policy
+/// loader refuses (a check this module does not repeat by hand).
+fn trial_build(
+    application: &Application,
+    catalog: &Catalog,
+    registry: &RegistrySnapshot,
+    problems: &mut Vec<ApplicationProblem>,
+) {
+    let grants: Vec<Value> = application
+        .services
+        .iter()
+        .enumerate()
+        .map(|(n, asked)| {
+            grant_value(
+                &format!("cr-trial.{}", n + 1),
+                "cr-trial",
+                application,
+                asked,
+                GrantStatus::Active,
+                &RateLimitSpec::DEFAULT,
+            )
+        })
+        .collect();
+    let document = serde_json::json!({ "grants": grants });
+    let known = |id: &str| registry.get(id).is_some();
+    if let Err(errors) =
+        PolicyIndex::from_documents([(PathBuf::from("application"), document)], catalog, &known)
+    {
+        for error in errors {
+            problems.push(ApplicationProblem::new(
+                INVALID,
+                "",
+                format!("the grants this application would become do not load: {error}"),
+            ));
+        }
+    }
+}

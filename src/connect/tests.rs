@@ -1,0 +1,683 @@
+//! The state machine as a table, roles, the 30-day deadline with an injected
+//! clock, storage of requests and grants, application validation against the
+//! repository's catalog, and signature evidence.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::pki::{DevCa, KeyType};
+use crate::registry::{Organisation, Registry, registered_certificate};
+use crate::store::RedbStore;
+
+const DAY: i64 = 86_400;
+const T0: i64 = 1_750_000_000;
+
+fn participant(id: &str, idno: &str, roles: &[Role]) -> Participant {
+    Participant {
+        id: id.into(),
+        organisation: Organisation {
+            idno: idno.into(),
+            name: id.into(),
+        },
+        roles: roles.to_vec(),
+        certificates: Vec::new(),
+        endpoints: Vec::new(),
+        confidential: false,
+    }
+}
+
+fn operator() -> Participant {
+    participant("age-operator", "1003600000017", &[Role::Operator])
+}
+fn applicant() -> Participant {
+    participant("apl-ungheni", "1004600000081", &[Role::Consumer])
+}
+fn provider() -> Participant {
+    participant("cnas", "1003602000055", &[Role::Provider])
+}
+fn second_provider() -> Participant {
+    participant("sfs", "1013600000041", &[Role::Provider])
+}
+fn stranger() -> Participant {
+    participant("apl-cahul", "1003603000063", &[Role::Consumer])
+}
+
+fn sample_application() -> Application {
+    serde_json::from_str(include_str!(
+        "../../examples/connect/apl-ungheni-pensions.json"
+    ))
+    .unwrap()
+}
+
+fn sample_evidence() -> Evidence {
+    Evidence {
+        version: 1,
+        received_at: T0,
+        method: "POST".into(),
+        target_uri: "https://127.0.0.1/v1/connection-requests".into(),
+        body: String::new(),
+        body_sha256: String::new(),
+        headers: Default::default(),
+        signature_input: String::new(),
+        signature: format!("mconnect=:{}:", uuid::Uuid::new_v4()),
+        keyid: "00".into(),
+        signer: "apl-ungheni".into(),
+        signer_idno: "1004600000081".into(),
+        signer_certificate: String::new(),
+        created: T0,
+        calling_user: None,
+    }
+}
+
+fn request_in(state: State) -> ConnectionRequest {
+    let mut r = ConnectionRequest::submitted(
+        "cr-2025-000001".into(),
+        sample_application(),
+        sample_evidence(),
+        &applicant(),
+        T0,
+    );
+    r.state = state;
+    if matches!(
+        state,
+        State::Approved | State::Active | State::Suspended | State::Revoked
+    ) {
+        r.grants = vec!["cr-2025-000001.1".into()];
+        r.rate_limit = Some(RateLimitSpec::DEFAULT);
+    }
+    r
+}
+
+/// The right actor and act for each transition.
+fn act_for(t: Transition) -> (Participant, Act) {
+    let reason = Some("because the table says so".to_string());
+    match t {
+        Transition::Confirm => (provider(), Act::Plain(t, None)),
+        Transition::Resubmit => (
+            applicant(),
+            Act::Resubmit {
+                application: Box::new(sample_application()),
+                evidence: Box::new(sample_evidence()),
+                reason,
+            },
+        ),
+        Transition::Approve => (
+            operator(),
+            Act::Approve {
+                reason,
+                rate_limit: None,
+            },
+        ),
+        _ => (operator(), Act::Plain(t, reason)),
+    }
+}
+
+#[test]
+fn every_legal_transition_and_every_illegal_one() {
+    use State as S;
+    use Transition as T;
+    // (from, transition, to): the procedure of GD 211/2019 as this broker
+    // runs it. Every pair not listed must be refused as illegal.
+    let legal = [
+        (S::Submitted, T::Review, S::UnderReview),
+        (S::UnderReview, T::RequestChanges, S::ChangesRequested),
+        (S::ChangesRequested, T::Resubmit, S::Resubmitted),
+        (S::Resubmitted, T::Review, S::UnderReview),
+        (S::UnderReview, T::Approve, S::Approved),
+        (S::UnderReview, T::Reject, S::Rejected),
+        // One provider: its confirmation makes the request active.
+        (S::Approved, T::Confirm, S::Active),
+        (S::Active, T::Suspend, S::Suspended),
+        (S::Suspended, T::Resume, S::Active),
+        (S::Submitted, T::Revoke, S::Revoked),
+        (S::UnderReview, T::Revoke, S::Revoked),
+        (S::ChangesRequested, T::Revoke, S::Revoked),
+        (S::Resubmitted, T::Revoke, S::Revoked),
+        (S::Approved, T::Revoke, S::Revoked),
+        (S::Active, T::Revoke, S::Revoked),
+        (S::Suspended, T::Revoke, S::Revoked),
+    ];
+    let mut checked = 0;
+    for from in State::ALL {
+        for t in Transition::ALL {
+            if t == T::Submit {
+                continue; // creates a request; covered by `submitted`
+            }
+            let mut r = request_in(from);
+            let before = r.clone();
+            let (actor, act) = act_for(t);
+            let expected = legal
+                .iter()
+                .find(|(f, tr, _)| *f == from && *tr == t)
+                .map(|(_, _, to)| *to);
+            let result = r.apply(act, &actor, T0 + DAY);
+            match expected {
+                Some(to) => {
+                    assert_eq!(result, Ok(()), "{from} --{t}--> {to}");
+                    assert_eq!(r.state, to, "{from} --{t}-->");
+                    let last = r.history.last().unwrap();
+                    assert_eq!(
+                        (last.transition, last.from, last.to, last.at),
+                        (t, Some(from), to, T0 + DAY)
+                    );
+                    assert_eq!(last.by.participant, actor.id);
+                }
+                None => {
+                    let e = result.unwrap_err();
+                    assert_eq!(e.code(), "connect.illegal_transition", "{from} --{t}--> ?");
+                    assert_eq!(e.status(), http::StatusCode::CONFLICT);
+                    let text = e.to_string();
+                    assert!(text.contains(from.as_str()), "{text}");
+                    for allowed in from.allowed() {
+                        assert!(text.contains(allowed.as_str()), "{text}");
+                    }
+                    assert_eq!(r, before, "a refused transition changes nothing");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9 * 9);
+    // The table and the machine agree both ways.
+    for from in State::ALL {
+        let mut from_table: Vec<Transition> = legal
+            .iter()
+            .filter(|(f, _, _)| *f == from)
+            .map(|(_, t, _)| *t)
+            .collect();
+        let mut from_machine = from.allowed().to_vec();
+        from_table.sort_by_key(|t| t.as_str());
+        from_machine.sort_by_key(|t| t.as_str());
+        assert_eq!(from_table, from_machine, "{from}");
+    }
+}
+
+#[test]
+fn roles_decide_who_may_do_what() {
+    let cases: [(Participant, Transition, State, &str); 7] = [
+        (
+            stranger(),
+            Transition::Approve,
+            State::UnderReview,
+            "admin.forbidden",
+        ),
+        (
+            applicant(),
+            Transition::Approve,
+            State::UnderReview,
+            "admin.forbidden",
+        ),
+        (
+            provider(),
+            Transition::Suspend,
+            State::Active,
+            "admin.forbidden",
+        ),
+        (
+            operator(),
+            Transition::Confirm,
+            State::Approved,
+            "admin.forbidden",
+        ),
+        (
+            second_provider(),
+            Transition::Confirm,
+            State::Approved,
+            "admin.forbidden",
+        ),
+        (
+            stranger(),
+            Transition::Resubmit,
+            State::ChangesRequested,
+            "admin.forbidden",
+        ),
+        // Rights come before the state: a stranger learns nothing of it.
+        (
+            stranger(),
+            Transition::Revoke,
+            State::Revoked,
+            "admin.forbidden",
+        ),
+    ];
+    for (who, t, state, code) in cases {
+        let mut r = request_in(state);
+        let (_, act) = act_for(t);
+        let e = r.apply(act, &who, T0).unwrap_err();
+        assert_eq!(e.code(), code, "{} {t} in {state}", who.id);
+    }
+    let r = request_in(State::Submitted);
+    assert!(r.visible_to(&operator()) && r.visible_to(&applicant()) && r.visible_to(&provider()));
+    assert!(!r.visible_to(&stranger()) && !r.visible_to(&second_provider()));
+    // Another system of the applicant's organisation is the applicant too.
+    let sibling = participant("ungheni-social", "1004600000081", &[Role::Consumer]);
+    assert!(r.is_applicant(&sibling));
+    assert_eq!(
+        request_in(State::UnderReview).actions_for(&operator()),
+        vec![
+            Transition::RequestChanges,
+            Transition::Approve,
+            Transition::Reject,
+            Transition::Revoke
+        ]
+    );
+    assert!(
+        request_in(State::UnderReview)
+            .actions_for(&applicant())
+            .is_empty()
+    );
+}
+
+#[test]
+fn decisions_against_the_applicant_need_a_reason() {
+    for t in [
+        Transition::RequestChanges,
+        Transition::Reject,
+        Transition::Suspend,
+        Transition::Revoke,
+    ] {
+        let from = *State::ALL
+            .iter()
+            .find(|s| s.allowed().contains(&t))
+            .unwrap();
+        let mut r = request_in(from);
+        for reason in [None, Some("  ".to_string())] {
+            let e = r.apply(Act::Plain(t, reason), &operator(), T0).unwrap_err();
+            assert_eq!(e.code(), "connect.reason_required", "{t}");
+        }
+    }
+    let mut r = request_in(State::Submitted);
+    r.apply(Act::Plain(Transition::Review, None), &operator(), T0)
+        .unwrap();
+}
+
+#[test]
+fn every_provider_confirms_before_the_request_is_active() {
+    let mut r = request_in(State::Approved);
+    let mut second = sample_application().services[0].clone();
+    second.service = "sfs/tax-debts".into();
+    r.application.services.push(second);
+    r.grants.push("cr-2025-000001.2".into());
+    assert_eq!(
+        r.providers().into_iter().collect::<Vec<_>>(),
+        ["cnas", "sfs"]
+    );
+
+    r.apply(Act::Plain(Transition::Confirm, None), &provider(), T0)
+        .unwrap();
+    assert_eq!(r.state, State::Approved, "sfs has not confirmed yet");
+    assert!(!r.grants_in_store());
+    let e = r
+        .apply(Act::Plain(Transition::Confirm, None), &provider(), T0)
+        .unwrap_err();
+    assert_eq!(e.code(), "connect.already_confirmed");
+    assert_eq!(r.actions_for(&provider()), Vec::<Transition>::new());
+    r.apply(
+        Act::Plain(Transition::Confirm, None),
+        &second_provider(),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(r.state, State::Active);
+    assert!(r.grants_in_store());
+    assert_eq!(r.confirmations.len(), 2);
+}
+
+#[test]
+fn the_thirty_day_deadline_runs_from_submission_and_resubmission() {
+    let mut r = request_in(State::Submitted);
+    assert_eq!(r.due_at(), T0 + 30 * DAY);
+    // (state, now, overdue)
+    let cases = [
+        (State::Submitted, T0 + 30 * DAY, false),
+        (State::Submitted, T0 + 30 * DAY + 1, true),
+        (State::UnderReview, T0 + 31 * DAY, true),
+        (State::Resubmitted, T0 + 31 * DAY, true),
+        // Waiting on the applicant or decided: the clock does not run.
+        (State::ChangesRequested, T0 + 90 * DAY, false),
+        (State::Approved, T0 + 90 * DAY, false),
+        (State::Rejected, T0 + 90 * DAY, false),
+        (State::Active, T0 + 90 * DAY, false),
+    ];
+    for (state, now, overdue) in cases {
+        r.state = state;
+        assert_eq!(r.overdue(now), overdue, "{state} at T0+{}s", now - T0);
+    }
+
+    // A resubmission on day 40 starts a new 30 days.
+    r.state = State::ChangesRequested;
+    let (who, act) = act_for(Transition::Resubmit);
+    r.apply(act, &who, T0 + 40 * DAY).unwrap();
+    assert_eq!(r.due_at(), T0 + 70 * DAY);
+    assert!(!r.overdue(T0 + 69 * DAY));
+    assert!(r.overdue(T0 + 70 * DAY + 1));
+    assert_eq!(r.submitted_at, T0, "the first submission is kept");
+    assert_eq!(r.evidence.len(), 2, "each version keeps its evidence");
+}
+
+#[test]
+fn ids_count_up_per_year() {
+    assert_eq!(next_id([], 2025), "cr-2025-000001");
+    assert_eq!(
+        next_id(["cr-2025-000001", "cr-2025-000009", "cr-2024-000500"], 2025),
+        "cr-2025-000010"
+    );
+    assert_eq!(next_id(["cr-2024-000500"], 2025), "cr-2025-000001");
+}
+
+#[test]
+fn the_store_holds_grants_only_while_they_are_or_were_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+    let grants = |store: &RedbStore| -> Vec<(String, String)> {
+        store
+            .scan(Collection::Grants)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                let v: serde_json::Value = serde_json::from_slice(&v).unwrap();
+                (k, v["status"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let mut r = request_in(State::Approved);
+    persist(&store, &r).unwrap();
+    assert!(grants(&store).is_empty(), "approved but unconfirmed");
+    let approved = r.clone();
+
+    r.apply(Act::Plain(Transition::Confirm, None), &provider(), T0)
+        .unwrap();
+    persist(&store, &r).unwrap();
+    assert_eq!(
+        grants(&store),
+        [("cr-2025-000001.1".into(), "active".into())]
+    );
+    let docs = stored_grant_documents(&store).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(
+        docs[0].0,
+        std::path::PathBuf::from("state/connection-requests/cr-2025-000001")
+    );
+    let grant = &docs[0].1["grants"][0];
+    assert_eq!(grant["origin"]["request_id"], "cr-2025-000001");
+    assert_eq!(grant["consumer"], "apl-ungheni");
+    assert_eq!(grant["purposes"][0]["code"], "disability-support");
+
+    // Undoing the confirmation removes the grants again.
+    restore(&store, &r.id, Some(&approved)).unwrap();
+    assert!(grants(&store).is_empty());
+    assert_eq!(load(&store, &r.id).unwrap().unwrap().state, State::Approved);
+
+    persist(&store, &r).unwrap();
+    let why = Some("audit finding".to_string());
+    r.apply(
+        Act::Plain(Transition::Suspend, why.clone()),
+        &operator(),
+        T0,
+    )
+    .unwrap();
+    persist(&store, &r).unwrap();
+    assert_eq!(grants(&store)[0].1, "suspended");
+    r.apply(Act::Plain(Transition::Revoke, why), &operator(), T0)
+        .unwrap();
+    persist(&store, &r).unwrap();
+    assert_eq!(grants(&store)[0].1, "revoked");
+    assert_eq!(load_all(&store).unwrap(), vec![r.clone()]);
+
+    // A request revoked before it was ever in force leaves no grants.
+    let mut early = request_in(State::Approved);
+    early.id = "cr-2025-000002".into();
+    early.grants = vec!["cr-2025-000002.1".into()];
+    early
+        .apply(
+            Act::Plain(Transition::Revoke, Some("withdrawn".into())),
+            &operator(),
+            T0,
+        )
+        .unwrap();
+    assert!(!early.grants_in_store());
+    restore(&store, &early.id, None).unwrap();
+}
+
+/// A registry with the sandbox participants an application may name, each
+/// with a fresh certificate; returns the keys too.
+fn registry_with(ca: &DevCa, dir: &std::path::Path) -> (Registry, Vec<(String, String, String)>) {
+    let registry =
+        Registry::open(Arc::new(RedbStore::open(&dir.join("state.redb")).unwrap())).unwrap();
+    let mut keys = Vec::new();
+    for (id, idno, key) in [
+        ("mcabinet", "1003600000017", KeyType::Ed25519),
+        ("apl-ungheni", "1004600000081", KeyType::EcdsaP256),
+        ("apl-cahul", "1003603000063", KeyType::Ed25519),
+    ] {
+        let issued = ca.issue(id, id, key).unwrap();
+        let mut p = participant(id, idno, &[Role::Consumer]);
+        p.certificates = vec![registered_certificate(&issued.cert_pem).unwrap()];
+        registry.upsert(p).unwrap();
+        keys.push((id.to_string(), issued.cert_pem, issued.key_pem));
+    }
+    (registry, keys)
+}
+
+fn repo_catalog() -> Catalog {
+    Catalog::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog")).unwrap()
+}
+
+#[test]
+fn applications_are_checked_against_schema_catalog_and_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("ca").unwrap();
+    let (registry, _) = registry_with(&ca, dir.path());
+    let snapshot = registry.snapshot();
+    let catalog = repo_catalog();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/connect");
+    for good in ["mcabinet-tax-debts.json", "apl-ungheni-pensions.json"] {
+        let body = std::fs::read(examples.join(good)).unwrap();
+        validate_application(&body, &catalog, &snapshot)
+            .unwrap_or_else(|p| panic!("{good}: {p:?}"));
+    }
+
+    let base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(examples.join("mcabinet-tax-debts.json")).unwrap())
+            .unwrap();
+    // (change, expected code, expected pointer, words the reason must hold)
+    type Change = fn(&mut serde_json::Value);
+    let cases: Vec<(Change, &str, &str, &str)> = vec![
+        (
+            |v| v["services"][0]["service"] = "sfs/marriages".into(),
+            "connect.unknown_service",
+            "/services/0/service",
+            "unknown service \"sfs/marriages\"",
+        ),
+        (
+            |v| v["declaration"]["own_responsibility"] = false.into(),
+            "connect.application_invalid",
+            "/declaration/own_responsibility",
+            "true",
+        ),
+        (
+            |v| {
+                v.as_object_mut().unwrap().remove("controller_register_no");
+            },
+            "connect.application_invalid",
+            "/controller_register_no",
+            "personal data",
+        ),
+        (
+            |v| v["services"][0]["fields"][0] = "debts[].secret".into(),
+            "connect.application_invalid",
+            "/services/0/fields/0",
+            "not a field",
+        ),
+        (
+            |v| v["applicant"]["system"] = "nobody".into(),
+            "connect.application_invalid",
+            "/applicant/system",
+            "not a registered participant",
+        ),
+        (
+            |v| v["applicant"]["idno"] = "1004600000081".into(),
+            "connect.application_invalid",
+            "/applicant/system",
+            "belongs to IDNO",
+        ),
+        (
+            |v| {
+                v["services"][0]["legal_bases"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("article");
+            },
+            "connect.application_invalid",
+            "/services/0/legal_bases/0",
+            "article",
+        ),
+        (
+            |v| v["validity"]["until"] = "2024-01-01".into(),
+            "connect.application_invalid",
+            "/validity/until",
+            "ends before it starts",
+        ),
+        (
+            |v| v["surprise"] = true.into(),
+            "connect.application_invalid",
+            "",
+            "surprise",
+        ),
+    ];
+    for (change, code, pointer, words) in cases {
+        let mut v = base.clone();
+        change(&mut v);
+        let problems = validate_application(&serde_json::to_vec(&v).unwrap(), &catalog, &snapshot)
+            .unwrap_err();
+        assert_eq!(application::refusal_code(&problems), code, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.pointer == pointer && p.to_string().contains(words)),
+            "{pointer} / {words}: {problems:?}"
+        );
+    }
+    let problems = validate_application(b"not json", &catalog, &snapshot).unwrap_err();
+    assert_eq!(problems[0].code, "request.malformed");
+}
+
+#[test]
+fn signatures_are_verified_kept_and_verifiable_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("ca").unwrap();
+    let (registry, keys) = registry_with(&ca, dir.path());
+    let snapshot = registry.snapshot();
+    let credentials = |id: &str| {
+        let (_, cert, key) = keys.iter().find(|(p, _, _)| p == id).unwrap();
+        crate::sdk::Credentials::from_pem(id, cert, key, ca.cert_pem(), None).unwrap()
+    };
+    let uri = "https://127.0.0.1:8444/v1/connection-requests";
+    let body = Bytes::from_static(br#"{"hello": "world"}"#);
+    let now = crate::exchange::unix_now();
+    let signed = |id: &str, body: Bytes| {
+        client::signed_submission(&credentials(id), Method::POST, uri, body, "2000000000015")
+            .unwrap()
+    };
+    let verify = |request: &http::Request<http_body_util::Full<Bytes>>, body: &[u8], now| {
+        verify_submission(
+            &evidence::Submission {
+                method: request.method().as_str(),
+                target_uri: uri,
+                headers: request.headers(),
+                body,
+            },
+            &snapshot,
+            now,
+        )
+    };
+
+    let request = signed("mcabinet", body.clone());
+    let kept = verify(&request, &body, now).unwrap();
+    assert_eq!(kept.signer, "mcabinet");
+    assert_eq!(kept.signer_idno, "1003600000017");
+    assert_eq!(kept.calling_user.as_deref(), Some("2000000000015"));
+    assert!(kept.headers.contains_key("content-digest"));
+    kept.reverify().unwrap();
+    assert_eq!(kept.body_bytes().unwrap(), body.to_vec());
+
+    // (what is wrong, status, code)
+    let cases: Vec<(&str, Result<Evidence, SignatureRefusal>, &str)> = vec![
+        (
+            "another body",
+            verify(&request, br#"{"hello": "there"}"#, now),
+            "digest.mismatch",
+        ),
+        (
+            "too old",
+            verify(&request, &body, now + 3600),
+            "signature.expired",
+        ),
+        (
+            "unsigned",
+            {
+                let mut r = signed("mcabinet", body.clone());
+                r.headers_mut().remove("signature");
+                verify(&r, &body, now)
+            },
+            "signature.missing",
+        ),
+        (
+            "signed by apl-cahul's key under mcabinet's keyid",
+            {
+                let mut forged = credentials("apl-cahul");
+                forged.keyid = credentials("mcabinet").keyid;
+                let r = client::signed_submission(
+                    &forged,
+                    Method::POST,
+                    uri,
+                    body.clone(),
+                    "2000000000015",
+                )
+                .unwrap();
+                verify(&r, &body, now)
+            },
+            "signature.invalid",
+        ),
+        (
+            "a certificate nobody registered",
+            {
+                let outsider = ca.issue("outsider", "x", KeyType::Ed25519).unwrap();
+                let c = crate::sdk::Credentials::from_pem(
+                    "outsider",
+                    &outsider.cert_pem,
+                    &outsider.key_pem,
+                    ca.cert_pem(),
+                    None,
+                )
+                .unwrap();
+                let r =
+                    client::signed_submission(&c, Method::POST, uri, body.clone(), "2000000000015")
+                        .unwrap();
+                verify(&r, &body, now)
+            },
+            "signature.invalid",
+        ),
+    ];
+    for (what, result, code) in cases {
+        assert_eq!(result.map(|_| ()).unwrap_err().code, code, "{what}");
+    }
+
+    // Evidence that was tampered with after the fact no longer verifies.
+    let mut tampered = kept.clone();
+    tampered.body = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        br#"{"hello": "there"}"#,
+    );
+    tampered.body_sha256 = hex::encode(crate::crypto::sha256(br#"{"hello": "there"}"#));
+    assert!(tampered.reverify().unwrap_err().contains("digest"));
+    let mut tampered = kept.clone();
+    tampered.target_uri = "https://127.0.0.1:8444/v1/connection-requests/x".into();
+    assert!(tampered.reverify().is_err());
+    let mut tampered = kept;
+    tampered.signer_certificate = keys[1].1.clone();
+    assert!(tampered.reverify().unwrap_err().contains("keyid"));
+}
