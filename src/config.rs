@@ -72,6 +72,32 @@ pub struct Config {
     pub limits: Limits,
     /// Timeouts towards providers.
     pub provider: ProviderSettings,
+    /// How the audit log is written (the optional `[audit]` section).
+    pub audit: AuditSettings,
+}
+
+/// The optional `[audit]` section: how the audit log writes segments and
+/// publishes signed tree heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// A segment is closed and the next one started past this size
+    /// (4096 to 1073741824 bytes).
+    pub segment_bytes: u64,
+    /// Largest number of records made durable by one fsync (1 to 65536).
+    pub max_batch: usize,
+    /// How often a signed tree head is published when the log grew; `None`
+    /// (`tree_head_interval_secs = 0`) publishes only on demand and at shutdown.
+    pub tree_head_interval: Option<Duration>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            segment_bytes: crate::audit::DEFAULT_SEGMENT_BYTES,
+            max_batch: crate::audit::DEFAULT_MAX_BATCH,
+            tree_head_interval: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// Limits on requests the broker accepts.
@@ -131,6 +157,16 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     provider: RawProvider,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    segment_bytes: Option<u64>,
+    max_batch: Option<usize>,
+    tree_head_interval_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +286,7 @@ impl Config {
                 provider_defaults.default_timeout.as_millis() as u64,
             )?),
         };
+        let audit = audit_settings(&raw.audit)?;
         if let Some(url) = &raw.listen.public_data_url
             && (!url.starts_with("https://") || url.ends_with('/'))
         {
@@ -271,8 +308,38 @@ impl Config {
             policies_dir: existing("policies.dir", resolve(raw.policies.dir))?,
             limits,
             provider,
+            audit,
         })
     }
+}
+
+/// Checks the `[audit]` section against the bounds the audit log accepts.
+fn audit_settings(raw: &RawAudit) -> Result<AuditSettings, ConfigError> {
+    let defaults = AuditSettings::default();
+    let segment_bytes = raw.segment_bytes.unwrap_or(defaults.segment_bytes);
+    if !(4096..=1 << 30).contains(&segment_bytes) {
+        return Err(ConfigError::Invalid {
+            key: "audit.segment_bytes",
+            reason: "must be between 4096 and 1073741824".into(),
+        });
+    }
+    let max_batch = raw.max_batch.unwrap_or(defaults.max_batch);
+    if !(1..=65536).contains(&max_batch) {
+        return Err(ConfigError::Invalid {
+            key: "audit.max_batch",
+            reason: "must be between 1 and 65536".into(),
+        });
+    }
+    let tree_head_interval = match raw.tree_head_interval_secs {
+        None => defaults.tree_head_interval,
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+    };
+    Ok(AuditSettings {
+        segment_bytes,
+        max_batch,
+        tree_head_interval,
+    })
 }
 
 fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {

@@ -94,6 +94,54 @@ pub struct AuditEntry {
     pub leaf: Vec<u8>,
 }
 
+/// The keys one record is indexed under, taken from the record by the caller
+/// of `append` (which has it in hand) so that the indexer never parses leaves
+/// on the hot path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct IndexKeys {
+    /// `received_at` in microseconds since the Unix epoch.
+    pub time: u64,
+    pub event: String,
+    pub subject: Option<String>,
+    pub consumer: Option<String>,
+    pub provider: Option<String>,
+    /// `provider/code`, whichever form the record carries the service in.
+    pub service: Option<String>,
+}
+
+impl IndexKeys {
+    /// Takes the keys out of a record (moving its strings, allocating only to
+    /// join a bare service code with its provider).
+    pub(crate) fn of(record: AuditRecord) -> IndexKeys {
+        let time = record.received_micros();
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let provider = nonempty(record.provider);
+        let service = match (nonempty(record.service), provider.as_deref()) {
+            (Some(s), Some(p)) if !s.contains('/') => Some(format!("{p}/{s}")),
+            (service, _) => service,
+        };
+        IndexKeys {
+            time,
+            event: record.event,
+            subject: nonempty(record.subject),
+            consumer: nonempty(record.consumer),
+            provider,
+            service,
+        }
+    }
+}
+
+/// What the indexer thread is told.
+pub(crate) enum IndexMsg {
+    /// Catch up from the segments (at open).
+    CatchUp,
+    /// Records `first_seq..` became durable, with their keys.
+    Durable {
+        first_seq: u64,
+        keys: Vec<IndexKeys>,
+    },
+}
+
 /// The redb file with the indexes.
 pub(crate) struct Index {
     db: Database,
@@ -159,9 +207,11 @@ impl Index {
         self.meta("next")
     }
 
-    /// Adds the rows of `records` and sets `next` (the count of records now
-    /// covered) in one transaction that is not fsynced on its own.
-    fn apply(&self, records: &[(u64, AuditRecord)], next: u64) -> Result<(), AuditError> {
+    /// Adds the rows of the records `first..first + keys.len()` and raises
+    /// `next` to cover them, in one transaction that is not fsynced on its own.
+    /// Rows are keyed by seq, so applying a record twice changes nothing, and
+    /// `next` never moves back.
+    fn apply(&self, first: u64, keys: &[IndexKeys]) -> Result<(), AuditError> {
         let mut txn = self.db.begin_write().map_err(ix)?;
         txn.set_durability(Durability::None).map_err(ix)?;
         {
@@ -171,40 +221,37 @@ impl Index {
             let mut by_provider = txn.open_table(BY_PROVIDER).map_err(ix)?;
             let mut by_service = txn.open_table(BY_SERVICE).map_err(ix)?;
             let mut by_time = txn.open_table(BY_TIME).map_err(ix)?;
-            for (seq, record) in records {
-                let time = record.received_micros();
-                let subject = record.subject.as_deref().unwrap_or("");
-                let consumer = record.consumer.as_deref().unwrap_or("");
-                let provider = record.provider.as_deref().unwrap_or("");
-                let service = record.service_key().unwrap_or_default();
+            for (seq, k) in (first..).zip(keys) {
+                let time = k.time;
+                let subject = k.subject.as_deref().unwrap_or("");
+                let consumer = k.consumer.as_deref().unwrap_or("");
+                let provider = k.provider.as_deref().unwrap_or("");
+                let service = k.service.as_deref().unwrap_or("");
                 entries
                     .insert(
-                        *seq,
-                        (
-                            time,
-                            record.event.as_str(),
-                            subject,
-                            consumer,
-                            provider,
-                            service.as_str(),
-                        ),
+                        seq,
+                        (time, k.event.as_str(), subject, consumer, provider, service),
                     )
                     .map_err(ix)?;
                 let rows = [
                     (&mut by_subject, subject),
                     (&mut by_consumer, consumer),
                     (&mut by_provider, provider),
-                    (&mut by_service, service.as_str()),
+                    (&mut by_service, service),
                 ];
                 for (table, key) in rows {
                     if !key.is_empty() {
-                        table.insert((key, time, *seq), ()).map_err(ix)?;
+                        table.insert((key, time, seq), ()).map_err(ix)?;
                     }
                 }
-                by_time.insert(("", time, *seq), ()).map_err(ix)?;
+                by_time.insert(("", time, seq), ()).map_err(ix)?;
             }
             let mut meta = txn.open_table(META).map_err(ix)?;
-            meta.insert("next", next).map_err(ix)?;
+            let next = first + keys.len() as u64;
+            let current = meta.get("next").map_err(ix)?.map_or(0, |v| v.value());
+            if next > current {
+                meta.insert("next", next).map_err(ix)?;
+            }
         }
         txn.commit().map_err(ix)
     }
@@ -342,20 +389,28 @@ fn parse_cursor(cursor: &str) -> Result<(u64, u64), AuditError> {
     Ok((t.parse().map_err(|_| bad())?, s.parse().map_err(|_| bad())?))
 }
 
-/// The indexer thread: follows the published tree size and indexes what it has
-/// not indexed yet, reading the records back from the segments. Ends (after a
-/// final durable commit) when the writer drops its sender.
-pub(crate) fn run_indexer(shared: Arc<Shared>, rx: Receiver<u64>) {
+/// The indexer thread: indexes each durable batch from the keys the sync
+/// thread hands it; when a batch does not follow what is indexed (after a
+/// failed update, or at open) it catches up by reading the segments. Ends
+/// (after a final durable commit) when the sync thread drops its sender.
+pub(crate) fn run_indexer(shared: Arc<Shared>, rx: Receiver<IndexMsg>) {
     let mut dirty = false;
     let mut last_persist = Instant::now();
     loop {
+        let mut messages = Vec::new();
         let stop = match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(_) | Err(RecvTimeoutError::Timeout) => false,
+            Ok(msg) => {
+                messages.push(msg);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
-        // Several notifications collapse into one catch-up to the newest size.
-        while rx.try_recv().is_ok() {}
-        match catch_up(&shared) {
+        // Several batches collapse into one transaction.
+        while let Ok(msg) = rx.try_recv() {
+            messages.push(msg);
+        }
+        match index_messages(&shared, messages) {
             Ok(n) => dirty |= n > 0,
             Err(e) => tracing::warn!(error = %e, "audit index update failed; will retry"),
         }
@@ -372,7 +427,43 @@ pub(crate) fn run_indexer(shared: Arc<Shared>, rx: Receiver<u64>) {
     }
 }
 
-/// Indexes every published record not yet indexed; returns how many.
+/// Applies the contiguous run of keys that follows what is indexed, then
+/// catches up from the segments if anything was left (a gap, a catch-up
+/// request or an idle tick). Returns how many records were indexed.
+fn index_messages(shared: &Shared, messages: Vec<IndexMsg>) -> Result<u64, AuditError> {
+    let indexed = shared.index.indexed()?;
+    let mut run: Vec<IndexKeys> = Vec::new();
+    let mut gap = messages.is_empty();
+    for msg in messages {
+        match msg {
+            IndexMsg::CatchUp => gap = true,
+            IndexMsg::Durable { first_seq, keys } => {
+                let expected = indexed + run.len() as u64;
+                let end = first_seq + keys.len() as u64;
+                if end <= expected {
+                    continue;
+                }
+                if first_seq > expected {
+                    gap = true;
+                    continue;
+                }
+                let skip = usize::try_from(expected - first_seq).unwrap_or(usize::MAX);
+                run.extend(keys.into_iter().skip(skip));
+            }
+        }
+    }
+    let mut done = run.len() as u64;
+    if !run.is_empty() {
+        shared.index.apply(indexed, &run)?;
+    }
+    if gap {
+        done += catch_up(shared)?;
+    }
+    Ok(done)
+}
+
+/// Indexes every published record not yet indexed, reading the segments;
+/// returns how many.
 pub(crate) fn catch_up(shared: &Shared) -> Result<u64, AuditError> {
     let mut done = 0;
     loop {
@@ -382,19 +473,21 @@ pub(crate) fn catch_up(shared: &Shared) -> Result<u64, AuditError> {
             return Ok(done);
         }
         let to = size.min(from + CHUNK);
-        let mut records = Vec::with_capacity((to - from) as usize);
+        let mut keys = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
         read_range(&shared.layout, from, to, |seq, leaf| {
             // A leaf the writer wrote always parses; should one not, index it
-            // under no keys rather than stall the index forever.
-            let record = AuditRecord::from_canonical_bytes(leaf).ok();
-            if let Some(record) = record {
-                records.push((seq, record));
-            } else {
-                tracing::warn!(seq, "audit index: record does not parse; not indexed");
+            // under no keys rather than stall the index forever. The index is
+            // derived data: a plain parse suffices (verify checks canonical form).
+            match serde_json::from_slice::<AuditRecord>(leaf) {
+                Ok(record) => keys.push(IndexKeys::of(record)),
+                Err(_) => {
+                    tracing::warn!(seq, "audit index: record does not parse; not indexed");
+                    keys.push(IndexKeys::default());
+                }
             }
             Ok(())
         })?;
-        shared.index.apply(&records, to)?;
+        shared.index.apply(from, &keys)?;
         done += to - from;
     }
 }

@@ -14,8 +14,10 @@
 //!
 //! - **Only the writer task writes segments.** Callers of [`AuditLog::append`]
 //!   serialise and hash their record, queue it, and wait; the writer drains the
-//!   queue into a batch, writes it, calls `sync_data` once, and only then answers.
-//!   An `Ok(seq)` therefore means the record is on disk ("group commit").
+//!   queue into a batch and writes it, and the sync thread makes every batch
+//!   written meanwhile durable with one `sync_data` and only then answers, while
+//!   the writer already writes the next batch (see `writer`). An `Ok(seq)`
+//!   therefore means the record is on disk ("group commit").
 //! - **Fail closed.** If a write or fsync fails, that batch's callers get
 //!   [`AuditError::Unavailable`] and so does every later append until the log is
 //!   reopened; a failed fsync is never retried. The broker answers 503
@@ -52,9 +54,11 @@ mod writer;
 pub use index::{AuditEntry, AuditPage, AuditQuery};
 pub use merkle::{Hash, ProofError, verify_consistency, verify_inclusion};
 pub use record::{AuditRecord, Decision, format_timestamp, parse_timestamp};
-pub use verify::{VerifyProblem, VerifyReport, verify_dir, verify_dir_with_progress};
+pub use verify::{
+    VerifyProblem, VerifyReport, certificate_verifier, verify_dir, verify_dir_with_progress,
+};
 
-use index::Index;
+use index::{Index, IndexKeys, IndexMsg};
 use merkle::{MerkleTree, leaf_hash};
 use segment::Layout;
 use writer::{Command, Pending, Writer};
@@ -382,7 +386,7 @@ impl AuditLog {
         let (index_tx, index_rx) = std::sync::mpsc::channel();
         let writer = Writer::new(shared.clone(), rx, index_tx.clone(), recovered.last_len)?;
         // Catch up with records the index has not seen yet.
-        let _ = index_tx.send(size);
+        let _ = index_tx.send(IndexMsg::CatchUp);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_string())
@@ -426,9 +430,17 @@ impl AuditLog {
             return Err(AuditError::Unavailable(reason));
         }
         let hash = leaf_hash(&leaf);
+        // The index keys travel with the record, so the indexer never has to
+        // parse the leaf back.
+        let keys = IndexKeys::of(record);
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Command::Append(Pending { leaf, hash, reply }))
+            .send(Command::Append(Pending {
+                leaf,
+                hash,
+                keys,
+                reply,
+            }))
             .await
             .map_err(|_| AuditError::Unavailable("the audit log is closed".to_string()))?;
         answer.await.map_err(|_| {

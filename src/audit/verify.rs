@@ -71,6 +71,38 @@ impl std::fmt::Display for VerifyProblem {
     }
 }
 
+/// A tree head signature check, `verify(keyid, message, signature)`, with the
+/// broker certificate(s) in `cert_pem`: the keyid must be the SHA-256
+/// fingerprint of one of them and the signature must verify with its key (in
+/// the key's default algorithm, the one the broker signs with).
+// The closure type is spelled out so it plugs straight into `verify_dir` and
+// `verify_tree_head`; a named trait would say no more.
+#[allow(clippy::type_complexity)]
+pub fn certificate_verifier(
+    cert_pem: &str,
+) -> Result<impl Fn(&str, &[u8], &[u8]) -> Result<(), String> + Clone + use<>, AuditError> {
+    let certs = crate::sdk::parse_certs(cert_pem)
+        .map_err(|e| AuditError::BadTreeHead(format!("broker certificate unusable: {e}")))?;
+    let mut keys = Vec::with_capacity(certs.len());
+    for der in &certs {
+        let key = crate::crypto::VerifyingKey::from_certificate_der(der).map_err(|e| {
+            AuditError::BadTreeHead(format!("broker certificate key unusable: {e}"))
+        })?;
+        keys.push((crate::crypto::certificate_fingerprint(der), key));
+    }
+    let keys = std::sync::Arc::new(keys);
+    Ok(move |keyid: &str, message: &[u8], signature: &[u8]| {
+        let (_, key) = keys
+            .iter()
+            .find(|(fingerprint, _)| fingerprint == keyid)
+            .ok_or_else(|| {
+                format!("tree head signed by {keyid}, not by the given broker certificate")
+            })?;
+        key.verify(key.default_algorithm(), message, signature)
+            .map_err(|e| format!("signature does not verify: {e}"))
+    })
+}
+
 /// Verifies the log in `dir`. `verify_sth(keyid, message, signature)` checks a
 /// tree head signature with the broker's certificate. Errors only when the
 /// directory cannot be read at all; everything else is in the report.
