@@ -70,7 +70,7 @@ struct Args {
     /// Most requests to prepare (closed mode stops when they run out).
     #[arg(long, default_value_t = 400_000)]
     max_requests: usize,
-    /// cargo passes `--bench`; ignored.
+    /// Set by `cargo bench`; without it (under `cargo test`) the harness does nothing.
     #[arg(long, hide = true)]
     bench: bool,
 }
@@ -102,10 +102,19 @@ struct Report {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if !args.bench {
+        // `cargo test --all-targets` runs benches without `--bench`: there is
+        // no sandbox to load then, and nothing to measure.
+        eprintln!("load harness: run it with `cargo bench --bench load -- --sandbox DIR ...`");
+        return Ok(());
+    }
     let manifest = SandboxManifest::read(&args.sandbox)?;
     let dir = args.sandbox.clone();
     let (credentials, base) = match args.target.as_str() {
-        "mconnect" => (participant(&manifest, &dir, "apl-cahul")?, manifest.broker.data_url.clone()),
+        "mconnect" => (
+            participant(&manifest, &dir, "apl-cahul")?,
+            manifest.broker.data_url.clone(),
+        ),
         "direct" | "proxy" => {
             let provider = manifest
                 .participants
@@ -114,7 +123,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .and_then(|p| p.endpoint.clone())
                 .ok_or("sandbox.json names no endpoint for asp-rsp")?;
             let base = if args.target == "proxy" {
-                args.proxy_url.clone().ok_or("--proxy-url is required with --target proxy")?
+                args.proxy_url
+                    .clone()
+                    .ok_or("--proxy-url is required with --target proxy")?
             } else {
                 provider
             };
@@ -133,12 +144,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = match args.mode.as_str() {
         "open" => ((args.rate as f64 * args.duration) as usize).min(args.max_requests),
         _ => args.max_requests,
-    };
+    } + args.concurrency.min(8);
     eprintln!("preparing {count} signed requests for {} ...", args.target);
     let requests = prepare(&args, &credentials, &base, count)?;
-    // One untimed request per connection warms the pool and the TLS sessions.
-    for r in requests.iter().take(args.concurrency.min(8)) {
-        let _ = send(&client, r.clone()).await;
+    // A few untimed requests warm the pool and the TLS sessions; they are
+    // taken off the list, since each request id may be used only once.
+    let mut requests = requests;
+    let warm: Vec<_> = requests
+        .drain(..args.concurrency.min(8).min(requests.len()))
+        .collect();
+    for r in warm {
+        let _ = send(&client, r).await;
     }
     let cpu_before = cpu_time(&args.cpu_pids);
     let started = Instant::now();
@@ -194,7 +210,10 @@ fn participant(
     )?)
 }
 
-fn client(credentials: &Credentials, pool: usize) -> Result<HttpsClient, Box<dyn std::error::Error>> {
+fn client(
+    credentials: &Credentials,
+    pool: usize,
+) -> Result<HttpsClient, Box<dyn std::error::Error>> {
     let tls = mconnect::tls::client_config(&credentials.ca, &credentials.tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -218,10 +237,26 @@ fn prepare(
 ) -> Result<Vec<Request<Full<Bytes>>>, Box<dyn std::error::Error>> {
     let direct = args.target != "mconnect";
     let (method, path, body) = match (args.payload.as_str(), direct) {
-        ("large", false) => (Method::POST, "/r1/asp-rsp/persons-lookup".to_string(), Some(large_body())),
-        ("large", true) => (Method::POST, "/persons/lookup".to_string(), Some(large_body())),
-        (_, false) => (Method::GET, "/r1/asp-rsp/person-by-idnp?idnp=2000000000015".to_string(), None),
-        (_, true) => (Method::GET, "/persons/by-idnp?idnp=2000000000015".to_string(), None),
+        ("large", false) => (
+            Method::POST,
+            "/r1/asp-rsp/persons-lookup".to_string(),
+            Some(large_body()),
+        ),
+        ("large", true) => (
+            Method::POST,
+            "/persons/lookup".to_string(),
+            Some(large_body()),
+        ),
+        (_, false) => (
+            Method::GET,
+            "/r1/asp-rsp/person-by-idnp?idnp=2000000000015".to_string(),
+            None,
+        ),
+        (_, true) => (
+            Method::GET,
+            "/persons/by-idnp?idnp=2000000000015".to_string(),
+            None,
+        ),
     };
     // Through a proxy the provider sees its own authority in Host, so the
     // signature covers the provider's URL, which nginx sets as Host.
@@ -239,20 +274,44 @@ fn prepare(
     for _ in 0..count {
         let mut h = HeaderMap::new();
         h.insert("mconnect-client", HeaderValue::from_static("apl-cahul"));
-        h.insert("mconnect-calling-user", HeaderValue::from_static("2000000000015"));
-        h.insert("mconnect-call-basis", HeaderValue::from_static("md-law-133-2008-art-8"));
-        h.insert("mconnect-call-reason", HeaderValue::from_static("social-aid-eligibility"));
-        h.insert("mconnect-request-id", HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())?);
+        h.insert(
+            "mconnect-calling-user",
+            HeaderValue::from_static("2000000000015"),
+        );
+        h.insert(
+            "mconnect-call-basis",
+            HeaderValue::from_static("md-law-133-2008-art-8"),
+        );
+        h.insert(
+            "mconnect-call-reason",
+            HeaderValue::from_static("social-aid-eligibility"),
+        );
+        h.insert(
+            "mconnect-request-id",
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())?,
+        );
         if body.is_none() {
-            h.insert("mconnect-subject", HeaderValue::from_static("2000000000015"));
+            h.insert(
+                "mconnect-subject",
+                HeaderValue::from_static("2000000000015"),
+            );
         } else {
             h.insert("content-type", HeaderValue::from_static("application/json"));
         }
         if direct {
-            h.insert("mconnect-exchange-id", HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())?);
+            h.insert(
+                "mconnect-exchange-id",
+                HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())?,
+            );
         }
         let bytes = body.clone().unwrap_or_default();
-        sdk::sign_request(credentials, method.as_str(), &format!("{signed_base}{path}"), &mut h, &bytes)?;
+        sdk::sign_request(
+            credentials,
+            method.as_str(),
+            &format!("{signed_base}{path}"),
+            &mut h,
+            &bytes,
+        )?;
         let mut request = Request::new(Full::new(bytes));
         *request.method_mut() = method.clone();
         *request.uri_mut() = format!("{base}{path}").parse()?;
@@ -271,7 +330,11 @@ fn large_body() -> Bytes {
         .map(|i| {
             let base = format!("2{:011}", 1000 + i);
             let w = [7u32, 3, 1];
-            let sum: u32 = base.bytes().enumerate().map(|(k, b)| u32::from(b - b'0') * w[k % 3]).sum();
+            let sum: u32 = base
+                .bytes()
+                .enumerate()
+                .map(|(k, b)| u32::from(b - b'0') * w[k % 3])
+                .sum();
             format!("{base}{}", sum % 10)
         })
         .collect();
@@ -281,7 +344,12 @@ fn large_body() -> Bytes {
 async fn send(client: &HttpsClient, request: Request<Full<Bytes>>) -> Result<(bool, u64), String> {
     let response = client.request(request).await.map_err(|e| e.to_string())?;
     let ok = response.status().is_success();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((ok, body.len() as u64))
 }
 
@@ -291,17 +359,24 @@ async fn closed_loop(
     requests: Vec<Request<Full<Bytes>>>,
 ) -> (Histogram<u64>, u64, u64, u64) {
     let requests = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(args.concurrency.min(8)));
+    let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let total = Arc::new(Mutex::new((new_hist(), 0u64, 0u64, 0u64)));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, requests, next, total) = (client.clone(), requests.clone(), next.clone(), total.clone());
+        let (client, requests, next, total) = (
+            client.clone(),
+            requests.clone(),
+            next.clone(),
+            total.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let (mut hist, mut ok, mut errors, mut bytes) = (new_hist(), 0u64, 0u64, 0u64);
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(request) = requests.get(i) else { break };
+                let Some(request) = requests.get(i) else {
+                    break;
+                };
                 let start = Instant::now();
                 match send(&client, request.clone()).await {
                     Ok((true, n)) => {

@@ -34,7 +34,7 @@ for r in rows:
 lines.append("")
 for payload in ("small", "large"):
     a, b, c = (find(t, payload, "closed") for t in ("direct", "proxy", "mconnect"))
-    if a and b and c:
+    if a and b and c and a["throughput_rps"] and b["throughput_rps"]:
         lines.append(
             f"- {payload}: c/a = {c['throughput_rps'] / a['throughput_rps']:.2f}, "
             f"c/b = {c['throughput_rps'] / b['throughput_rps']:.2f} (closed-loop throughput)"

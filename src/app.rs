@@ -23,6 +23,11 @@ use crate::server::RunningServer;
 use crate::store::RedbStore;
 use crate::tls::{self, Identity};
 
+mod reload;
+
+pub use reload::{ReloadError, ReloadSummary, RuleProblem, reload};
+pub(crate) use reload::rules_write_lock;
+
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -61,6 +66,8 @@ pub struct RunningBroker {
     data: RunningServer,
     admin: RunningServer,
     config: Config,
+    /// SIGHUP reloads and rate-limit eviction, stopped on shutdown.
+    maintenance: reload::Maintenance,
 }
 
 impl RunningBroker {
@@ -81,6 +88,7 @@ impl RunningBroker {
 
     /// Stops both listeners, lets requests in flight finish, flushes the audit log.
     pub async fn shutdown(self) {
+        self.maintenance.stop().await;
         self.data.shutdown().await;
         self.admin.shutdown().await;
         if let Err(e) = self.broker.audit().clone().close().await {
@@ -114,8 +122,37 @@ pub fn load_rules(
     let catalog = Catalog::load_dir(catalog_dir).map_err(|e| StartError::Rules(e.to_string()))?;
     let snapshot = registry.snapshot();
     let known = |id: &str| snapshot.get(id).is_some();
-    let policy = PolicyIndex::load_dir(policies_dir, &catalog, &known)
-        .map_err(|e| StartError::Rules(e.to_string()))?;
+    // The policy files plus the grants of connection requests in force (or
+    // suspended, or revoked for listings), read from the state store and
+    // checked by the same loader, so both kinds obey the same rules.
+    let rules_error = |errors: Vec<crate::policy::PolicyError>| {
+        StartError::Rules(errors.first().map_or_else(
+            || "policies could not be loaded".to_string(),
+            ToString::to_string,
+        ))
+    };
+    let mut documents: Vec<(std::path::PathBuf, serde_json::Value)> =
+        crate::catalog::files_in(policies_dir)
+            .map_err(|problems| {
+                rules_error(
+                    problems
+                        .into_iter()
+                        .map(|p| crate::policy::PolicyError {
+                            file: p.file,
+                            pointer: p.pointer,
+                            reason: p.reason,
+                        })
+                        .collect(),
+                )
+            })?
+            .into_iter()
+            .map(|file| (file.path, file.value))
+            .collect();
+    documents.extend(
+        crate::connect::stored_grant_documents(registry.store().as_ref())
+            .map_err(StartError::Rules)?,
+    );
+    let policy = PolicyIndex::from_documents(documents, &catalog, &known).map_err(rules_error)?;
     Ok(Rules { catalog, policy })
 }
 
@@ -136,7 +173,12 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let rules = load_rules(&config.catalog_dir, &config.policies_dir, &registry)?;
 
     let (audit, recovery) = AuditLog::open(
-        AuditConfig::new(config.audit_dir.clone()),
+        AuditConfig {
+            segment_bytes: config.audit.segment_bytes,
+            max_batch: config.audit.max_batch,
+            tree_head_interval: config.audit.tree_head_interval,
+            ..AuditConfig::new(config.audit_dir.clone())
+        },
         Arc::new(BrokerTreeSigner {
             key: key.clone(),
             keyid: keyid.clone(),
@@ -194,10 +236,16 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
         source,
     })?;
     tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), "broker listening");
+    let maintenance = reload::Maintenance::start(
+        broker.clone(),
+        config.catalog_dir.clone(),
+        config.policies_dir.clone(),
+    );
     Ok(RunningBroker {
         broker,
         data,
         admin,
         config,
+        maintenance,
     })
 }

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod crypto;
 pub mod exchange;
 pub mod httpsig;

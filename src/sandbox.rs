@@ -68,6 +68,10 @@ pub struct SandboxParticipant {
     /// The example register it runs, for providers.
     #[serde(default)]
     pub serves: Option<String>,
+    /// The adapter it runs (`msign`, `mpay`, `mpower`, `mnotify`): the
+    /// binary `mconnect-adapter-{name}` beside `mconnect`.
+    #[serde(default)]
+    pub adapter: Option<String>,
     /// Left out of citizens' access history.
     #[serde(default)]
     pub confidential: bool,
@@ -283,28 +287,8 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     )?;
     let config = Config::load(&config_path)?;
 
-    // Example registers: child processes on free ports.
-    let examples_dir = match &args.examples_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .join("examples"),
-    };
-    let mut children = Vec::new();
-    let mut endpoints = Vec::new();
-    for p in definition
-        .participants
-        .iter()
-        .filter(|p| p.serves.is_some())
-    {
-        let register = p.serves.as_deref().unwrap_or_default();
-        let (child, url) = spawn_register(&examples_dir, &pki_dir, p, register).await?;
-        children.push(child);
-        endpoints.push((p.id.clone(), url));
-    }
-
-    // Registry: participants, certificates and today's endpoints.
+    // Registry: participants and certificates. Endpoints are set once the
+    // providers listen, below; old ones from an earlier run are cleared.
     {
         let registry = Registry::open(std::sync::Arc::new(RedbStore::open(&config.state_file)?))?;
         for p in &definition.participants {
@@ -326,20 +310,51 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
                 organisation: p.organisation.clone(),
                 roles: p.roles.clone(),
                 certificates,
-                endpoints: endpoints
-                    .iter()
-                    .filter(|(id, _)| *id == p.id)
-                    .map(|(_, url)| Endpoint {
-                        service: None,
-                        url: url.clone(),
-                    })
-                    .collect(),
+                endpoints: Vec::new(),
                 confidential: p.confidential,
             })?;
         }
     }
 
+    // The broker first: adapters that call the bus need its address.
     let broker = crate::app::start(config).await?;
+    let data_url = format!("https://127.0.0.1:{}", broker.data_addr().port());
+
+    // Example registers and adapters: child processes on free ports.
+    let examples_dir = match &args.examples_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has no directory")?
+            .join("examples"),
+    };
+    let bin_dir = examples_dir
+        .parent()
+        .context("examples directory has no parent")?
+        .to_path_buf();
+    let mut children = Vec::new();
+    let mut endpoints = Vec::new();
+    for p in &definition.participants {
+        let spawned = match (&p.serves, &p.adapter) {
+            (Some(register), _) => Some(spawn_register(&examples_dir, &pki_dir, p, register).await?),
+            (None, Some(adapter)) => {
+                Some(spawn_adapter(&bin_dir, dir, &pki_dir, p, adapter, &data_url).await?)
+            }
+            (None, None) => None,
+        };
+        if let Some((child, url)) = spawned {
+            children.push(child);
+            broker.broker.registry().set_endpoints(
+                &p.id,
+                vec![Endpoint {
+                    service: None,
+                    url: url.clone(),
+                }],
+            )?;
+            endpoints.push((p.id.clone(), url));
+        }
+    }
+
     let manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
     std::fs::write(
         dir.join("sandbox.json"),
@@ -360,13 +375,8 @@ async fn spawn_register(
     register: &str,
 ) -> Result<(tokio::process::Child, String)> {
     let exe = examples_dir.join("state_register");
-    if !exe.exists() {
-        bail!(
-            "example register binary {} is missing: build it with `cargo build --release --examples` (README)",
-            exe.display()
-        );
-    }
-    let mut child = tokio::process::Command::new(&exe)
+    let mut command = tokio::process::Command::new(&exe);
+    command
         .arg("--register")
         .arg(register)
         .arg("--participant")
@@ -376,13 +386,57 @@ async fn spawn_register(
         .arg("--alg")
         .arg(&participant.key)
         .arg("--listen")
+        .arg("127.0.0.1:0");
+    spawn_listening(&exe, command, &participant.id).await
+}
+
+async fn spawn_adapter(
+    bin_dir: &Path,
+    sandbox_dir: &Path,
+    pki_dir: &Path,
+    participant: &SandboxParticipant,
+    adapter: &str,
+    broker_url: &str,
+) -> Result<(tokio::process::Child, String)> {
+    let exe = bin_dir.join(format!("mconnect-adapter-{adapter}"));
+    let data = sandbox_dir.join("adapters").join(adapter);
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let mut command = tokio::process::Command::new(&exe);
+    command
+        .arg("--participant")
+        .arg(&participant.id)
+        .arg("--pki")
+        .arg(pki_dir)
+        .arg("--alg")
+        .arg(&participant.key)
+        .arg("--listen")
         .arg("127.0.0.1:0")
+        .arg("--data")
+        .arg(&data)
+        .arg("--broker-url")
+        .arg(broker_url);
+    spawn_listening(&exe, command, &participant.id).await
+}
+
+/// Starts a provider process and waits for its `LISTENING https://…` line.
+async fn spawn_listening(
+    exe: &Path,
+    mut command: tokio::process::Command,
+    participant: &str,
+) -> Result<(tokio::process::Child, String)> {
+    if !exe.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release --workspace --bins --examples` (README)",
+            exe.display()
+        );
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
-    let stdout = child.stdout.take().context("register stdout")?;
+    let stdout = child.stdout.take().context("provider stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let url = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -395,7 +449,7 @@ async fn spawn_register(
     .await
     .ok()
     .flatten()
-    .with_context(|| format!("register {register} for {} did not start", participant.id))?;
+    .with_context(|| format!("{} for {participant} did not start", exe.display()))?;
     // Keep draining its stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, url))
@@ -422,7 +476,6 @@ fn manifest(
     let rules = broker.broker.rules();
     let now = crate::exchange::unix_now();
     let mut tries = Vec::new();
-    let mut covered = std::collections::BTreeSet::new();
     for grant in rules.policy.grants() {
         if grant.status != crate::policy::GrantStatus::Active || !grant.in_date(now) {
             continue;
@@ -434,7 +487,10 @@ fn manifest(
             let Some(service) = rules.catalog.service(provider, code) else {
                 continue;
             };
-            if !service.is_callable() {
+            // The audit log is read on the admin API, never on the data plane.
+            let admin_only = provider == crate::exchange::internal::PROVIDER
+                && code == crate::exchange::internal::AUDIT_LOG;
+            if !service.is_callable() || admin_only {
                 continue;
             }
             let (query, subject) = match service.query.first() {
@@ -473,11 +529,16 @@ fn manifest(
                     None
                 },
             });
-            covered.insert(key.clone());
         }
     }
-    // One entry per service first, then the rest, so the list starts readable.
+    // One entry per service first (apl-cahul's where it has one), then the
+    // rest, so the printed head of the list covers the whole catalog.
     tries.sort_by_key(|t| (t.client != "apl-cahul", t.service.clone()));
+    let mut seen = std::collections::BTreeSet::new();
+    let (first, rest): (Vec<_>, Vec<_>) = tries
+        .into_iter()
+        .partition(|t| seen.insert(t.service.clone()));
+    let tries: Vec<ManifestTry> = first.into_iter().chain(rest).collect();
     let participants = definition
         .participants
         .iter()

@@ -10,4 +10,7 @@ if ! python3 -c "import http_message_signatures, requests" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
+# The sandbox the tests start runs the example registers and the adapters as
+# real processes: build every binary of the workspace first.
+cargo build --workspace --bins --examples --locked
 cargo test --workspace --all-targets --locked

@@ -21,7 +21,9 @@ use crate::audit::{AuditRecord, Decision};
 use crate::exchange::{Broker, Peer, rfc3339};
 use crate::registry::{Endpoint, Participant, Role};
 
+mod audit;
 mod catalog;
+mod connect;
 mod openapi;
 
 pub use openapi::openapi;
@@ -175,9 +177,16 @@ impl AdminState {
     async fn route_authenticated(&self, request: &AdminRequest<'_>) -> AdminResult {
         let (caller, body) = (request.caller, request.body);
         match (request.method.clone(), request.segments) {
-            (_, ["v1", "services", ..] | ["v1", "catalog", ..] | ["v1", "grants", ..]) => {
-                catalog::route(self, request)
-            }
+            (
+                _,
+                ["v1", "services", ..]
+                | ["v1", "registers", ..]
+                | ["v1", "catalog", ..]
+                | ["v1", "grants", ..]
+                | ["v1", "reload"],
+            ) => catalog::route(self, request).await,
+            (_, ["v1", "connection-requests", ..]) => connect::route(self, request).await,
+            (_, ["v1", "audit", ..]) => audit::route(self, request).await,
             (Method::GET, ["v1", "participants"]) => {
                 let snapshot = self.broker.registry().snapshot();
                 let list: Vec<serde_json::Value> = snapshot
@@ -275,33 +284,12 @@ impl AdminState {
                 .await?;
                 Ok(json(StatusCode::OK, &serde_json::json!({ "removed": fp })))
             }
-            (Method::POST, ["v1", "reload"]) => {
-                require_role(caller, Role::Operator)?;
-                self.audited(caller, "rules.reload", || self.reload())
-                    .await?;
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "reloaded": true }),
-                ))
-            }
             _ => Err(refuse(
                 StatusCode::NOT_FOUND,
                 "admin.unknown_endpoint",
                 "no such admin endpoint; see /v1/openapi.json",
             )),
         }
-    }
-
-    /// Reloads catalog and policies; a bad file leaves the running version in force.
-    pub fn reload(&self) -> Result<(), String> {
-        let rules = crate::app::load_rules(
-            &self.catalog_dir,
-            &self.policies_dir,
-            self.broker.registry(),
-        )
-        .map_err(|e| e.to_string())?;
-        self.broker.swap_rules(rules);
-        Ok(())
     }
 
     fn caller(&self, peer: &Peer) -> Result<Participant, AdminError> {

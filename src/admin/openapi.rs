@@ -10,7 +10,11 @@ pub(crate) fn problem() -> serde_json::Value {
 /// The OpenAPI 3.1 description of this API.
 pub fn openapi() -> serde_json::Value {
     let mut doc = core();
-    for paths in [super::catalog::openapi_paths()] {
+    for paths in [
+        super::catalog::openapi_paths(),
+        super::connect::openapi_paths(),
+        super::audit::openapi_paths(),
+    ] {
         if let (Some(target), Some(extra)) = (doc["paths"].as_object_mut(), paths.as_object()) {
             for (path, item) in extra {
                 target.insert(path.clone(), item.clone());

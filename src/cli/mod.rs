@@ -13,6 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, EXIT_CONFIG};
 use crate::pki::{DevCa, KeyType};
 
+mod audit;
+mod connect;
+mod rules;
+
 /// MConnect interoperability bus.
 #[derive(Parser)]
 #[command(name = "mconnect", version, about)]
@@ -39,6 +43,18 @@ enum Command {
     Call(CallArgs),
     /// Start the whole bus on loopback: PKI, broker, example registers.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// The semantic catalog: check a catalog directory.
+    #[command(subcommand)]
+    Catalog(rules::CatalogCommand),
+    /// Access policies: check a directory of grants.
+    #[command(subcommand)]
+    Policy(rules::PolicyCommand),
+    /// Connection requests: submit, review, approve, confirm, suspend, revoke…
+    Connect(connect::ConnectArgs),
+    /// The auditor's tools: verify a log directory; query, export and prove
+    /// through the admin API.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -115,6 +131,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,6 +159,10 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Pki(cmd) => pki(cmd).map(|_| ExitCode::SUCCESS),
         Command::Call(args) => call(args).await,
         Command::Sandbox(args) => crate::sandbox::run(args).await,
+        Command::Catalog(cmd) => rules::catalog(cmd),
+        Command::Policy(cmd) => rules::policy(cmd),
+        Command::Connect(args) => connect::run(args).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

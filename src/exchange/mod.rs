@@ -25,6 +25,7 @@
 
 pub mod call;
 pub mod error;
+pub mod internal;
 pub mod replay;
 pub mod route;
 pub mod seal;
@@ -385,7 +386,25 @@ impl Broker {
             (false, true) => {}
         }
 
-        // Route: forward over mTLS, signed by the broker.
+        // Route: the broker's own services (provider `mconnect`) are answered
+        // here from the audit log; everything else is forwarded over mTLS,
+        // signed by the broker.
+        if route.provider == internal::PROVIDER {
+            let own = internal::InternalCall {
+                query: route.query,
+                subject: call.subject.as_deref(),
+            };
+            return internal::answer(
+                &self.audit,
+                &registry,
+                &rules.catalog,
+                &service,
+                grant,
+                &own,
+            )
+            .await;
+        }
+        // Forward over mTLS, signed by the broker.
         let provider = registry.get(route.provider).ok_or_else(|| {
             ExchangeError::new(
                 ErrorKind::ProviderUnavailable,
