@@ -551,7 +551,7 @@ async fn a_restart_keeps_the_registry_and_the_audit_log() {
         .await
         .unwrap();
     let snapshot = sandbox.broker.broker.registry().snapshot();
-    assert_eq!(snapshot.participants().len(), 12);
+    assert_eq!(snapshot.participants().len(), support::participant_count());
     assert!(
         sandbox.broker.broker.audit().tree_size() > seq,
         "the audit log kept its records"

@@ -24,6 +24,13 @@ pub fn examples_dir() -> PathBuf {
         .join("examples")
 }
 
+/// How many participants the sandbox definition registers.
+pub fn participant_count() -> usize {
+    let text = std::fs::read_to_string(repo().join("examples/sandbox/participants.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["participants"].as_array().unwrap().len()
+}
+
 /// Sandbox arguments for a directory, on free ports.
 pub fn args(dir: &Path) -> SandboxArgs {
     SandboxArgs {
