@@ -148,10 +148,24 @@ pub fn load_rules(
             .into_iter()
             .map(|file| (file.path, file.value))
             .collect();
-    documents.extend(
-        crate::connect::stored_grant_documents(registry.store().as_ref())
-            .map_err(StartError::Rules)?,
-    );
+    let mut stored = crate::connect::stored_grant_documents(registry.store().as_ref())
+        .map_err(StartError::Rules)?;
+    // A stored grant that no longer loads (its service left the catalog, its
+    // consumer was removed) is left out with a warning rather than stopping
+    // the broker: leaving it out denies what it allowed, the safe side, and
+    // everyone else keeps being served. Policy files stay strict.
+    stored.retain(|(path, value)| {
+        match PolicyIndex::from_documents(vec![(path.clone(), value.clone())], &catalog, &known) {
+            Ok(_) => true,
+            Err(errors) => {
+                for e in errors {
+                    tracing::warn!(error = %e, "stored grant no longer valid; left out of the policy index");
+                }
+                false
+            }
+        }
+    });
+    documents.extend(stored);
     let policy = PolicyIndex::from_documents(documents, &catalog, &known).map_err(rules_error)?;
     Ok(Rules { catalog, policy })
 }

@@ -101,7 +101,8 @@ fn data_service(service: &Service, register: Option<&Register>) -> Value {
         "dct:description": texts(&service.description),
         "owl:versionInfo": service.version,
         "adms:status": service.status.as_str(),
-        "dcat:endpointDescription": format!("/v1/catalog/services/{}", service.key),
+        // The admin API's description of the service, schemas included.
+        "dcat:endpointDescription": format!("/v1/services/{}", service.key),
         "dcat:servesDataset": format!("urn:mconnect:register:{}", service.register),
         "dcatap:applicableLegislation": legislation,
         "dct:accessRights": {"@id": "http://publications.europa.eu/resource/authority/access-right/RESTRICTED"}

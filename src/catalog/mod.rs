@@ -91,13 +91,32 @@ pub struct Text {
 }
 
 impl Text {
-    /// Whether any language version contains `needle`, ignoring case.
+    /// Whether any language version contains `needle`, ignoring case and
+    /// diacritics (see [`fold`]).
     pub fn contains_ignore_case(&self, needle: &str) -> bool {
-        let needle = needle.to_lowercase();
+        let needle = fold(needle);
         [&self.ro, &self.ru, &self.en]
             .iter()
-            .any(|text| text.to_lowercase().contains(&needle))
+            .any(|text| fold(text).contains(&needle))
     }
+}
+
+/// Folds text for search: lowercase, Romanian letters with diacritics to
+/// their base letter and Russian `ё` to `е`. People type `sanatate` for
+/// `sănătate`, and Moldovan texts mix the comma-below `ș ț` with the older
+/// cedilla `ş ţ`, so an exact match would miss most of what users look for.
+pub fn fold(text: &str) -> String {
+    text.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            'ă' | 'â' => 'a',
+            'î' => 'i',
+            'ș' | 'ş' => 's',
+            'ț' | 'ţ' => 't',
+            'ё' => 'е',
+            other => other,
+        })
+        .collect()
 }
 
 /// An organisation identified by its IDNO.
@@ -438,8 +457,8 @@ pub struct ServiceFilter<'a> {
     pub status: Option<Lifecycle>,
     /// Only services with this personal-data class.
     pub personal_data: Option<PersonalData>,
-    /// Text searched, case-insensitively, in the key, names and descriptions
-    /// in ro, ru and en.
+    /// Text searched, ignoring case and diacritics, in the key, names and
+    /// descriptions in ro, ru and en.
     pub text: Option<&'a str>,
 }
 
@@ -452,7 +471,7 @@ impl ServiceFilter<'_> {
                 .personal_data
                 .is_none_or(|c| service.personal_data == c)
             && self.text.is_none_or(|text| {
-                service.key.contains(&text.to_lowercase())
+                service.key.contains(&fold(text))
                     || service.name.contains_ignore_case(text)
                     || service.description.contains_ignore_case(text)
             })
@@ -530,6 +549,12 @@ pub(crate) fn schema_problems(
     file: &Path,
     value: &Value,
 ) -> Vec<FileProblem> {
+    // `is_valid` stops at the first failure and builds no error paths, so it
+    // is several times faster than collecting errors; valid files are the
+    // rule, so errors are collected only for the rare invalid one.
+    if validator.is_valid(value) {
+        return Vec::new();
+    }
     validator
         .iter_errors(value)
         .map(|error| FileProblem {

@@ -85,10 +85,12 @@ fn every_shipped_catalog_file_loads() {
             "asp-rsud/company-by-idno",
             "asp-vehicule/vehicles-by-owner",
             "cnas/insurance-record",
+            "mconnect/access-history",
+            "mconnect/audit-log",
             "sfs/tax-debts",
         ]
     );
-    assert_eq!(catalog.registers().count(), 6);
+    assert_eq!(catalog.registers().count(), 7);
     for service in catalog.services() {
         assert!(service.is_callable(), "{}", service.key);
         assert!(catalog.register(&service.register).is_some());
@@ -115,11 +117,11 @@ fn check_dir_summarises() {
         Ok(summary) => summary,
         Err(errors) => panic!("{errors:?}"),
     };
-    assert_eq!(summary.registers, 6);
-    assert_eq!(summary.files.len(), 6);
+    assert_eq!(summary.registers, 7);
+    assert_eq!(summary.files.len(), 7);
     assert_eq!(
         summary.to_string(),
-        "6 files, 6 registers, 7 services (7 active)"
+        "7 files, 7 registers, 9 services (9 active)"
     );
 }
 
@@ -356,8 +358,8 @@ fn dcat_ap_rendering() {
     let Some(services) = dcat["dcat:service"].as_array() else {
         panic!()
     };
-    assert_eq!(datasets.len(), 6);
-    assert_eq!(services.len(), 7);
+    assert_eq!(datasets.len(), 7);
+    assert_eq!(services.len(), 9);
     let Some(rsp) = datasets.iter().find(|d| d["dct:identifier"] == "rsp") else {
         panic!()
     };
@@ -384,4 +386,32 @@ fn dcat_ap_rendering() {
     assert_eq!(person["@type"], "dcat:DataService");
     assert_eq!(person["dcat:servesDataset"], "urn:mconnect:register:rsp");
     assert!(person["dct:title"].as_array().is_some_and(|t| t.len() == 3));
+}
+
+#[test]
+fn search_folds_case_and_diacritics_in_every_language() {
+    let catalog = shipped();
+    let find = |text: &str| -> Vec<String> {
+        let filter = ServiceFilter {
+            text: Some(text),
+            ..ServiceFilter::default()
+        };
+        catalog.search(&filter).map(|s| s.key.clone()).collect()
+    };
+    // (query, expected keys): one row per way people type.
+    let table: [(&str, &[&str]); 6] = [
+        ("Vehiculele", &["asp-vehicule/vehicles-by-owner"]),
+        ("detinator", &["asp-vehicule/vehicles-by-owner"]),
+        ("DEŢINĂTOR", &["asp-vehicule/vehicles-by-owner"]),
+        ("налогоплательщика", &["sfs/tax-debts"]),
+        ("arrears", &["sfs/tax-debts"]),
+        (
+            "ASP-RSP/",
+            &["asp-rsp/person-by-idnp", "asp-rsp/persons-lookup"],
+        ),
+    ];
+    for (query, expected) in table {
+        assert_eq!(find(query), expected, "{query}");
+    }
+    assert_eq!(fold("Şţ ș ț Ăâî Ё"), "st s t aai е");
 }

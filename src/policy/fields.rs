@@ -8,17 +8,30 @@
 //! containers. `[]` marks an array for the reader; arrays are traversed
 //! transparently, each element filtered by the same rules.
 //!
+//! A compiled set is shared, not copied: grants that allow the same fields of
+//! the same service hold one `Arc` (the loader compiles each distinct list
+//! once), which keeps loading 100k grants fast and their memory small.
+//!
 //! Invariant: minimisation fails closed. A value whose shape is not the one
 //! the paths describe (a string where an object with allowed sub-fields was
 //! expected) is removed, not kept; `null` is kept, since it reveals nothing.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::catalog::paths;
 
-/// The set of response fields a grant allows for one service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The set of response fields a grant allows for one service. Cloning is a
+/// reference-count increment.
+#[derive(Debug, Clone)]
 pub struct FieldSet {
+    /// `None` is the empty set, so that [`FieldSet::EMPTY`] can be a constant.
+    inner: Option<Arc<Compiled>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Compiled {
     root: Node,
     /// The paths as written, for listings and the admin API.
     paths: Vec<String>,
@@ -68,39 +81,58 @@ impl Node {
     }
 }
 
+/// Equal when they allow the same fields written the same way, however they
+/// were built (the constant empty set equals a compiled empty list).
+impl PartialEq for FieldSet {
+    fn eq(&self, other: &FieldSet) -> bool {
+        self.root() == other.root() && self.paths() == other.paths()
+    }
+}
+
+impl Eq for FieldSet {}
+
 impl FieldSet {
     /// The set that allows nothing: every field is removed.
-    pub const EMPTY: FieldSet = FieldSet {
-        root: Node::EMPTY,
-        paths: Vec::new(),
-    };
+    pub const EMPTY: FieldSet = FieldSet { inner: None };
 
     /// Compiles a list of field paths. Errors name the malformed path.
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<FieldSet, String> {
-        let mut set = FieldSet::EMPTY;
+        let mut compiled = Compiled {
+            root: Node::EMPTY,
+            paths: Vec::new(),
+        };
         for path in paths {
             let segments =
                 paths::segments(path).ok_or_else(|| format!("malformed field path {path:?}"))?;
-            set.root.insert(&segments);
-            set.paths.push(path.to_owned());
+            compiled.root.insert(&segments);
+            compiled.paths.push(path.to_owned());
         }
-        Ok(set)
+        Ok(FieldSet {
+            inner: Some(Arc::new(compiled)),
+        })
     }
 
     /// The set that allows everything (no minimisation).
     pub fn all() -> FieldSet {
         FieldSet {
-            root: Node {
-                all: true,
-                children: Vec::new(),
-            },
-            paths: Vec::new(),
+            inner: Some(Arc::new(Compiled {
+                root: Node {
+                    all: true,
+                    children: Vec::new(),
+                },
+                paths: Vec::new(),
+            })),
         }
     }
 
     /// The paths as written in the grant.
     pub fn paths(&self) -> &[String] {
-        &self.paths
+        self.inner.as_ref().map_or(&[], |c| c.paths.as_slice())
+    }
+
+    fn root(&self) -> &Node {
+        static NOTHING: Node = Node::EMPTY;
+        self.inner.as_ref().map_or(&NOTHING, |c| &c.root)
     }
 
     /// Whether the set allows the value at `path` (and so its subtree).
@@ -108,7 +140,7 @@ impl FieldSet {
         let Some(segments) = paths::segments(path) else {
             return false;
         };
-        let mut node = &self.root;
+        let mut node = self.root();
         for segment in segments {
             if node.all {
                 return true;
@@ -125,7 +157,7 @@ impl FieldSet {
 /// Removes, in place, every field of `value` that `fields` does not allow.
 /// A root that is not an object or array and is not allowed becomes `null`.
 pub fn minimise(value: &mut Value, fields: &FieldSet) {
-    if !retain(value, &fields.root) {
+    if !retain(value, fields.root()) {
         *value = Value::Null;
     }
 }

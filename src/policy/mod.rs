@@ -632,10 +632,16 @@ fn build(
         .map_err(|e| schema_error(format!("embedded schema does not compile: {e}")))?;
 
     let mut problems = Vec::new();
-    let mut grants: Vec<Grant> = Vec::new();
-    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(files.len());
+    // Each grant with where it was written (file number, index in the file),
+    // for the duplicate check after sorting.
+    let mut built: Vec<(Grant, usize, usize)> = Vec::new();
+    let mut field_sets = FieldSetCache::default();
     for file in files {
-        let schema_problems = catalog::schema_problems(&validator, &file.path, &file.value);
+        let file_number = paths.len();
+        paths.push(file.path);
+        let path = &paths[file_number];
+        let schema_problems = catalog::schema_problems(&validator, path, &file.value);
         if !schema_problems.is_empty() {
             problems.extend(schema_problems);
             continue;
@@ -643,42 +649,47 @@ fn build(
         let raw: RawFile = match serde_json::from_value(file.value) {
             Ok(raw) => raw,
             Err(e) => {
-                problems.push(FileProblem::new(&file.path, "", e.to_string()));
+                problems.push(FileProblem::new(path, "", e.to_string()));
                 continue;
             }
         };
+        built.reserve(raw.grants.len());
         for (index, raw_grant) in raw.grants.into_iter().enumerate() {
-            let at = format!("/grants/{index}");
-            if let Some(previous) = seen.get(&raw_grant.id) {
-                problems.push(FileProblem::new(
-                    &file.path,
-                    &format!("{at}/id"),
-                    format!(
-                        "grant id {:?} is already used in {}",
-                        raw_grant.id,
-                        previous.display()
-                    ),
-                ));
-                continue;
-            }
-            seen.insert(raw_grant.id.clone(), file.path.clone());
-            if let Some(grant) = build_grant(
-                raw_grant,
-                &file.path,
-                &at,
+            let context = GrantContext {
+                file: path,
+                index,
                 catalog,
                 is_known_participant,
-                &mut problems,
-            ) {
-                grants.push(grant);
+            };
+            if let Some(grant) = build_grant(raw_grant, &context, &mut field_sets, &mut problems) {
+                built.push((grant, file_number, index));
             }
+        }
+    }
+
+    // Sorting by id (then by place) puts duplicates side by side, the first
+    // written first: no map of every id is needed to find them.
+    built.sort_by(|a, b| (a.0.id.as_str(), a.1, a.2).cmp(&(b.0.id.as_str(), b.1, b.2)));
+    for pair in built.windows(2) {
+        let [(first, first_file, _), (again, file, index)] = pair else {
+            continue;
+        };
+        if first.id == again.id {
+            problems.push(FileProblem::new(
+                &paths[*file],
+                &format!("/grants/{index}/id"),
+                format!(
+                    "grant id {:?} is already used in {}",
+                    again.id,
+                    paths[*first_file].display()
+                ),
+            ));
         }
     }
     if !problems.is_empty() {
         return Err(into_policy_errors(problems));
     }
-
-    grants.sort_by(|a, b| a.id.cmp(&b.id));
+    let grants: Vec<Grant> = built.into_iter().map(|(grant, _, _)| grant).collect();
     let mut index: HashMap<Box<str>, HashMap<Box<str>, Vec<usize>>> = HashMap::new();
     for (i, grant) in grants.iter().enumerate() {
         // Revoked grants stay listable but never enter the index, so they
@@ -700,15 +711,64 @@ fn pointer_escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// Where a raw grant was read and what it is checked against.
+struct GrantContext<'a> {
+    file: &'a Path,
+    /// Index of the grant in the file's `grants` array.
+    index: usize,
+    catalog: &'a Catalog,
+    is_known_participant: &'a dyn Fn(&str) -> bool,
+}
+
+/// `/grants/{index}`, the pointer of a grant in its file, written out only
+/// when formatted into a problem.
+#[derive(Clone, Copy)]
+struct GrantPointer(usize);
+
+impl fmt::Display for GrantPointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/grants/{}", self.0)
+    }
+}
+
+/// Compiled field sets by service and field list. Grants of one kind allow
+/// the same fields, so each distinct list is checked against the response
+/// schema and compiled once, and the grants share it. Only lists that passed
+/// every check are kept, so a hit needs no further checking.
+#[derive(Default)]
+struct FieldSetCache {
+    by_service: HashMap<String, HashMap<Vec<String>, FieldSet>>,
+}
+
+impl FieldSetCache {
+    fn get(&self, service: &str, paths: &[String]) -> Option<&FieldSet> {
+        self.by_service.get(service)?.get(paths)
+    }
+
+    fn insert(&mut self, service: &str, paths: Vec<String>, set: FieldSet) {
+        self.by_service
+            .entry(service.to_owned())
+            .or_default()
+            .insert(paths, set);
+    }
+}
+
 fn build_grant(
     raw: RawGrant,
-    file: &Path,
-    at: &str,
-    catalog: &Catalog,
-    is_known_participant: &dyn Fn(&str) -> bool,
+    context: &GrantContext<'_>,
+    field_sets: &mut FieldSetCache,
     problems: &mut Vec<FileProblem>,
 ) -> Option<Grant> {
+    let GrantContext {
+        file,
+        index,
+        catalog,
+        is_known_participant,
+    } = *context;
     let before = problems.len();
+    // Pointers are formatted only when there is a problem to report: the
+    // common case, a valid grant, builds none.
+    let at = GrantPointer(index);
     let mut problem =
         |pointer: String, reason: String| problems.push(FileProblem::new(file, &pointer, reason));
 
@@ -737,31 +797,40 @@ fn build_grant(
         );
     }
     let mut fields = BTreeMap::new();
-    for (key, paths) in &raw.fields {
-        let pointer = format!("{at}/fields/{}", pointer_escape(key));
-        if !raw.services.contains(key) {
+    for (key, paths) in raw.fields {
+        let pointer = || format!("{at}/fields/{}", pointer_escape(&key));
+        if !raw.services.contains(&key) {
             problem(
-                pointer,
+                pointer(),
                 format!("{key:?} is not one of the grant's services"),
             );
             continue;
         }
-        let Some(service) = catalog.service_by_key(key) else {
+        if let Some(set) = field_sets.get(&key, &paths) {
+            fields.insert(key, set.clone());
+            continue;
+        }
+        let Some(service) = catalog.service_by_key(&key) else {
             continue; // already reported under /services
         };
+        let mut all_exist = true;
         for (k, path) in paths.iter().enumerate() {
             if !catalog::paths::schema_has_path(&service.response_schema, path) {
+                all_exist = false;
                 problem(
-                    format!("{pointer}/{k}"),
+                    format!("{}/{k}", pointer()),
                     format!("{path:?} is not a field of the response of {key}"),
                 );
             }
         }
         match FieldSet::new(paths.iter().map(String::as_str)) {
             Ok(set) => {
-                fields.insert(key.clone(), set);
+                if all_exist {
+                    field_sets.insert(&key, paths, set.clone());
+                }
+                fields.insert(key, set);
             }
-            Err(reason) => problem(pointer, reason),
+            Err(reason) => problem(pointer(), reason),
         }
     }
     if let Some(duplicate) = first_duplicate(raw.legal_bases.iter().map(|b| b.id.as_str())) {
@@ -842,9 +911,15 @@ fn build_grant(
     })
 }
 
-fn first_duplicate<'a>(items: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let mut seen = HashSet::new();
-    items.into_iter().find(|item| !seen.insert(*item))
+/// The first item that appeared before. Quadratic, but the lists are a
+/// grant's handful of purposes or legal bases, where comparing beats
+/// allocating a set for each of 100k grants.
+fn first_duplicate<'a>(items: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    items
+        .clone()
+        .enumerate()
+        .find(|(i, item)| items.clone().take(*i).any(|earlier| earlier == *item))
+        .map(|(_, item)| item)
 }
 
 /// Parses a grant date: `YYYY-MM-DD` (a whole UTC day: its start, or with
