@@ -191,6 +191,18 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
             segment_bytes: config.audit.segment_bytes,
             max_batch: config.audit.max_batch,
             tree_head_interval: config.audit.tree_head_interval,
+            record_retention: config.audit.record_retention,
+            // Without a configured key file, the key lives beside the log, so
+            // a service that opts in to body storage is never silently skipped.
+            body_key_file: Some(
+                config
+                    .audit
+                    .body_key_file
+                    .clone()
+                    .unwrap_or_else(|| config.audit_dir.join("body.key")),
+            ),
+            // A retention pass at start, then daily.
+            retention_interval: Some(std::time::Duration::from_secs(24 * 3600)),
             ..AuditConfig::new(config.audit_dir.clone())
         },
         Arc::new(BrokerTreeSigner {

@@ -88,6 +88,13 @@ pub struct AuditSettings {
     /// How often a signed tree head is published when the log grew; `None`
     /// (`tree_head_interval_secs = 0`) publishes only on demand and at shutdown.
     pub tree_head_interval: Option<Duration>,
+    /// How long records are kept before whole sealed segments may be pruned
+    /// (`retention_days`, default 730; their leaf hashes are kept).
+    pub record_retention: Duration,
+    /// Key file for the bodies of services that opt in to body storage
+    /// (`body_key_file`, 32 raw bytes, created with mode 0600 when missing);
+    /// `None` means `body.key` in the audit directory.
+    pub body_key_file: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
@@ -96,6 +103,8 @@ impl Default for AuditSettings {
             segment_bytes: crate::audit::DEFAULT_SEGMENT_BYTES,
             max_batch: crate::audit::DEFAULT_MAX_BATCH,
             tree_head_interval: Some(Duration::from_secs(60)),
+            record_retention: crate::audit::DEFAULT_RECORD_RETENTION,
+            body_key_file: None,
         }
     }
 }
@@ -167,6 +176,8 @@ struct RawAudit {
     segment_bytes: Option<u64>,
     max_batch: Option<usize>,
     tree_head_interval_secs: Option<u64>,
+    retention_days: Option<u64>,
+    body_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -286,7 +297,8 @@ impl Config {
                 provider_defaults.default_timeout.as_millis() as u64,
             )?),
         };
-        let audit = audit_settings(&raw.audit)?;
+        let mut audit = audit_settings(&raw.audit)?;
+        audit.body_key_file = raw.audit.body_key_file.clone().map(resolve);
         if let Some(url) = &raw.listen.public_data_url
             && (!url.starts_with("https://") || url.ends_with('/'))
         {
@@ -335,10 +347,23 @@ fn audit_settings(raw: &RawAudit) -> Result<AuditSettings, ConfigError> {
         Some(0) => None,
         Some(secs) => Some(Duration::from_secs(secs)),
     };
+    // Bounded so that `now - retention` can never underflow the clock.
+    let record_retention = match raw.retention_days {
+        None => defaults.record_retention,
+        Some(days @ 1..=36500) => Duration::from_secs(days * 24 * 3600),
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                key: "audit.retention_days",
+                reason: "must be between 1 and 36500".into(),
+            });
+        }
+    };
     Ok(AuditSettings {
         segment_bytes,
         max_batch,
         tree_head_interval,
+        record_retention,
+        body_key_file: None,
     })
 }
 
@@ -437,6 +462,37 @@ dir = "policies"
         assert!(matches!(
             Config::from_toml(&text, dir.path()),
             Err(ConfigError::Invalid { key: "tls.ca", .. })
+        ));
+    }
+
+    #[test]
+    fn audit_retention_and_body_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = example(dir.path());
+        let cfg = Config::from_toml(&base, dir.path()).unwrap();
+        assert_eq!(
+            cfg.audit.record_retention,
+            crate::audit::DEFAULT_RECORD_RETENTION
+        );
+        assert_eq!(cfg.audit.body_key_file, None);
+        let text =
+            format!("{base}[audit]\nretention_days = 30\nbody_key_file = \"keys/body.key\"\n");
+        let cfg = Config::from_toml(&text, dir.path()).unwrap();
+        assert_eq!(
+            cfg.audit.record_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(
+            cfg.audit.body_key_file,
+            Some(dir.path().join("keys/body.key"))
+        );
+        let text = format!("{base}[audit]\nretention_days = 0\n");
+        assert!(matches!(
+            Config::from_toml(&text, dir.path()),
+            Err(ConfigError::Invalid {
+                key: "audit.retention_days",
+                ..
+            })
         ));
     }
 }

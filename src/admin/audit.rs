@@ -450,6 +450,13 @@ fn unavailable(e: AuditError) -> AdminError {
             "audit.corrupt",
             format!("{e}"),
         ),
+        // Gone for good under the retention policy; its leaf hash is still in
+        // the tree, so proofs about it keep working.
+        AuditError::Pruned(seq) => refuse(
+            StatusCode::GONE,
+            "audit.pruned",
+            format!("record {seq} was pruned under the retention policy; its leaf hash remains in the tree"),
+        ),
         other => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit.unavailable",

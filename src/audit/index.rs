@@ -349,6 +349,10 @@ impl Index {
         drop(txn);
         let mut items = Vec::with_capacity(found.len());
         for (_, seq) in found {
+            // Pruned under retention: the index still names it, the bytes are gone.
+            if seq < shared.pruned_below.load(Ordering::Acquire) {
+                continue;
+            }
             let mut leaf = Vec::new();
             read_range(&shared.layout, seq, seq + 1, |_, bytes| {
                 leaf = bytes.to_vec();
@@ -474,6 +478,16 @@ pub(crate) fn catch_up(shared: &Shared) -> Result<u64, AuditError> {
         }
         let to = size.min(from + CHUNK);
         let mut keys = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+        // Records pruned under retention are indexed under no keys: their
+        // bytes are gone, and the index must still follow the seq numbers.
+        let pruned_below = shared.pruned_below.load(Ordering::Acquire);
+        if from < pruned_below {
+            let to = to.min(pruned_below);
+            keys.resize_with(usize::try_from(to - from).unwrap_or(0), IndexKeys::default);
+            shared.index.apply(from, &keys)?;
+            done += to - from;
+            continue;
+        }
         read_range(&shared.layout, from, to, |seq, leaf| {
             // A leaf the writer wrote always parses; should one not, index it
             // under no keys rather than stall the index forever. The index is

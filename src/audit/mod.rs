@@ -5,6 +5,9 @@
 //!
 //! ```text
 //! {dir}/segments/00000000000000000000.seg   append-only record frames (see `segment`)
+//! {dir}/segments/00000000000000000000.pruned  kept leaf hashes of a segment pruned
+//!                                           under retention (see `retention`)
+//! {dir}/bodies/{seq:020}.{request|response} opt-in encrypted bodies (see `bodies`)
 //! {dir}/index.redb                          query indexes, derived, rebuilt when missing
 //! {dir}/tree-heads.jsonl                    published signed tree heads, one JSON per line
 //! {dir}/LOCK                                held while a process has the log open
@@ -32,6 +35,10 @@
 //!   after the fsync and before the callers are answered.
 //! - The Merkle tree (RFC 9162 2.1) is in memory; indexes in redb follow the log
 //!   and may lag it by a moment.
+//! - **Retention never breaks the tree.** Records are pruned only in whole
+//!   sealed segments whose leaf hashes are kept (`retention`); bodies are
+//!   outside the tree altogether (`bodies`), committed to by the records'
+//!   digests, and written only after their record is durable.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -44,16 +51,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod bodies;
 pub mod index;
 pub mod merkle;
 pub mod record;
+pub mod retention;
 mod segment;
 pub mod verify;
 mod writer;
 
+pub use bodies::{BodyKind, BodyRead, ExchangeBodies};
 pub use index::{AuditEntry, AuditPage, AuditQuery};
 pub use merkle::{Hash, ProofError, verify_consistency, verify_inclusion};
 pub use record::{AuditRecord, Decision, format_timestamp, parse_timestamp};
+pub use retention::RetentionReport;
 pub use verify::{
     VerifyProblem, VerifyReport, certificate_verifier, verify_dir, verify_dir_with_progress,
 };
@@ -69,6 +80,8 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 /// Name of the file that holds published tree heads.
 pub const TREE_HEADS_FILE: &str = "tree-heads.jsonl";
+/// Default record retention: 730 days (two years).
+pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(730 * 24 * 3600);
 /// Domain separation prefix of the signed tree head message (16 bytes).
 pub const TREE_HEAD_CONTEXT: &[u8; 16] = b"MConnect-STH-v1\0";
 
@@ -86,6 +99,16 @@ pub struct AuditConfig {
     /// grew (needs a tokio runtime at open); `None` publishes only on
     /// [`AuditLog::publish_tree_head`] and at close.
     pub tree_head_interval: Option<Duration>,
+    /// How long records are kept before a retention pass may prune their
+    /// segment (whole sealed segments only; the leaf hashes stay).
+    pub record_retention: Duration,
+    /// Key file for opt-in body storage (32 raw bytes, created with mode 0600
+    /// when missing); `None` stores no bodies.
+    pub body_key_file: Option<PathBuf>,
+    /// Run a retention pass (see [`AuditLog::retention_pass`]) right after
+    /// open and then this often (needs a tokio runtime at open); `None` runs
+    /// one only when asked.
+    pub retention_interval: Option<Duration>,
 }
 
 impl AuditConfig {
@@ -96,6 +119,9 @@ impl AuditConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             tree_head_interval: None,
+            record_retention: DEFAULT_RECORD_RETENTION,
+            body_key_file: None,
+            retention_interval: None,
         }
     }
 
@@ -108,6 +134,16 @@ impl AuditConfig {
         if !(1..=65536).contains(&self.max_batch) {
             return Err(AuditError::Config(
                 "max_batch must be between 1 and 65536".to_string(),
+            ));
+        }
+        if self.record_retention.is_zero() {
+            return Err(AuditError::Config(
+                "record_retention must be positive".to_string(),
+            ));
+        }
+        if self.retention_interval.is_some_and(|d| d.is_zero()) {
+            return Err(AuditError::Config(
+                "retention_interval must be positive".to_string(),
             ));
         }
         if self.tree_head_interval.is_some_and(|d| d.is_zero()) {
@@ -168,6 +204,35 @@ pub enum AuditError {
     /// No record with this sequence number.
     #[error("no audit record {0}")]
     NotFound(u64),
+    /// The record's segment was pruned under retention; only its leaf hash is
+    /// kept (proofs still work, the record's content is gone).
+    #[error("audit record {0} was pruned under retention; only its leaf hash is kept")]
+    Pruned(u64),
+    /// The stored body was dropped under its service's retention.
+    #[error("the {kind} body of audit record {seq} expired under retention")]
+    BodyExpired {
+        /// The record.
+        seq: u64,
+        /// Which body.
+        kind: BodyKind,
+    },
+    /// No body is stored for this record (the service did not opt in, body
+    /// storage is off, or storing it failed after the record was made).
+    #[error("no {kind} body is stored for audit record {seq}")]
+    BodyNotStored {
+        /// The record.
+        seq: u64,
+        /// Which body.
+        kind: BodyKind,
+    },
+    /// The stored body decrypted but does not match the record's digest.
+    #[error("the stored {kind} body of audit record {seq} does not match the record's digest")]
+    BodyMismatch {
+        /// The record.
+        seq: u64,
+        /// Which body.
+        kind: BodyKind,
+    },
     /// The redb index failed (queries only; appends do not depend on it).
     #[error("audit index error: {0}")]
     Index(String),
@@ -208,6 +273,8 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// The torn tail that was cut off, if there was one.
     pub torn_tail: Option<TornTail>,
+    /// Records pruned under retention (below this seq only hashes are kept).
+    pub pruned: u64,
 }
 
 /// A torn tail found at open: bytes of an interrupted write, never acknowledged.
@@ -299,6 +366,12 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     lock: Mutex<Option<File>>,
+    /// Records below this seq were pruned under retention.
+    pruned_below: AtomicU64,
+    /// The opt-in body store, when a body key is configured.
+    bodies: Option<bodies::BodyStore>,
+    /// Serialises retention passes.
+    retention: Mutex<()>,
 }
 
 impl Shared {
@@ -365,7 +438,12 @@ impl AuditLog {
         let last_published = read_tree_heads(&dir)?.iter().map(|h| h.tree_size).max();
         let recovered = segment::recover(&segments_dir, last_published.unwrap_or(0))?;
         let size = recovered.tree.len();
+        let pruned_below = recovered.report.pruned;
         let index = Index::open(&index::index_path(&dir), size)?;
+        let bodies = match &config.body_key_file {
+            Some(key_file) => Some(bodies::BodyStore::open(&dir, key_file)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             tree: RwLock::new(recovered.tree),
@@ -379,6 +457,9 @@ impl AuditLog {
             closed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
+            pruned_below: AtomicU64::new(pruned_below),
+            bodies,
+            retention: Mutex::new(()),
         });
         // Bounded so that a stalled disk pushes back on callers instead of
         // queueing without limit.
@@ -408,6 +489,9 @@ impl AuditLog {
         let log = AuditLog { shared, tx };
         if let Some(every) = log.shared.config.tree_head_interval {
             log.spawn_tree_head_task(every)?;
+        }
+        if let Some(every) = log.shared.config.retention_interval {
+            retention::spawn_retention_task(&log.shared, every)?;
         }
         Ok((log, recovered.report))
     }
@@ -448,6 +532,106 @@ impl AuditLog {
         })?
     }
 
+    /// Logs `record` like [`AuditLog::append`] and, once it is durable, stores
+    /// the exchange's bodies encrypted under its seq. The record decides the
+    /// answer: a body that cannot be stored is logged and left out (a read
+    /// then answers [`AuditError::BodyNotStored`]), never a reason to lose,
+    /// refuse or fake the record. Without a body store it is `append`.
+    pub async fn append_with_bodies(
+        &self,
+        record: AuditRecord,
+        bodies: ExchangeBodies,
+    ) -> Result<u64, AuditError> {
+        let seq = self.append(record).await?;
+        if self.shared.bodies.is_none() {
+            return Ok(seq);
+        }
+        let shared = self.shared.clone();
+        let expires_at = bodies::millis(SystemTime::now().checked_add(bodies.retention).unwrap_or(
+            // A retention too long to represent: keep the body "forever".
+            UNIX_EPOCH + Duration::from_millis(u64::MAX),
+        ));
+        let stored = tokio::task::spawn_blocking(move || {
+            let Some(store) = shared.bodies.as_ref() else {
+                return Ok(());
+            };
+            store.put(seq, BodyKind::Request, &bodies.request, expires_at)?;
+            store.put(seq, BodyKind::Response, &bodies.response, expires_at)
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(seq, error = %e, "audit body store: body not stored; the record stands");
+            }
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "audit body store: body task failed; the record stands");
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Stores one body of an already durable record `seq`, to expire at
+    /// `expires_at` (used by [`AuditLog::append_with_bodies`] and by tests that
+    /// need an injected clock). Refused for a seq beyond the tree, so a body
+    /// never exists without its record.
+    pub fn store_body(
+        &self,
+        seq: u64,
+        kind: BodyKind,
+        body: &[u8],
+        expires_at: SystemTime,
+    ) -> Result<(), AuditError> {
+        let store = self
+            .shared
+            .bodies
+            .as_ref()
+            .ok_or(AuditError::BodyNotStored { seq, kind })?;
+        if seq >= self.tree_size() {
+            return Err(AuditError::NotFound(seq));
+        }
+        store.put(seq, kind, body, bodies::millis(expires_at))
+    }
+
+    /// The stored body of record `seq`, decrypted and checked against the
+    /// record's digest. Errors say why there is none: the record was pruned,
+    /// the body expired under retention, or it was never stored.
+    pub fn body(&self, seq: u64, kind: BodyKind) -> Result<Vec<u8>, AuditError> {
+        let (record, _) = self.record(seq)?.ok_or(AuditError::NotFound(seq))?;
+        let store = self
+            .shared
+            .bodies
+            .as_ref()
+            .ok_or(AuditError::BodyNotStored { seq, kind })?;
+        let digest = match kind {
+            BodyKind::Request => record.request_sha256.as_deref(),
+            BodyKind::Response => record.response_sha256.as_deref(),
+        };
+        match store.get(seq, kind)? {
+            BodyRead::Plain(body) => {
+                if digest != Some(hex::encode(crate::crypto::sha256(&body)).as_str()) {
+                    return Err(AuditError::BodyMismatch { seq, kind });
+                }
+                Ok(body)
+            }
+            BodyRead::Expired { .. } => Err(AuditError::BodyExpired { seq, kind }),
+            BodyRead::Missing => Err(AuditError::BodyNotStored { seq, kind }),
+        }
+    }
+
+    /// Records below this seq were pruned under retention (0 when none were).
+    pub fn pruned_below(&self) -> u64 {
+        self.shared.pruned_below.load(Ordering::Acquire)
+    }
+
+    /// Runs one retention pass as of `now`: prunes the sealed segments whose
+    /// records are all older than the record retention (keeping their leaf
+    /// hashes) and drops the stored bodies past their service's retention.
+    /// Blocking file I/O: call it from `spawn_blocking` on a runtime.
+    pub fn retention_pass(&self, now: SystemTime) -> Result<RetentionReport, AuditError> {
+        retention::run_pass(&self.shared, now)
+    }
+
     /// Number of durable records (the current tree size).
     pub fn tree_size(&self) -> u64 {
         self.shared.size.load(Ordering::Acquire)
@@ -469,11 +653,22 @@ impl AuditLog {
         if seq >= self.tree_size() {
             return Ok(None);
         }
+        if seq < self.pruned_below() {
+            return Err(AuditError::Pruned(seq));
+        }
         let mut leaf = Vec::new();
-        segment::read_range(&self.shared.layout, seq, seq + 1, |_, bytes| {
+        let read = segment::read_range(&self.shared.layout, seq, seq + 1, |_, bytes| {
             leaf = bytes.to_vec();
             Ok(())
-        })?;
+        });
+        // A retention pass may have pruned the segment while it was being read.
+        if let Err(e) = read {
+            return Err(if seq < self.pruned_below() {
+                AuditError::Pruned(seq)
+            } else {
+                e
+            });
+        }
         // The stored bytes must still hash to the tree's leaf: a record damaged
         // on disk since it was written is reported, never served.
         if self.shared.tree_read().leaf(seq) != Some(leaf_hash(&leaf)) {

@@ -207,6 +207,52 @@ pub(crate) fn recover(segments_dir: &Path, signed_size: u64) -> Result<Recovered
     let mut layout = Layout::default();
     let mut report = RecoveryReport::default();
     let mut last_len = 0;
+    // Segments pruned under retention: only their leaf hashes remain. Their
+    // checkpoints are placeholders so `checkpoints` stays indexed by seq.
+    for hash in super::retention::load_pruned(segments_dir)? {
+        if tree.len().is_multiple_of(CHECKPOINT_STRIDE) {
+            layout.checkpoints.push(HEADER_LEN);
+        }
+        tree.push(hash);
+    }
+    let pruned_below = tree.len();
+    report.pruned = pruned_below;
+    // A segment whose hashes are already kept was being pruned when the
+    // process stopped: finish the prune, but only after checking that every
+    // one of its records is what the kept hashes say (a stray or forged
+    // pruned file must never make recovery delete records).
+    let mut finished_prune = false;
+    for seg in segments.iter().filter(|s| s.base < pruned_below) {
+        let bytes = fs::read(&seg.path).map_err(|e| AuditError::io(&seg.path, e))?;
+        let mismatch = |offset: usize, seq: u64| AuditError::Corrupt {
+            segment: seg.path.clone(),
+            offset: offset as u64,
+            seq,
+            reason: "segment left by an interrupted prune does not match its kept hashes"
+                .to_string(),
+        };
+        if decode_header(&bytes) != Some(seg.base) {
+            return Err(mismatch(0, seg.base));
+        }
+        let (mut offset, mut seq) = (HEADER_LEN as usize, seg.base);
+        while offset < bytes.len() {
+            match decode_frame(&bytes, offset) {
+                Decoded::Frame { seq: s, leaf, next }
+                    if s == seq && tree.leaf(seq) == Some(leaf_hash(leaf)) =>
+                {
+                    offset = next;
+                    seq += 1;
+                }
+                _ => return Err(mismatch(offset, seq)),
+            }
+        }
+        fs::remove_file(&seg.path).map_err(|e| AuditError::io(&seg.path, e))?;
+        finished_prune = true;
+    }
+    if finished_prune {
+        sync_dir(segments_dir)?;
+    }
+    segments.retain(|s| s.base >= pruned_below);
     let count = segments.len();
     let mut kept = Vec::with_capacity(count);
     for (i, seg) in segments.drain(..).enumerate() {

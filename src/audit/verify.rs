@@ -5,12 +5,15 @@
 //! run on a copy or next to a live broker), and it goes on past damage so that one
 //! run names every damaged record it can reach. A torn tail is reported apart from
 //! problems: it holds no acknowledged record and the next open removes it.
+//! Segments pruned under retention count by their kept leaf hashes (checksum
+//! checked, then held against the signed tree heads like every other leaf).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::merkle::{Hash, MerkleTree, leaf_hash};
 use super::record::AuditRecord;
+use super::retention::{decode_pruned, list_pruned};
 use super::segment::{
     Decoded, FRAME_HEADER, HEADER_LEN, decode_frame, decode_header, list_segments,
     valid_frame_after,
@@ -24,6 +27,8 @@ pub struct VerifyReport {
     pub records: u64,
     /// Segment files read.
     pub segments: usize,
+    /// Records pruned under retention, counted by their kept leaf hashes.
+    pub pruned_records: u64,
     /// Root of the tree recomputed from the records as read.
     pub root_hash: Hash,
     /// Signed tree heads checked against the records.
@@ -135,6 +140,35 @@ where
         ..VerifyReport::default()
     };
     let mut tree = MerkleTree::new();
+    for (base, path) in list_pruned(&dir.join("segments"))? {
+        let problem = |message: String| at(&path, Some(base), Some(0), message);
+        let decoded = match fs::read(&path) {
+            Ok(bytes) => decode_pruned(&bytes).map_err(str::to_string),
+            Err(e) => Err(format!("cannot read the pruned hashes: {e}")),
+        };
+        match decoded {
+            Ok(pruned) if pruned.base == base && base == tree.len() => {
+                report.pruned_records += pruned.hashes.len() as u64;
+                for hash in pruned.hashes {
+                    tree.push(hash);
+                }
+            }
+            Ok(pruned) => report.problems.push(problem(format!(
+                "pruned hashes start at record {}, but {} records precede them",
+                pruned.base,
+                tree.len()
+            ))),
+            Err(message) => report.problems.push(problem(message)),
+        }
+    }
+    // A segment whose hashes are kept was being pruned when the broker
+    // stopped; the next open removes it. Its records are counted once.
+    let pruned_below = tree.len();
+    let segments: Vec<_> = segments
+        .into_iter()
+        .filter(|s| s.base >= pruned_below)
+        .collect();
+    report.segments = segments.len();
     let mut done = 0u64;
     for (i, seg) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();

@@ -296,6 +296,9 @@ pub struct Service {
     pub request_schema: Option<Value>,
     /// The response body schema as written.
     pub response_schema: Value,
+    /// Opt-in storage of this service's request and response bodies in the
+    /// audit log (encrypted, with this retention); `None` stores none.
+    pub store_bodies: Option<StoreBodies>,
     request_validator: Option<jsonschema::Validator>,
     response_validator: jsonschema::Validator,
 }
@@ -311,6 +314,22 @@ impl fmt::Debug for Service {
             .field("path", &self.path)
             .field("subject_required", &self.subject_required)
             .finish_non_exhaustive()
+    }
+}
+
+/// A service's opt-in to body storage (`"store_bodies": {"retention_days": N}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreBodies {
+    /// Days the bodies are kept before the audit log's retention drops them
+    /// (1 to 36500, checked by the register schema).
+    pub retention_days: u32,
+}
+
+impl StoreBodies {
+    /// The retention as a duration.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 24 * 3600)
     }
 }
 
@@ -601,6 +620,8 @@ struct RawService {
     request_schema: Option<Value>,
     response_schema: Value,
     data_elements: Vec<DataElement>,
+    #[serde(default)]
+    store_bodies: Option<StoreBodies>,
 }
 
 fn load(dir: &Path) -> Result<(Catalog, Vec<PathBuf>), Vec<CatalogError>> {
@@ -804,6 +825,7 @@ fn build_register(
             data_elements: s.data_elements,
             request_schema: s.request_schema,
             response_schema: s.response_schema,
+            store_bodies: s.store_bodies,
             request_validator,
             response_validator,
         });
