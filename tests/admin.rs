@@ -4,40 +4,18 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 
-/// A plain mTLS client as a sandbox participant.
-struct Admin {
-    base: String,
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
-}
+/// The admin API as a sandbox participant.
+struct Admin(mconnect::connect::client::AdminClient);
 
 impl Admin {
     fn new(bus: &support::Bus, participant: &str) -> Admin {
-        let pki = bus.pki();
-        let identity = mconnect::tls::Identity::load(
-            &pki.join(format!("{participant}.cert.pem")),
-            &pki.join(format!("{participant}.key.pem")),
-        )
-        .unwrap();
-        let cas = mconnect::tls::load_certificates(&pki.join("ca.cert.pem")).unwrap();
-        let tls = mconnect::tls::client_config(&cas, &identity).unwrap();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .build();
-        Admin {
-            base: bus.sandbox.manifest.broker.admin_url.clone(),
-            client: Client::builder(TokioExecutor::new()).build(https),
-        }
+        Admin(support::admin_client(
+            bus.dir.path(),
+            &bus.sandbox.manifest.broker.admin_url,
+            participant,
+        ))
     }
 
     async fn send(
@@ -46,18 +24,8 @@ impl Admin {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, serde_json::Value) {
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .unwrap();
-        let res = self.client.request(req).await.unwrap();
-        let status = res.status();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        (status, value)
+        let request = self.0.plain(method, path, body.as_ref()).unwrap();
+        self.0.send(request).await.unwrap()
     }
 }
 
@@ -76,7 +44,10 @@ async fn roles_decide_who_may_change_the_registry() {
     assert_eq!(body["openapi"], "3.1.0");
     let (status, body) = consumer.send(Method::GET, "/v1/participants", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["participants"].as_array().unwrap().len(), support::participant_count());
+    assert_eq!(
+        body["participants"].as_array().unwrap().len(),
+        support::participant_count()
+    );
 
     // A provider replaces its own endpoints, not another's.
     let endpoints = serde_json::json!([{"url": "https://127.0.0.1:9999"}]);

@@ -22,10 +22,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use mconnect::audit::merkle::leaf_hash;
 use mconnect::audit::{
     Hash, SignedTreeHead, certificate_verifier, verify_consistency, verify_inclusion,
@@ -49,14 +46,8 @@ fn person_call() -> mconnect::sdk::Call {
     )
 }
 
-/// An mTLS client on the admin API as one participant, sending a basis and reason.
-struct Admin {
-    base: String,
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
-}
+/// The admin API as one participant, sending a basis and reason.
+struct Admin(mconnect::connect::client::AdminClient);
 
 struct Answer {
     status: StatusCode,
@@ -66,54 +57,29 @@ struct Answer {
 
 impl Admin {
     fn new(dir: &Path, admin_url: &str, participant: &str) -> Admin {
-        let pki = dir.join("pki");
-        let identity = mconnect::tls::Identity::load(
-            &pki.join(format!("{participant}.cert.pem")),
-            &pki.join(format!("{participant}.key.pem")),
-        )
-        .unwrap();
-        let cas = mconnect::tls::load_certificates(&pki.join("ca.cert.pem")).unwrap();
-        let tls = mconnect::tls::client_config(&cas, &identity).unwrap();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .build();
-        Admin {
-            base: admin_url.to_string(),
-            client: Client::builder(TokioExecutor::new()).build(https),
-        }
+        Admin(support::admin_client(dir, admin_url, participant))
     }
 
     async fn get(&self, path: &str, basis: Option<&str>, reason: Option<&str>) -> Answer {
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{}{path}", self.base));
-        if let Some(b) = basis {
-            req = req.header("mconnect-call-basis", b);
+        let mut request = self.0.plain(Method::GET, path, None).unwrap();
+        for (name, value) in [
+            ("mconnect-call-basis", basis),
+            ("mconnect-call-reason", reason),
+        ] {
+            if let Some(v) = value {
+                request.headers_mut().insert(name, v.parse().unwrap());
+            }
         }
-        if let Some(r) = reason {
-            req = req.header("mconnect-call-reason", r);
-        }
-        let res = tokio::time::timeout(
-            Duration::from_secs(20),
-            self.client
-                .request(req.body(Full::new(Bytes::new())).unwrap()),
-        )
-        .await
-        .expect("admin API answers in time")
-        .unwrap();
-        let status = res.status();
-        let audit_seq = res
-            .headers()
-            .get("mconnect-audit-seq")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let answer = tokio::time::timeout(Duration::from_secs(20), self.0.send_full(request))
+            .await
+            .expect("admin API answers in time")
+            .unwrap();
         Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-            audit_seq,
+            status: answer.status,
+            audit_seq: answer
+                .header("mconnect-audit-seq")
+                .and_then(|v| v.parse().ok()),
+            body: answer.body,
         }
     }
 

@@ -11,11 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Bus, assert_refused, get};
 
@@ -34,14 +30,8 @@ fn person_call() -> mconnect::sdk::Call {
     )
 }
 
-/// A plain mTLS client of the admin API as a sandbox participant.
-struct Admin {
-    base: String,
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
-}
+/// The admin API as a sandbox participant.
+struct Admin(mconnect::connect::client::AdminClient);
 
 /// An admin answer: status, content type and parsed body.
 struct Answer {
@@ -52,45 +42,23 @@ struct Answer {
 
 impl Admin {
     fn new(bus: &Bus, participant: &str) -> Admin {
-        let pki = bus.pki();
-        let identity = mconnect::tls::Identity::load(
-            &pki.join(format!("{participant}.cert.pem")),
-            &pki.join(format!("{participant}.key.pem")),
-        )
-        .unwrap();
-        let cas = mconnect::tls::load_certificates(&pki.join("ca.cert.pem")).unwrap();
-        let tls = mconnect::tls::client_config(&cas, &identity).unwrap();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .build();
-        Admin {
-            base: bus.sandbox.manifest.broker.admin_url.clone(),
-            client: Client::builder(TokioExecutor::new()).build(https),
-        }
+        Admin(support::admin_client(
+            bus.dir.path(),
+            &bus.sandbox.manifest.broker.admin_url,
+            participant,
+        ))
     }
 
     async fn send(&self, method: Method, path: &str) -> Answer {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .body(Full::new(Bytes::new()))
+        let answer = self
+            .0
+            .send_full(self.0.plain(method, path, None).unwrap())
+            .await
             .unwrap();
-        let response = self.client.request(request).await.unwrap();
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer {
-            status,
-            content_type,
-            body,
+            status: answer.status,
+            content_type: answer.header("content-type").unwrap_or_default().to_owned(),
+            body: answer.body,
         }
     }
 
@@ -326,19 +294,30 @@ fn edit(path: &Path, change: impl FnOnce(&mut Value)) {
 }
 
 /// Suspends every grant of apl-cahul that covers person-by-idnp, so the
-/// decision for that pair becomes `policy.grant_suspended`.
+/// decision for that pair becomes `policy.grant_suspended`. Such grants live
+/// in more than one file (apl-cahul.json, and the representation grant of
+/// adapters-sign-power.json), so every policy file is looked at.
 fn suspend_person_grants(policies: &Path) {
-    edit(&policies.join("apl-cahul.json"), |file| {
-        for grant in file["grants"].as_array_mut().unwrap() {
-            if grant["services"]
-                .as_array()
-                .unwrap()
-                .contains(&json!(PERSON_BY_IDNP))
-            {
-                grant["status"] = json!("suspended");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(policies)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        edit(&path, |file| {
+            for grant in file["grants"].as_array_mut().unwrap() {
+                if grant["consumer"] == "apl-cahul"
+                    && grant["services"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(PERSON_BY_IDNP))
+                {
+                    grant["status"] = json!("suspended");
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 /// Starts the sandbox on copies of the rules in a temporary directory.

@@ -26,6 +26,24 @@ pub const SUBMISSION_BASIS: &str = "md-gd-211-2019-connection";
 /// The purpose a submission states.
 pub const SUBMISSION_REASON: &str = "connection-request";
 
+/// An admin answer: status, headers and the JSON body (`null` when not JSON).
+#[derive(Debug)]
+pub struct AdminAnswer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers (`MConnect-Audit-Seq` on audited reads, the media type).
+    pub headers: HeaderMap,
+    /// The parsed body.
+    pub body: serde_json::Value,
+}
+
+impl AdminAnswer {
+    /// A header as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// An mTLS client of the admin listener, as one participant.
 pub struct AdminClient {
     credentials: Credentials,
@@ -102,22 +120,28 @@ impl AdminClient {
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, serde_json::Value), SdkError> {
+        let answer = self.send_full(request).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// Sends a request; answers status, headers and JSON body.
+    pub async fn send_full(&self, request: Request<Full<Bytes>>) -> Result<AdminAnswer, SdkError> {
         let response = self
             .client
             .request(request)
             .await
             .map_err(|e| SdkError::Transport(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
+        let (head, body) = response.into_parts();
+        let bytes = body
             .collect()
             .await
             .map_err(|e| SdkError::Transport(e.to_string()))?
             .to_bytes();
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        ))
+        Ok(AdminAnswer {
+            status: head.status,
+            headers: head.headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        })
     }
 }
 

@@ -160,3 +160,21 @@ pub async fn spawn_register(
     let url = line.strip_prefix("LISTENING ").unwrap().trim().to_string();
     (child, url)
 }
+
+/// An mTLS admin-API client acting as a participant of the sandbox in `dir`.
+pub fn admin_client(
+    dir: &Path,
+    admin_url: &str,
+    participant: &str,
+) -> mconnect::connect::client::AdminClient {
+    let pki = dir.join("pki");
+    let credentials = mconnect::sdk::Credentials::load(
+        participant,
+        &pki.join(format!("{participant}.cert.pem")),
+        &pki.join(format!("{participant}.key.pem")),
+        &pki.join("ca.cert.pem"),
+        None,
+    )
+    .unwrap();
+    mconnect::connect::client::AdminClient::new(credentials, admin_url).unwrap()
+}
