@@ -21,17 +21,17 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::audit::{
     AuditRecord, Hash, SignedTreeHead, certificate_verifier, verify_dir_with_progress,
     verify_inclusion, verify_tree_head,
 };
+use crate::connect::client::AdminClient;
 use crate::sandbox::SandboxManifest;
+use crate::sdk::Credentials;
 
 /// `mconnect audit ...`.
 #[derive(Subcommand)]
@@ -191,14 +191,10 @@ type SthVerifier = Box<dyn Fn(&str, &[u8], &[u8]) -> Result<(), String> + Send +
 
 /// The sandbox's auditor on the admin API.
 struct Auditor {
-    base: String,
+    admin: AdminClient,
     basis: String,
     reason: String,
     verifier: SthVerifier,
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
 }
 
 impl Auditor {
@@ -212,55 +208,48 @@ impl Auditor {
             .with_context(|| {
                 format!("sandbox.json names auditor `{id}` but lists no such participant")
             })?;
-        let identity =
-            crate::tls::Identity::load(&dir.join(&participant.cert), &dir.join(&participant.key))
-                .with_context(|| format!("loading the key and certificate of `{id}`"))?;
-        let cas = crate::tls::load_certificates(&dir.join(&manifest.ca))?;
-        let tls = crate::tls::client_config(&cas, &identity)?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .build();
+        let credentials = Credentials::load(
+            id,
+            &dir.join(&participant.cert),
+            &dir.join(&participant.key),
+            &dir.join(&manifest.ca),
+            None,
+        )
+        .with_context(|| format!("loading the key and certificate of `{id}`"))?;
         let broker_pem = std::fs::read_to_string(dir.join(&manifest.broker.cert))
             .context("reading the broker certificate named in sandbox.json")?;
         let verifier = certificate_verifier(&broker_pem)?;
         Ok(Auditor {
-            base: manifest.broker.admin_url.trim_end_matches('/').to_string(),
+            admin: AdminClient::new(credentials, &manifest.broker.admin_url)?,
             basis: manifest.auditor.basis.clone(),
             reason: manifest.auditor.reason.clone(),
             verifier: Box::new(verifier),
-            client: hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .build(https),
         })
     }
 
     /// GETs an audit endpoint with the basis and reason; a refusal is an error
     /// naming its problem code.
     async fn get(&self, path_and_query: &str) -> Result<Value> {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{}{path_and_query}", self.base))
-            .header("mconnect-call-basis", &self.basis)
-            .header("mconnect-call-reason", &self.reason)
-            .body(Full::new(Bytes::new()))?;
-        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+        let mut request = self.admin.plain(Method::GET, path_and_query, None)?;
+        request
+            .headers_mut()
+            .insert("mconnect-call-basis", self.basis.parse()?);
+        request
+            .headers_mut()
+            .insert("mconnect-call-reason", self.reason.parse()?);
+        let answer = tokio::time::timeout(Duration::from_secs(30), self.admin.send_full(request))
             .await
             .context("the admin API did not answer in 30 s")?
-            .with_context(|| format!("calling {}{path_and_query}", self.base))?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status != StatusCode::OK {
+            .with_context(|| format!("calling {}", self.admin.url(path_and_query)))?;
+        if answer.status != StatusCode::OK {
             bail!(
-                "{path_and_query}: {status} {}: {}",
-                value["code"].as_str().unwrap_or("?"),
-                value["detail"].as_str().unwrap_or("")
+                "{path_and_query}: {} {}: {}",
+                answer.status,
+                answer.body["code"].as_str().unwrap_or("?"),
+                answer.body["detail"].as_str().unwrap_or("")
             );
         }
-        Ok(value)
+        Ok(answer.body)
     }
 
     /// A signed tree head, its signature checked with the broker certificate.
