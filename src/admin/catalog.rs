@@ -465,6 +465,7 @@ fn grant_view(grant: &Grant, now: i64) -> Value {
         "origin": origin,
         "controller_register_no": grant.controller_register_no,
         "note": grant.note,
+        "representation": grant.representation.as_ref().map(|r| json!({"authorisation_type": r.authorisation_type})),
     })
 }
 

@@ -27,6 +27,7 @@ pub mod call;
 pub mod error;
 pub mod internal;
 pub mod replay;
+mod represent;
 pub mod route;
 pub mod seal;
 pub mod verify;
@@ -120,6 +121,8 @@ struct Trace {
     request_sha256: Option<String>,
     keyids_checked: Vec<String>,
     keyids_made: Vec<String>,
+    /// The request body and retention when the service opts in to body storage.
+    store_bodies: Option<(Bytes, Duration)>,
 }
 
 /// A successful exchange's answer before sealing.
@@ -205,7 +208,20 @@ impl Broker {
         let record = trace.record(status, &body, problem.as_ref(), started.elapsed());
         let request_id = trace.call.as_ref().map(|c| c.request_id.to_string());
         let now = unix_now();
-        match self.audit.append(record).await {
+        // Bodies are kept only for a delivered answer of a service that opted
+        // in, and only after the record is durable (`append_with_bodies`).
+        let appended = match trace.store_bodies.take().filter(|_| problem.is_none()) {
+            Some((request, retention)) => {
+                let bodies = crate::audit::ExchangeBodies {
+                    request: request.to_vec(),
+                    response: body.to_vec(),
+                    retention,
+                };
+                self.audit.append_with_bodies(record, bodies).await
+            }
+            None => self.audit.append(record).await,
+        };
+        match appended {
             Ok(seq) => self.sealer.seal(
                 Answer {
                     status,
@@ -294,6 +310,7 @@ impl Broker {
         let body = read_body(&head.headers, body, limit).await?;
         trace.request_bytes = body.len() as u64;
         trace.request_sha256 = Some(hex::encode(crate::crypto::sha256(&body)));
+        trace.store_bodies = service.store_bodies.map(|s| (body.clone(), s.retention()));
 
         // Verify: signature by a key of this participant, window, digest.
         let target_uri = self.target_uri(&head)?;
@@ -347,11 +364,21 @@ impl Broker {
                 ),
             ));
         }
-        if call.represented_party.is_some() {
-            return Err(ExchangeError::new(
-                ErrorKind::RepresentationDenied,
-                "no power-of-attorney service (MPower) confirms representation on this broker; call without MConnect-Represented-Party",
-            ));
+        // Representation: MPower must confirm the calling user's authorisation
+        // of the grant's type from the represented party (fail closed).
+        if let Some(party) = call.represented_party.as_deref() {
+            let keyid = self
+                .confirm_representation(
+                    trace,
+                    &head,
+                    &call,
+                    grant,
+                    party,
+                    &registry,
+                    &rules.catalog,
+                )
+                .await?;
+            trace.keyids_checked.push(keyid);
         }
 
         // Validate the request body against the service's schema. A service

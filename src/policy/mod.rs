@@ -196,6 +196,19 @@ pub struct Grant {
     pub controller_register_no: Option<String>,
     /// Free note.
     pub note: Option<String>,
+    /// Whether calls with `MConnect-Represented-Party` may pass under this
+    /// grant, and which MPower authorisation the calling user must hold from
+    /// the represented party. `None`: such calls are refused.
+    pub representation: Option<Representation>,
+}
+
+/// What a grant requires of a call made on behalf of a represented party.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Representation {
+    /// The MPower authorisation type code (`AT-…`) the calling user must
+    /// hold, valid today, from the represented party.
+    pub authorisation_type: String,
 }
 
 impl Grant {
@@ -603,6 +616,8 @@ struct RawGrant {
     controller_register_no: Option<String>,
     #[serde(default)]
     note: Option<String>,
+    #[serde(default)]
+    representation: Option<Representation>,
 }
 
 #[derive(Deserialize)]
@@ -908,6 +923,7 @@ fn build_grant(
         origin: raw.origin.unwrap_or(GrantOrigin::File),
         controller_register_no: raw.controller_register_no,
         note: raw.note,
+        representation: raw.representation,
     })
 }
 

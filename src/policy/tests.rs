@@ -399,7 +399,20 @@ fn every_shipped_policy_file_loads_and_behaves() {
             .allows("debts[].amount_mdl")
     );
     assert!(!grant.fields_for("sfs/tax-debts").allows("debts[].title"));
-    assert_eq!(index.grants_of("mcabinet").count(), 2);
+    // The adapters' grants (adapters/, policies/adapters-*.json) come and go
+    // with the adapters and are tested with them.
+    let adapter = |key: &str| {
+        ["mnotify/", "mpay/", "mpower/", "msign/"]
+            .iter()
+            .any(|p| key.starts_with(p))
+    };
+    assert_eq!(
+        index
+            .grants_of("mcabinet")
+            .filter(|g| !g.services.iter().all(|s| adapter(s)))
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -481,6 +494,7 @@ fn rate_grant(requests: u32, burst: Option<u32>, quota: Option<Quota>) -> Grant 
         status: GrantStatus::Active,
         origin: GrantOrigin::File,
         controller_register_no: None,
+        representation: None,
         note: None,
     }
 }

@@ -1,0 +1,95 @@
+//! `mconnect-adapter-mpower`: MPower (powers of attorney) as a provider on
+//! the bus, built only on the participant SDK (`mconnect::sdk`). The broker
+//! forwards the `mpower/*` services here and asks it itself whether a caller
+//! may act for a represented party (`MConnect-Represented-Party`).
+//!
+//! Started by `mconnect sandbox` with `--participant --pki --alg --listen
+//! --data --broker-url`; prints `LISTENING https://…` once it serves. State
+//! (the reference backend) lives in `--data` and survives restarts.
+//!
+//! Invariant: only requests signed by a certificate in `{pki}/broker.cert.pem`
+//! reach the backend (the SDK checks before the handler runs), and every
+//! answer is signed with this participant's key.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use mconnect::sdk::{self, Algorithm, Credentials, ProviderSettings, TrustedKeys};
+
+/// Command line, as `mconnect sandbox` passes it.
+#[derive(Parser)]
+#[command(version, about = "MPower (powers of attorney) as an MConnect provider")]
+struct Args {
+    /// This adapter's participant id (its key and certificate are in --pki).
+    #[arg(long, default_value = "mpower")]
+    participant: String,
+    /// Directory with ca.cert.pem, broker.cert.pem and {participant}.{cert,key}.pem.
+    #[arg(long)]
+    pki: PathBuf,
+    /// Signature algorithm or key type.
+    #[arg(long, default_value = "ed25519")]
+    alg: String,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Directory for the reference backend's state.
+    #[arg(long)]
+    data: PathBuf,
+    /// The broker's data-plane URL (unused: MPower only answers).
+    #[arg(long)]
+    broker_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mconnect-adapter-mpower: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let credentials = Credentials::load(
+        &args.participant,
+        &args.pki.join(format!("{}.cert.pem", args.participant)),
+        &args.pki.join(format!("{}.key.pem", args.participant)),
+        &args.pki.join("ca.cert.pem"),
+        Algorithm::from_name(&args.alg),
+    )?;
+    let broker =
+        TrustedKeys::from_pem(&std::fs::read_to_string(args.pki.join("broker.cert.pem"))?)?;
+    let backend = Arc::new(backend::LocalBackend::open(&args.data)?);
+    let server = sdk::serve_provider(
+        ProviderSettings {
+            listen: args.listen,
+            credentials,
+            broker,
+            max_body_bytes: 64 * 1024,
+        },
+        move |request| {
+            let backend = backend.clone();
+            async move { service::handle(&*backend, &request).await }
+        },
+    )
+    .await?;
+    println!("LISTENING https://{}", server.local_addr());
+    tokio::signal::ctrl_c().await?;
+    server.shutdown().await;
+    Ok(())
+}
