@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # The interoperability test signs with an independent RFC 9421
 # implementation (Python's http-message-signatures).
-if ! python3 -c "import http_message_signatures, requests" 2>/dev/null; then
+# The MNotify tests mail a real SMTP server (Python's aiosmtpd).
+if ! python3 -c "import http_message_signatures, requests, aiosmtpd" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
