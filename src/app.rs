@@ -25,8 +25,8 @@ use crate::tls::{self, Identity};
 
 mod reload;
 
-pub use reload::{ReloadError, ReloadSummary, RuleProblem, reload};
 pub(crate) use reload::rules_write_lock;
+pub use reload::{ReloadError, ReloadSummary, RuleProblem, reload};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]

@@ -336,7 +336,9 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     let mut endpoints = Vec::new();
     for p in &definition.participants {
         let spawned = match (&p.serves, &p.adapter) {
-            (Some(register), _) => Some(spawn_register(&examples_dir, &pki_dir, p, register).await?),
+            (Some(register), _) => {
+                Some(spawn_register(&examples_dir, &pki_dir, p, register).await?)
+            }
             (None, Some(adapter)) => {
                 Some(spawn_adapter(&bin_dir, dir, &pki_dir, p, adapter, &data_url).await?)
             }

@@ -455,7 +455,9 @@ fn unavailable(e: AuditError) -> AdminError {
         AuditError::Pruned(seq) => refuse(
             StatusCode::GONE,
             "audit.pruned",
-            format!("record {seq} was pruned under the retention policy; its leaf hash remains in the tree"),
+            format!(
+                "record {seq} was pruned under the retention policy; its leaf hash remains in the tree"
+            ),
         ),
         other => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
