@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use http::StatusCode;
 use mconnect::sdk::{
-    self, Algorithm, Credentials, ProviderRequest, ProviderResponse, ProviderSettings, TrustedKeys,
+    self, Credentials, ProviderRequest, ProviderResponse, ProviderSettings, TrustedKeys,
 };
 use serde_json::{Value, json};
 
@@ -49,15 +49,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let credentials = Credentials::load(
-        &args.participant,
-        &args.pki.join(format!("{}.cert.pem", args.participant)),
-        &args.pki.join(format!("{}.key.pem", args.participant)),
-        &args.pki.join("ca.cert.pem"),
-        Algorithm::from_name(&args.alg),
-    )?;
-    let broker =
-        TrustedKeys::from_pem(&std::fs::read_to_string(args.pki.join("broker.cert.pem"))?)?;
+    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
+    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     let handler_args = args.clone();
     let server = sdk::serve_provider(
         ProviderSettings {
@@ -96,15 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Serves answers whose signature is missing or wrong, for the broker's tests.
 async fn misbehaving_server(args: &Args, mode: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let credentials = Credentials::load(
-        &args.participant,
-        &args.pki.join(format!("{}.cert.pem", args.participant)),
-        &args.pki.join(format!("{}.key.pem", args.participant)),
-        &args.pki.join("ca.cert.pem"),
-        Algorithm::from_name(&args.alg),
-    )?;
-    let broker =
-        TrustedKeys::from_pem(&std::fs::read_to_string(args.pki.join("broker.cert.pem"))?)?;
+    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
+    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     let mode = mode.to_string();
     let register = args.register.clone();
     let signer = credentials.clone();

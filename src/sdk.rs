@@ -88,6 +88,24 @@ impl Credentials {
         })
     }
 
+    /// Loads a participant from a development-PKI directory laid out as the
+    /// sandbox writes it: `{pki}/{participant}.cert.pem`, `.key.pem` and
+    /// `{pki}/ca.cert.pem`. `algorithm` is an RFC 9421 name or a key type
+    /// (anything else keeps the key's default algorithm).
+    pub fn from_pki_dir(
+        pki: &std::path::Path,
+        participant: &str,
+        algorithm: &str,
+    ) -> Result<Credentials, SdkError> {
+        Credentials::load(
+            participant,
+            &pki.join(format!("{participant}.cert.pem")),
+            &pki.join(format!("{participant}.key.pem")),
+            &pki.join("ca.cert.pem"),
+            Algorithm::from_name(algorithm),
+        )
+    }
+
     /// Loads PEM files.
     pub fn load(
         participant: &str,
@@ -138,6 +156,15 @@ impl TrustedKeys {
             keys.push((certificate_fingerprint(&der), key));
         }
         Ok(TrustedKeys { keys })
+    }
+
+    /// Trusts the broker certificate of a development-PKI directory
+    /// (`{pki}/broker.cert.pem`, as the sandbox writes it).
+    pub fn broker_in_pki_dir(pki: &std::path::Path) -> Result<TrustedKeys, SdkError> {
+        let path = pki.join("broker.cert.pem");
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| SdkError::Credentials(format!("{}: {e}", path.display())))?;
+        TrustedKeys::from_pem(&pem)
     }
 
     fn get(&self, keyid: &str) -> Option<&VerifyingKey> {

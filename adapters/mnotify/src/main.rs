@@ -32,7 +32,7 @@ use std::time::Duration;
 use clap::Parser;
 use http::{Method, StatusCode};
 use mconnect::sdk::{
-    self, Algorithm, Credentials, ProviderRequest, ProviderResponse, ProviderSettings, TrustedKeys,
+    self, Credentials, ProviderRequest, ProviderResponse, ProviderSettings, TrustedKeys,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -93,15 +93,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
-    let credentials = Credentials::load(
-        &args.participant,
-        &args.pki.join(format!("{}.cert.pem", args.participant)),
-        &args.pki.join(format!("{}.key.pem", args.participant)),
-        &args.pki.join("ca.cert.pem"),
-        Algorithm::from_name(&args.alg),
-    )?;
-    let broker =
-        TrustedKeys::from_pem(&std::fs::read_to_string(args.pki.join("broker.cert.pem"))?)?;
+    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
+    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     std::fs::create_dir_all(&args.data)?;
     let smtp = smtp_server(&args)?;
     let recipients = match std::fs::read_to_string(args.data.join("recipients.json")) {

@@ -39,8 +39,8 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{Method, StatusCode};
 use mconnect::sdk::{
-    self, Algorithm, Call, Consumer, Credentials, ProviderRequest, ProviderResponse,
-    ProviderSettings, TrustedKeys,
+    self, Call, Consumer, Credentials, ProviderRequest, ProviderResponse, ProviderSettings,
+    TrustedKeys,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -90,15 +90,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
-    let credentials = Credentials::load(
-        &args.participant,
-        &args.pki.join(format!("{}.cert.pem", args.participant)),
-        &args.pki.join(format!("{}.key.pem", args.participant)),
-        &args.pki.join("ca.cert.pem"),
-        Algorithm::from_name(&args.alg),
-    )?;
-    let broker_pem = std::fs::read_to_string(args.pki.join("broker.cert.pem"))?;
-    let broker = TrustedKeys::from_pem(&broker_pem)?;
+    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
+    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     let backend = Arc::new(LocalBackend::open(&args.data)?);
     let wake = Arc::new(Notify::new());
     match &args.broker_url {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use mconnect::sdk::{self, Algorithm, Credentials, ProviderSettings, TrustedKeys};
+use mconnect::sdk::{self, Credentials, ProviderSettings, TrustedKeys};
 
 /// Command line, as `mconnect sandbox` passes it.
 #[derive(Parser)]
@@ -65,15 +65,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let credentials = Credentials::load(
-        &args.participant,
-        &args.pki.join(format!("{}.cert.pem", args.participant)),
-        &args.pki.join(format!("{}.key.pem", args.participant)),
-        &args.pki.join("ca.cert.pem"),
-        Algorithm::from_name(&args.alg),
-    )?;
-    let broker =
-        TrustedKeys::from_pem(&std::fs::read_to_string(args.pki.join("broker.cert.pem"))?)?;
+    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
+    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     let backend = Arc::new(backend::LocalBackend::open(&args.data)?);
     let server = sdk::serve_provider(
         ProviderSettings {
