@@ -274,34 +274,41 @@ pub fn sign_request(
     Ok(())
 }
 
-/// Verifies a broker receipt (label `mconnect-receipt`) and the body digest.
-pub fn verify_receipt(
+/// Verifies a signed response: the signature with `label`, made by a key
+/// `key_for` knows (by keyid), covering `@status`, `content-digest`,
+/// `mconnect-exchange-id` and every header of `covered_when_present` that
+/// the response carries, and the body against its `Content-Digest`.
+/// Returns the keyid that signed. Both the broker (provider answers) and
+/// consumers (receipts) check responses with this one function.
+pub fn verify_signed_response<'k>(
     status: StatusCode,
     response_headers: &HeaderMap,
     body: &[u8],
-    broker: &TrustedKeys,
-) -> Result<Receipt, SdkError> {
+    label: &str,
+    covered_when_present: &[&str],
+    key_for: impl Fn(&str) -> Option<&'k VerifyingKey>,
+) -> Result<String, SdkError> {
     let v = |s: String| SdkError::Verification(s);
-    let parsed = httpsig::parse_signature(response_headers, labels::RECEIPT)
-        .map_err(|e| v(format!("no mconnect-receipt signature: {e}")))?;
+    let parsed = httpsig::parse_signature(response_headers, label)
+        .map_err(|e| v(format!("no `{label}` signature: {e}")))?;
     let keyid = parsed
         .params
         .keyid
         .clone()
-        .ok_or_else(|| v("receipt has no keyid".into()))?;
-    let key = broker.get(&keyid).ok_or_else(|| {
+        .ok_or_else(|| v(format!("the `{label}` signature has no keyid")))?;
+    let key = key_for(&keyid).ok_or_else(|| {
         v(format!(
-            "receipt signed by {keyid}, not a trusted broker certificate"
+            "signed by {keyid}, which is not a trusted certificate"
         ))
     })?;
     for name in ["@status", headers::CONTENT_DIGEST, headers::EXCHANGE_ID] {
         if !parsed.params.covers(name) {
-            return Err(v(format!("receipt does not cover {name}")));
+            return Err(v(format!("the `{label}` signature does not cover {name}")));
         }
     }
-    for name in [headers::REQUEST_ID, headers::AUDIT_SEQ] {
-        if response_headers.contains_key(name) && !parsed.params.covers(name) {
-            return Err(v(format!("receipt does not cover {name}")));
+    for name in covered_when_present {
+        if response_headers.contains_key(*name) && !parsed.params.covers(name) {
+            return Err(v(format!("the `{label}` signature does not cover {name}")));
         }
     }
     let alg = resolve_alg(parsed.params.alg.as_deref(), key)?;
@@ -315,12 +322,30 @@ pub fn verify_receipt(
         key,
         alg,
     )
-    .map_err(|e| v(format!("receipt signature does not verify: {e}")))?;
+    .map_err(|e| v(format!("the `{label}` signature does not verify: {e}")))?;
     let digest = response_headers
         .get(headers::CONTENT_DIGEST)
-        .ok_or_else(|| v("receipt without Content-Digest".into()))?;
+        .ok_or_else(|| v("no Content-Digest".into()))?;
     httpsig::digest::verify_content_digest(digest, body)
-        .map_err(|e| v(format!("body does not match the receipt's digest: {e}")))?;
+        .map_err(|e| v(format!("the body does not match its Content-Digest: {e}")))?;
+    Ok(keyid)
+}
+
+/// Verifies a broker receipt (label `mconnect-receipt`) and the body digest.
+pub fn verify_receipt(
+    status: StatusCode,
+    response_headers: &HeaderMap,
+    body: &[u8],
+    broker: &TrustedKeys,
+) -> Result<Receipt, SdkError> {
+    let keyid = verify_signed_response(
+        status,
+        response_headers,
+        body,
+        labels::RECEIPT,
+        &[headers::REQUEST_ID, headers::AUDIT_SEQ],
+        |keyid| broker.get(keyid),
+    )?;
     let text = |name: &str| {
         response_headers
             .get(name)

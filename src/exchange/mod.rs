@@ -704,56 +704,24 @@ fn check_provider_answer(
 ) -> Result<String, ExchangeError> {
     let bad = |detail: String| ExchangeError::new(ErrorKind::ProviderSignatureInvalid, detail);
     let h = &answer.head.headers;
-    let parsed = httpsig::parse_signature(h, labels::PROVIDER).map_err(|e| {
-        bad(format!(
-            "provider answer is not signed with label mconnect-provider: {e}"
-        ))
-    })?;
-    let keyid = parsed
-        .params
-        .keyid
-        .clone()
-        .ok_or_else(|| bad("provider signature has no keyid".into()))?;
-    let key = provider.keys.get(&keyid).ok_or_else(|| {
-        bad(format!(
-            "provider signed with {keyid}, which is not a certificate of `{}`",
-            provider.participant.id
-        ))
-    })?;
-    for name in ["@status", headers::CONTENT_DIGEST, headers::EXCHANGE_ID] {
-        if !parsed.params.covers(name) {
-            return Err(bad(format!("provider signature does not cover `{name}`")));
-        }
-    }
+    // The answer must belong to this exchange before its signature matters.
     if h.get(headers::EXCHANGE_ID).and_then(|v| v.to_str().ok()) != Some(exchange_id) {
         return Err(bad("provider answer names another exchange id".into()));
     }
-    let alg = match parsed.params.alg.as_deref() {
-        Some(name) => crate::crypto::Algorithm::from_name(name)
-            .filter(|a| key.supports(*a))
-            .ok_or_else(|| bad(format!("provider signature algorithm `{name}` unusable")))?,
-        None => key.default_algorithm(),
-    };
-    httpsig::verify(
-        &MessageView::Response {
-            status: answer.head.status.as_u16(),
-            headers: h,
-            request: None,
-        },
-        &parsed,
-        key,
-        alg,
+    crate::sdk::verify_signed_response(
+        answer.head.status,
+        h,
+        &answer.body,
+        labels::PROVIDER,
+        &[],
+        |keyid| provider.keys.get(keyid),
     )
-    .map_err(|e| bad(format!("provider signature does not verify: {e}")))?;
-    let digest = h
-        .get(headers::CONTENT_DIGEST)
-        .ok_or_else(|| bad("provider answer has no Content-Digest".into()))?;
-    httpsig::digest::verify_content_digest(digest, &answer.body).map_err(|e| {
+    .map_err(|e| {
         bad(format!(
-            "provider Content-Digest does not match its body: {e}"
+            "provider `{}` answer unusable: {e}",
+            provider.participant.id
         ))
-    })?;
-    Ok(keyid)
+    })
 }
 
 /// Schema-checks and minimises a successful JSON answer; passes other answers through.
