@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use http::Method;
-use mconnect::sdk::{Algorithm, Call, Consumer, Credentials, TrustedKeys};
+use mconnect::sdk::{Call, SandboxManifest};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -32,8 +32,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let sandbox = Sandbox::open(args.sandbox)?;
-    let apl = sandbox.consumer("apl-cahul")?;
+    let sandbox = SandboxManifest::read(&args.sandbox)?;
+    let apl = sandbox.consumer(&args.sandbox, "apl-cahul")?;
     let outcome = apl
         .call(&Call {
             method: Method::GET,
@@ -76,46 +76,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         receipt.exchange_id, receipt.audit_seq
     );
     Ok(())
-}
-
-/// The parts of `sandbox.json` a participant system needs.
-struct Sandbox {
-    dir: PathBuf,
-    manifest: Value,
-}
-
-impl Sandbox {
-    /// Reads `DIR/sandbox.json` (written by `mconnect sandbox`).
-    fn open(dir: PathBuf) -> Result<Sandbox, Box<dyn std::error::Error>> {
-        let path = dir.join("sandbox.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (start `mconnect sandbox` first)", path.display()))?;
-        Ok(Sandbox {
-            dir,
-            manifest: serde_json::from_str(&text)?,
-        })
-    }
-
-    /// A consumer client for a participant, from its key and certificate.
-    fn consumer(&self, participant: &str) -> Result<Consumer, Box<dyn std::error::Error>> {
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let p = self.manifest["participants"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["id"] == participant))
-            .ok_or_else(|| format!("no participant `{participant}` in sandbox.json"))?;
-        let credentials = Credentials::load(
-            participant,
-            &self.dir.join(text(&p["cert"])),
-            &self.dir.join(text(&p["key"])),
-            &self.dir.join(text(&self.manifest["ca"])),
-            Algorithm::from_name(&text(&p["alg"])),
-        )?;
-        let broker_pem =
-            std::fs::read_to_string(self.dir.join(text(&self.manifest["broker"]["cert"])))?;
-        Ok(Consumer::new(
-            credentials,
-            &text(&self.manifest["broker"]["data_url"]),
-            TrustedKeys::from_pem(&broker_pem)?,
-        )?)
-    }
 }

@@ -25,6 +25,9 @@ use http_body_util::{BodyExt, Full, Limited};
 pub use crate::crypto::{Algorithm, SigningKey, VerifyingKey, certificate_fingerprint};
 use crate::exchange::call::{headers, labels};
 use crate::httpsig::{self, MessageView, RequestView, SignatureParams};
+/// `sandbox.json` (PROTOCOL.md section 9): participant tools read the
+/// broker's URLs and their keys from it; `consumer()` builds a client.
+pub use crate::sandbox::{ManifestParticipant, ManifestTry, SandboxManifest};
 pub use crate::server::RunningServer;
 use crate::tls::Identity;
 
