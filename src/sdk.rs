@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -259,7 +259,7 @@ pub fn sign_request(
         covered.push(headers::CONTENT_DIGEST);
     }
     let mut params = SignatureParams::new(&covered);
-    params.created = Some(unix_now());
+    params.created = Some(crate::exchange::unix_now());
     params.keyid = Some(credentials.keyid.clone());
     params.alg = Some(credentials.key.algorithm().as_str().to_string());
     let sig = httpsig::sign(
@@ -635,7 +635,7 @@ pub fn verify_broker_request(
         .params
         .created
         .ok_or_else(|| v("broker signature has no created".into()))?;
-    if (unix_now() - created).unsigned_abs() > max_skew.as_secs() {
+    if (crate::exchange::unix_now() - created).unsigned_abs() > max_skew.as_secs() {
         return Err(v("broker signature is outside the time window".into()));
     }
     let alg = resolve_alg(parsed.params.alg.as_deref(), key)?;
@@ -685,7 +685,7 @@ pub fn sign_response(
     );
     let mut params =
         SignatureParams::new(&["@status", headers::CONTENT_DIGEST, headers::EXCHANGE_ID]);
-    params.created = Some(unix_now());
+    params.created = Some(crate::exchange::unix_now());
     params.keyid = Some(credentials.keyid.clone());
     params.alg = Some(credentials.key.algorithm().as_str().to_string());
     let sig = httpsig::sign(
@@ -840,13 +840,6 @@ fn target_uri(head: &http::request::Parts) -> String {
         "https://{authority}{}",
         head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     )
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use time::format_description::well_known::Rfc3339;
 use super::{AdminError, AdminRequest, AdminResult, AdminState, refuse};
 use crate::audit::{AuditError, AuditLog, AuditQuery, AuditRecord, Decision as AuditDecision};
 use crate::exchange::call::headers;
-use crate::exchange::{rfc3339, unix_now};
+use crate::exchange::unix_now;
 use crate::policy::{Decision, DecisionRequest};
 use crate::registry::{Participant, Role};
 
@@ -487,17 +487,11 @@ fn read_record(
             .map(str::to_string)
     };
     AuditRecord {
-        exchange_id: uuid::Uuid::now_v7().to_string(),
         request_id: header(headers::REQUEST_ID),
-        event: READ_EVENT.to_string(),
-        received_at: rfc3339(received),
-        forwarded_at: None,
-        answered_at: rfc3339(SystemTime::now()),
         consumer: Some(caller.id.clone()),
         consumer_idno: Some(caller.organisation.idno.clone()),
         calling_user: header(headers::CALLING_USER),
         provider: Some(AUDIT_LOG_PROVIDER.to_string()),
-        service: Some(format!("{AUDIT_LOG_PROVIDER}/{AUDIT_LOG_CODE}")),
         service_version: granted.and_then(|g| g.service_version.clone()),
         purpose: granted
             .map(|g| g.reason.clone())
@@ -507,7 +501,6 @@ fn read_record(
             .or_else(|| header(headers::CALL_BASIS)),
         grant_id: granted.and_then(|g| g.grant_id.clone()),
         subject: subject.filter(|s| !s.is_empty() && s.len() <= 64),
-        represented_party: None,
         decision: if problem.is_none() {
             AuditDecision::Accepted
         } else {
@@ -520,9 +513,12 @@ fn read_record(
             .then(|| hex::encode(crate::crypto::sha256(request.body))),
         response_bytes: answer.len() as u64,
         response_sha256: Some(hex::encode(crate::crypto::sha256(answer))),
-        keyids_checked: Vec::new(),
-        keyids_made: Vec::new(),
-        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ..AuditRecord::management(
+            READ_EVENT,
+            format!("{AUDIT_LOG_PROVIDER}/{AUDIT_LOG_CODE}"),
+            received,
+            started,
+        )
     }
 }
 

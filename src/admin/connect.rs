@@ -110,37 +110,21 @@ async fn audit(
         ),
     };
     let record = AuditRecord {
-        exchange_id: uuid::Uuid::now_v7().to_string(),
         request_id: extras.request_id,
-        event: "connect.transition".into(),
-        received_at: rfc3339(received),
-        forwarded_at: None,
-        answered_at: rfc3339(SystemTime::now()),
         consumer: Some(caller.id.clone()),
         consumer_idno: Some(caller.organisation.idno.clone()),
         calling_user: extras.evidence.and_then(|e| e.calling_user.clone()),
-        provider: None,
-        service: Some(target.to_string()),
-        service_version: None,
-        purpose: None,
-        legal_basis: None,
-        grant_id: None,
-        subject: None,
-        represented_party: None,
         decision,
         problem_code: problem,
         http_status: status,
         request_bytes: extras.body.len() as u64,
         request_sha256: (!extras.body.is_empty())
             .then(|| hex::encode(crate::crypto::sha256(extras.body))),
-        response_bytes: 0,
-        response_sha256: None,
         keyids_checked: extras
             .evidence
             .map(|e| vec![e.keyid.clone()])
             .unwrap_or_default(),
-        keyids_made: Vec::new(),
-        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ..AuditRecord::management("connect.transition", target.to_string(), received, started)
     };
     state.broker.audit().append(record).await.map_err(|e| {
         refuse(

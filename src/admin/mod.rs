@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::audit::{AuditRecord, Decision};
-use crate::exchange::{Broker, Peer, rfc3339};
+use crate::exchange::{Broker, Peer};
 use crate::registry::{Endpoint, Participant, Role};
 
 mod audit;
@@ -328,33 +328,12 @@ impl AdminState {
             Err(e) => (Decision::Refused, 400u16, Some(e.to_string())),
         };
         let record = AuditRecord {
-            exchange_id: uuid::Uuid::now_v7().to_string(),
-            request_id: None,
-            event: "admin.change".into(),
-            received_at: rfc3339(received),
-            forwarded_at: None,
-            answered_at: rfc3339(std::time::SystemTime::now()),
             consumer: Some(caller.id.clone()),
             consumer_idno: Some(caller.organisation.idno.clone()),
-            calling_user: None,
-            provider: None,
-            service: Some(action.to_string()),
-            service_version: None,
-            purpose: None,
-            legal_basis: None,
-            grant_id: None,
-            subject: None,
-            represented_party: None,
             decision,
             problem_code: problem.as_ref().map(|_| "admin.invalid".to_string()),
             http_status: status,
-            request_bytes: 0,
-            request_sha256: None,
-            response_bytes: 0,
-            response_sha256: None,
-            keyids_checked: Vec::new(),
-            keyids_made: Vec::new(),
-            duration_us: started.elapsed().as_micros() as u64,
+            ..AuditRecord::management("admin.change", action, received, started)
         };
         if let Err(e) = self.broker.audit().append(record).await {
             return Err(refuse(

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::audit::{AuditRecord, Decision};
 use crate::catalog;
-use crate::exchange::{Broker, rfc3339, unix_now};
+use crate::exchange::{Broker, unix_now};
 use crate::policy;
 use crate::registry::Participant;
 
@@ -289,34 +289,13 @@ fn reload_record(
         Some(_) => (Decision::Refused, 400, Some("admin.invalid".to_owned())),
     };
     AuditRecord {
-        exchange_id: uuid::Uuid::now_v7().to_string(),
-        request_id: None,
-        event: "admin.change".into(),
-        received_at: rfc3339(received),
-        forwarded_at: None,
-        answered_at: rfc3339(SystemTime::now()),
         // SIGHUP has no participant behind it: the broker acts on its own
         // operator's signal, so the record names no consumer.
         consumer: actor.map(|p| p.id.clone()),
         consumer_idno: actor.map(|p| p.organisation.idno.clone()),
-        calling_user: None,
-        provider: None,
-        service: Some(RELOAD_ACTION.to_owned()),
-        service_version: None,
-        purpose: None,
-        legal_basis: None,
-        grant_id: None,
-        subject: None,
-        represented_party: None,
         decision,
         problem_code,
         http_status,
-        request_bytes: 0,
-        request_sha256: None,
-        response_bytes: 0,
-        response_sha256: None,
-        keyids_checked: Vec::new(),
-        keyids_made: Vec::new(),
-        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ..AuditRecord::management("admin.change", RELOAD_ACTION, received, started)
     }
 }

@@ -93,6 +93,48 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// A record of a management event (an admin change, a rules reload, an
+    /// audit read, a connection-request transition): a fresh event id, the
+    /// action in `service`, received now or at `received`, answered now,
+    /// accepted with 200, and every field only the data plane knows left
+    /// empty. Callers set what differs with struct-update syntax.
+    pub fn management(
+        event: &str,
+        action: impl Into<String>,
+        received: std::time::SystemTime,
+        started: std::time::Instant,
+    ) -> AuditRecord {
+        AuditRecord {
+            exchange_id: uuid::Uuid::now_v7().to_string(),
+            request_id: None,
+            event: event.to_string(),
+            received_at: format_timestamp(OffsetDateTime::from(received)),
+            forwarded_at: None,
+            answered_at: format_timestamp(OffsetDateTime::now_utc()),
+            consumer: None,
+            consumer_idno: None,
+            calling_user: None,
+            provider: None,
+            service: Some(action.into()),
+            service_version: None,
+            purpose: None,
+            legal_basis: None,
+            grant_id: None,
+            subject: None,
+            represented_party: None,
+            decision: Decision::Accepted,
+            problem_code: None,
+            http_status: 200,
+            request_bytes: 0,
+            request_sha256: None,
+            response_bytes: 0,
+            response_sha256: None,
+            keyids_checked: Vec::new(),
+            keyids_made: Vec::new(),
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// The canonical bytes: the Merkle leaf, stored and served as they are.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, AuditError> {
         serde_json::to_vec(self).map_err(|e| AuditError::InvalidRecord(e.to_string()))

@@ -825,11 +825,9 @@ impl Trace {
     }
 }
 
-/// RFC 3339 UTC with microseconds.
+/// A time as audit records carry it (RFC 3339 UTC, six fractional digits):
+/// the audit log's own formatter, so every record has the one exact form the
+/// log accepts.
 pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    dt.format(&format).unwrap_or_default()
+    crate::audit::format_timestamp(time::OffsetDateTime::from(t))
 }
