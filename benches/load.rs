@@ -407,32 +407,46 @@ async fn open_loop(
     requests: Vec<Request<Full<Bytes>>>,
 ) -> (Histogram<u64>, u64, u64, u64) {
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
-    let start = Instant::now();
     let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1) * 64));
     let total = Arc::new(Mutex::new((new_hist(), 0u64, 0u64, 0u64)));
-    let mut tasks = Vec::with_capacity(requests.len());
-    for (i, request) in requests.into_iter().enumerate() {
-        let scheduled = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(scheduled.into()).await;
-        let (client, total, limit) = (client.clone(), total.clone(), limit.clone());
-        tasks.push(tokio::spawn(async move {
-            // Bounded in flight: beyond it a request waits, and that wait
-            // counts in its latency (measured from the schedule).
-            let _permit = limit.acquire_owned().await;
-            let result = send(&client, request).await;
-            let latency = scheduled.elapsed().as_micros() as u64;
-            let mut t = total.lock().await;
-            let _ = t.0.record(latency);
-            match result {
-                Ok((true, n)) => {
-                    t.1 += 1;
-                    t.3 += n;
-                }
-                _ => t.2 += 1,
+    let runtime = tokio::runtime::Handle::current();
+    let client = client.clone();
+    let pacer_total = total.clone();
+    // The pacer is a plain blocking thread, not a tokio timer: tokio's timer
+    // ticks in whole milliseconds, which would release requests up to 1 ms
+    // late and in bursts, and that slack would be counted as latency of
+    // whatever is measured. A thread sleeping to each scheduled instant
+    // (nanosleep) keeps to the schedule within tens of microseconds.
+    let pacer = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(requests.len());
+        for (i, request) in requests.into_iter().enumerate() {
+            let scheduled = start + interval.mul_f64(i as f64);
+            let wait = scheduled.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
             }
-        }));
-    }
-    for t in tasks {
+            let (client, total, limit) = (client.clone(), pacer_total.clone(), limit.clone());
+            tasks.push(runtime.spawn(async move {
+                // Bounded in flight: beyond it a request waits, and that wait
+                // counts in its latency (measured from the schedule).
+                let _permit = limit.acquire_owned().await;
+                let result = send(&client, request).await;
+                let latency = scheduled.elapsed().as_micros() as u64;
+                let mut t = total.lock().await;
+                let _ = t.0.record(latency);
+                match result {
+                    Ok((true, n)) => {
+                        t.1 += 1;
+                        t.3 += n;
+                    }
+                    _ => t.2 += 1,
+                }
+            }));
+        }
+        tasks
+    });
+    for t in pacer.await.unwrap_or_default() {
         let _ = t.await;
     }
     let t = total.lock().await;
