@@ -251,10 +251,14 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         ca
     };
     if !pki_dir.join("broker.key.pem").exists() {
+        // Ed25519: the broker signs twice per exchange (the forwarded request
+        // and the receipt), and an Ed25519 signature costs half of a P-256
+        // one (benches/README.md, "Signatures"); consumers verify receipts
+        // faster too.
         ca.issue(
             "broker",
             "Agenția de Guvernare Electronică",
-            KeyType::EcdsaP256,
+            KeyType::Ed25519,
         )?
         .write(&pki_dir, "broker")?;
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from http_message_signatures import (
     HTTPMessageSigner,
     HTTPMessageVerifier,
@@ -32,6 +33,21 @@ ALGORITHMS = {
     "rsa-pss-sha512": algorithms.RSA_PSS_SHA512,
     "rsa-v1_5-sha256": algorithms.RSA_V1_5_SHA256,
 }
+
+
+
+def algorithm_of_certificate_key(key):
+    """The algorithm a broker signs with, from its certificate's key type
+    (PROTOCOL.md leaves the broker's key type to the operator; RSA keys sign
+    rsa-pss-sha512)."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return algorithms.ED25519
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return algorithms.ECDSA_P256_SHA256
+    if isinstance(key, rsa.RSAPublicKey):
+        return algorithms.RSA_PSS_SHA512
+    raise ValueError(f"unsupported broker key type {type(key).__name__}")
+
 
 REQUEST_COMPONENTS = [
     "@method",
@@ -112,7 +128,7 @@ def call(sandbox: Path, manifest: dict, entry: dict) -> dict:
     broker_pem = (sandbox / manifest["broker"]["cert"]).read_bytes()
     broker_key = x509.load_pem_x509_certificate(broker_pem).public_key()
     verifier = HTTPMessageVerifier(
-        signature_algorithm=algorithms.ECDSA_P256_SHA256,
+        signature_algorithm=algorithm_of_certificate_key(broker_key),
         key_resolver=Keys(public={manifest["broker"]["keyid"]: broker_key}),
     )
     receipt_ok, receipt_error = False, None
