@@ -39,7 +39,7 @@ fn bench_dir() -> PathBuf {
     base
 }
 
-/// A record of the size an exchange leaves (about 800 bytes).
+/// A record of the size an exchange leaves (1,040 bytes as a canonical leaf).
 fn record(i: u64) -> AuditRecord {
     AuditRecord {
         exchange_id: format!("0190f0e0-0000-7000-8000-{i:012}"),
