@@ -34,11 +34,13 @@
 //! Invariants:
 //! - *Policy never does I/O on the decision path*: `decide` reads only the
 //!   in-memory index; all files are read and all checks done at load.
-//! - `decide` does not allocate: it is one two-level hash lookup by `&str`
-//!   and scans of the short list of grants for that (consumer, service).
+//! - `decide` does not allocate and takes no lock: it is one hash lookup of
+//!   the (consumer, service) pair and scans of that pair's short, contiguous
+//!   list of compiled rules (see `index.rs` for the layout and why).
 //! - Default deny: anything not granted is refused.
 
 mod fields;
+mod index;
 mod rate;
 #[cfg(test)]
 mod tests;
@@ -51,6 +53,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::catalog::{self, Catalog, FileProblem, JsonFile, Service, Text};
+use index::DecisionTable;
 
 pub use fields::{FieldSet, minimise};
 pub use rate::{LimitKind, RateLimited, RateLimiter};
@@ -64,10 +67,10 @@ const GRANTS_SCHEMA: &str = include_str!("../../policies/schema/grants.schema.js
 pub struct PolicyIndex {
     /// Every grant loaded, revoked ones included (for listings), sorted by id.
     grants: Vec<Grant>,
-    /// consumer → service key → indices into `grants` of the non-revoked
-    /// grants naming that pair, ascending (so by grant id). Two levels so a
-    /// lookup by two `&str` needs no joined key.
-    index: HashMap<Box<str>, HashMap<Box<str>, Vec<usize>>>,
+    /// (consumer, service key) → the decision data of the non-revoked grants
+    /// naming that pair, ascending (so by grant id), laid out for few cache
+    /// misses per decision.
+    table: DecisionTable,
 }
 
 /// What the exchange asks the policy about one call.
@@ -466,21 +469,20 @@ impl PolicyIndex {
     /// Decides one call, in the order documented on this module. Pure: no
     /// I/O, no allocation, no locks.
     pub fn decide<'a>(&'a self, request: &DecisionRequest<'_>, now_unix: i64) -> Decision<'a> {
-        let candidates: &[usize] = self
-            .index
-            .get(request.consumer)
-            .and_then(|services| services.get(request.service.key.as_str()))
-            .map_or(&[], Vec::as_slice);
-        // Each rule narrows the candidates of the previous one; the scans are
-        // repeated rather than collected so that nothing is allocated. The
-        // lists are short (a consumer rarely has more than a few grants for
-        // one service), so this costs less than a Vec would.
-        let grants = || candidates.iter().map(|&i| &self.grants[i]);
-        let active = || grants().filter(|g| g.status == GrantStatus::Active);
-        let in_force = || active().filter(|g| g.in_date(now_unix));
-        let with_basis = || in_force().filter(|g| g.has_basis(request.basis));
+        let rules = self.table.rules(request.consumer, &request.service.key);
+        // Each decision rule narrows the candidates of the previous one; the
+        // scans are repeated rather than collected so that nothing is
+        // allocated. The lists are short (a consumer rarely has more than a
+        // few grants for one service), so this costs less than a Vec would.
+        // The scans read only the compiled rules; a grant is reached only to
+        // be named.
+        let grant = |rule: &index::Rule| &self.grants[rule.grant()];
+        let active = || rules.iter().filter(|r| r.is_active());
+        let in_force = || active().filter(|r| r.in_date(now_unix));
+        let with_basis =
+            || in_force().filter(|r| self.table.has_basis(r, request.basis, &self.grants));
 
-        let Some(first) = grants().next() else {
+        let Some(first) = rules.first() else {
             return deny(
                 DenyCode::PolicyDenied,
                 "no active grant for consumer and service",
@@ -491,31 +493,34 @@ impl PolicyIndex {
             return deny(
                 DenyCode::GrantSuspended,
                 "every grant for consumer and service is suspended",
-                Some(first),
+                Some(grant(first)),
             );
         };
         let Some(first_in_force) = in_force().next() else {
-            let rule = if first_active.valid_from > now_unix {
+            let rule = if first_active.valid_from() > now_unix {
                 "grant for consumer and service is not yet in force"
             } else {
                 "grant for consumer and service has expired"
             };
-            return deny(DenyCode::GrantExpired, rule, Some(first_active));
+            return deny(DenyCode::GrantExpired, rule, Some(grant(first_active)));
         };
         let Some(first_with_basis) = with_basis().next() else {
             return deny(
                 DenyCode::BasisNotAllowed,
                 "call basis is not a legal basis of any grant in force for consumer and service",
-                Some(first_in_force),
+                Some(grant(first_in_force)),
             );
         };
-        let Some(grant) = with_basis().find(|g| g.has_purpose(request.reason)) else {
+        let Some(allowed) =
+            with_basis().find(|r| self.table.has_purpose(r, request.reason, &self.grants))
+        else {
             return deny(
                 DenyCode::PurposeNotAllowed,
                 "call reason is not a purpose of the grants with this legal basis",
-                Some(first_with_basis),
+                Some(grant(first_with_basis)),
             );
         };
+        let grant = grant(allowed);
         if request.service.subject_required && !request.subject_present {
             return deny(
                 DenyCode::SubjectRequired,
@@ -705,19 +710,18 @@ fn build(
         return Err(into_policy_errors(problems));
     }
     let grants: Vec<Grant> = built.into_iter().map(|(grant, _, _)| grant).collect();
-    let mut index: HashMap<Box<str>, HashMap<Box<str>, Vec<usize>>> = HashMap::new();
-    for (i, grant) in grants.iter().enumerate() {
-        // Revoked grants stay listable but never enter the index, so they
-        // behave exactly as no grant at all.
-        if grant.status == GrantStatus::Revoked {
-            continue;
-        }
-        let services = index.entry(grant.consumer.as_str().into()).or_default();
-        for service in &grant.services {
-            services.entry(service.as_str().into()).or_default().push(i);
-        }
-    }
-    Ok(PolicyIndex { grants, index })
+    // Revoked grants stay listable but never enter the table, so they behave
+    // exactly as no grant at all.
+    let table = DecisionTable::build(&grants).map_err(|index::TooLarge| {
+        vec![PolicyError {
+            file: PathBuf::new(),
+            pointer: String::new(),
+            reason: "too many grants to index (over 4 billion rules or names, or 4 GiB of \
+                     consumer and service ids): load fewer grants"
+                .into(),
+        }]
+    })?;
+    Ok(PolicyIndex { grants, table })
 }
 
 /// Escapes a key for use in a JSON pointer (RFC 6901): service keys contain

@@ -1,0 +1,587 @@
+//! The decision table: what [`PolicyIndex::decide`](super::PolicyIndex::decide)
+//! reads, laid out so that one decision touches few cache lines.
+//!
+//! A decision over 100k grants is bound by cache misses, not by work: with
+//! requests spread over many grants nearly every dependent load misses, and
+//! on the development VM a miss costs 100-200 ns once the working set passes
+//! about 16 MiB. The table therefore keeps the per-(consumer, service) data
+//! flat and contiguous, so a decision is one probe and one pair of
+//! overlapping loads instead of a chain of about ten:
+//!
+//! - one open-addressing array of [`Slot`]s keyed by a single hash of the
+//!   (consumer, service) pair: a lookup is one probe, usually one cache line;
+//! - the slot names its key's bytes (consumer then service, in one arena) and
+//!   its run of [`Rule`]s; both addresses come from the slot, so the two
+//!   loads that follow it are independent and overlap;
+//! - a rule is one cache line holding what the decision checks of a grant:
+//!   status, validity, and its legal-basis ids and purpose codes as indices
+//!   into one small table of distinct names, which every decision shares and
+//!   so stays in cache.
+//!
+//! Invariants:
+//! - *Equality is exact*: a slot matches only when its stored consumer and
+//!   service bytes equal the request's, and a basis or purpose matches only
+//!   when its name equals the request's header; the hash only chooses where
+//!   to look.
+//! - A rule mirrors its grant: the rules of a pair are the non-revoked grants
+//!   naming it, in ascending grant index (so by id), with the grant's own
+//!   status, dates, bases and purposes. A grant with more names than a rule
+//!   holds inline is marked, and its names are read from the grant itself.
+//! - Lookups allocate nothing and take no lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+
+use super::{Grant, GrantStatus};
+
+/// Basis ids plus purpose codes a rule holds inline; a grant with more is
+/// checked against the grant itself. Ten fill the rule's cache line; the
+/// shipped grants have at most five.
+const INLINE_NAMES: usize = 10;
+
+/// Rule flag: the grant is suspended (otherwise active; revoked grants have
+/// no rules).
+const SUSPENDED: u8 = 1;
+/// Rule flag: the grant has no `valid_until`.
+const OPEN_ENDED: u8 = 2;
+/// Rule flag: the grant's names did not fit in `names`; ask the grant.
+const SPILLED: u8 = 4;
+
+/// The compiled (consumer, service) → rules table of a [`super::PolicyIndex`].
+#[derive(Debug)]
+pub(super) struct DecisionTable {
+    /// Open addressing with linear probing; the length is a power of two and
+    /// at least twice the number of pairs, so probes stay short.
+    slots: Box<[Slot]>,
+    /// The consumer and service bytes of every pair, back to back.
+    keys: Box<[u8]>,
+    /// Every pair's rules, each pair's contiguous.
+    rules: Box<[Rule]>,
+    /// Distinct legal-basis ids and purpose codes, indexed by
+    /// [`Rule::names`].
+    names: Box<[Box<str>]>,
+    /// Per-table random hash seed, so slot positions cannot be predicted.
+    seed: u64,
+    /// Applied to every hash; all ones except in tests, which clear it to
+    /// force every pair into one probe chain.
+    hash_mask: u64,
+}
+
+/// One (consumer, service) pair, or an empty slot (`rule_count == 0`).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Slot {
+    hash: u64,
+    /// Offset of the consumer bytes in `keys`; the service follows them.
+    key: u32,
+    consumer_len: u32,
+    service_len: u32,
+    /// Index of the pair's first rule in `rules`.
+    rules: u32,
+    rule_count: u32,
+}
+
+// A slot is half a cache line and a rule one, so neither straddles two: a
+// field added that makes them larger costs a miss per decision.
+const _: () = assert!(size_of::<Slot>() == 32 && size_of::<Rule>() == 64);
+
+/// What the decision checks of one grant, in one cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Rule {
+    valid_from: i64,
+    /// Exclusive; meaningless when `OPEN_ENDED` is set.
+    valid_until: i64,
+    /// Index of the grant in [`super::PolicyIndex`]'s `grants`.
+    grant: u32,
+    flags: u8,
+    /// `names[..bases]` are legal-basis ids.
+    bases: u8,
+    /// `names[bases..bases + purposes]` are purpose codes.
+    purposes: u8,
+    names: [u32; INLINE_NAMES],
+}
+
+/// The table cannot be indexed with 32-bit offsets (more than 4 GiB of keys
+/// or four billion rules or names).
+#[derive(Debug)]
+pub(super) struct TooLarge;
+
+impl DecisionTable {
+    /// Builds the table from every loaded grant (sorted by id); revoked grants
+    /// are left out.
+    pub(super) fn build(grants: &[Grant]) -> Result<DecisionTable, TooLarge> {
+        Self::build_with_mask(grants, u64::MAX)
+    }
+
+    fn build_with_mask(grants: &[Grant], hash_mask: u64) -> Result<DecisionTable, TooLarge> {
+        let mut table = DecisionTable {
+            slots: Box::default(),
+            keys: Box::default(),
+            rules: Box::default(),
+            names: Box::default(),
+            seed: RandomState::new().hash_one(0x6d63_6f6e_6e65_6374_u64),
+            hash_mask,
+        };
+        // Loading is bound by cache misses on the grants' scattered strings,
+        // so each is read as few times as possible and in grant order, which
+        // for policy files written in id order is the order they were
+        // allocated in: one pass compiles every grant's rule, one hashes and
+        // groups every (grant, service), one copies each pair's key.
+        let mut interner = Interner::default();
+        let compiled = grants
+            .iter()
+            .enumerate()
+            .map(|(i, grant)| Rule::new(i, grant, &mut interner))
+            .collect::<Result<Vec<Rule>, TooLarge>>()?;
+
+        // Pairs in order of first appearance; each (grant, service) named
+        // with its pair's number. Revoked grants are left out.
+        let mut pair_of: HashMap<PairKey<'_>, u32, BuildHasherDefault<FoldHasher>> =
+            HashMap::default();
+        let mut pairs: Vec<PairKey<'_>> = Vec::new();
+        let mut members: Vec<(u32, u32)> = Vec::new();
+        for (i, grant) in grants.iter().enumerate() {
+            if grant.status == GrantStatus::Revoked {
+                continue;
+            }
+            for service in &grant.services {
+                let key = PairKey {
+                    hash: table.hash(&grant.consumer, service),
+                    consumer: &grant.consumer,
+                    service,
+                };
+                let next = offset(pairs.len())?;
+                let pair = *pair_of.entry(key).or_insert(next);
+                if pair == next {
+                    pairs.push(key);
+                }
+                members.push((pair, offset(i)?));
+            }
+        }
+        drop(pair_of);
+
+        // Each pair's rules contiguous and, since `members` is in grant
+        // order, by grant index: a counting sort by pair.
+        let mut starts = vec![0_usize; pairs.len() + 1];
+        for &(pair, _) in &members {
+            starts[pair as usize + 1] += 1;
+        }
+        for p in 1..starts.len() {
+            starts[p] += starts[p - 1];
+        }
+        let mut order = vec![0_u32; members.len()];
+        let mut next = starts.clone();
+        for &(pair, grant) in &members {
+            order[next[pair as usize]] = grant;
+            next[pair as usize] += 1;
+        }
+        let rules = order
+            .iter()
+            .map(|&grant| compiled[grant as usize])
+            .collect::<Vec<Rule>>();
+
+        let mut slots = vec![Slot::default(); (pairs.len() * 2).max(8).next_power_of_two()];
+        let mask = slots.len() - 1;
+        let mut keys: Vec<u8> = Vec::new();
+        for (p, pair) in pairs.iter().enumerate() {
+            let slot = Slot {
+                hash: pair.hash,
+                key: offset(keys.len())?,
+                consumer_len: offset(pair.consumer.len())?,
+                service_len: offset(pair.service.len())?,
+                rules: offset(starts[p])?,
+                rule_count: offset(starts[p + 1] - starts[p])?,
+            };
+            keys.extend_from_slice(pair.consumer.as_bytes());
+            keys.extend_from_slice(pair.service.as_bytes());
+            let mut at = slot.hash as usize & mask;
+            while slots[at].rule_count != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = slot;
+        }
+        table.slots = slots.into_boxed_slice();
+        table.keys = keys.into_boxed_slice();
+        table.rules = rules.into_boxed_slice();
+        table.names = interner.names.into_boxed_slice();
+        Ok(table)
+    }
+
+    /// The rules of (consumer, service): the non-revoked grants naming the
+    /// pair, by grant index; empty when there are none.
+    pub(super) fn rules(&self, consumer: &str, service: &str) -> &[Rule] {
+        let hash = self.hash(consumer, service);
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            let slot = &self.slots[at];
+            if slot.rule_count == 0 {
+                return &[];
+            }
+            if slot.hash == hash && self.key_is(slot, consumer, service) {
+                let start = slot.rules as usize;
+                return self
+                    .rules
+                    .get(start..start + slot.rule_count as usize)
+                    .unwrap_or_default();
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Whether `basis` is one of the rule's grant's legal bases.
+    pub(super) fn has_basis(&self, rule: &Rule, basis: &str, grants: &[Grant]) -> bool {
+        if rule.flags & SPILLED != 0 {
+            return grants[rule.grant()].has_basis(basis);
+        }
+        let ids = rule.names.get(..usize::from(rule.bases));
+        self.any_name(ids.unwrap_or_default(), basis)
+    }
+
+    /// Whether `reason` is one of the rule's grant's purposes.
+    pub(super) fn has_purpose(&self, rule: &Rule, reason: &str, grants: &[Grant]) -> bool {
+        if rule.flags & SPILLED != 0 {
+            return grants[rule.grant()].has_purpose(reason);
+        }
+        let start = usize::from(rule.bases);
+        let ids = rule.names.get(start..start + usize::from(rule.purposes));
+        self.any_name(ids.unwrap_or_default(), reason)
+    }
+
+    fn any_name(&self, ids: &[u32], wanted: &str) -> bool {
+        ids.iter().any(|&id| {
+            self.names
+                .get(id as usize)
+                .is_some_and(|name| **name == *wanted)
+        })
+    }
+
+    fn key_is(&self, slot: &Slot, consumer: &str, service: &str) -> bool {
+        let start = slot.key as usize;
+        let split = start + slot.consumer_len as usize;
+        let end = split + slot.service_len as usize;
+        self.keys.get(start..split) == Some(consumer.as_bytes())
+            && self.keys.get(split..end) == Some(service.as_bytes())
+    }
+
+    /// One hash of both strings. Each is hashed with its length, so
+    /// ("ab", "c") and ("a", "bc") differ.
+    fn hash(&self, consumer: &str, service: &str) -> u64 {
+        let h = hash_bytes(self.seed, consumer.as_bytes());
+        let h = hash_bytes(h, service.as_bytes());
+        folded_multiply(h, MULTIPLIER_2) & self.hash_mask
+    }
+}
+
+impl Rule {
+    fn new(index: usize, grant: &Grant, interner: &mut Interner) -> Result<Rule, TooLarge> {
+        let mut flags = match grant.status {
+            GrantStatus::Suspended => SUSPENDED,
+            GrantStatus::Active | GrantStatus::Revoked => 0,
+        };
+        if grant.valid_until.is_none() {
+            flags |= OPEN_ENDED;
+        }
+        let mut names = [0; INLINE_NAMES];
+        let (mut bases, mut purposes) = (0, 0);
+        let count = grant.legal_bases.len() + grant.purposes.len();
+        if count > INLINE_NAMES {
+            flags |= SPILLED;
+        } else {
+            let all = grant
+                .legal_bases
+                .iter()
+                .map(|basis| basis.id.as_str())
+                .chain(grant.purposes.iter().map(|purpose| purpose.code.as_str()));
+            for (slot, name) in names.iter_mut().zip(all) {
+                *slot = interner.id(name)?;
+            }
+            // Both fit in a u8: their sum is at most INLINE_NAMES.
+            bases = u8::try_from(grant.legal_bases.len()).map_err(|_| TooLarge)?;
+            purposes = u8::try_from(grant.purposes.len()).map_err(|_| TooLarge)?;
+        }
+        Ok(Rule {
+            valid_from: grant.valid_from,
+            valid_until: grant.valid_until.unwrap_or(i64::MAX),
+            grant: offset(index)?,
+            flags,
+            bases,
+            purposes,
+            names,
+        })
+    }
+
+    /// Index of the grant this rule stands for.
+    pub(super) fn grant(&self) -> usize {
+        self.grant as usize
+    }
+
+    /// Whether the grant is active (not suspended).
+    pub(super) fn is_active(&self) -> bool {
+        self.flags & SUSPENDED == 0
+    }
+
+    /// [`Grant::in_date`] of the grant.
+    pub(super) fn in_date(&self, now_unix: i64) -> bool {
+        self.valid_from <= now_unix && (self.flags & OPEN_ENDED != 0 || now_unix < self.valid_until)
+    }
+
+    /// The grant's `valid_from`.
+    pub(super) fn valid_from(&self) -> i64 {
+        self.valid_from
+    }
+}
+
+/// Gives each distinct basis id or purpose code a small number, once.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32, BuildHasherDefault<FoldHasher>>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn id(&mut self, name: &str) -> Result<u32, TooLarge> {
+        if let Some(&id) = self.ids.get(name) {
+            return Ok(id);
+        }
+        let id = offset(self.names.len())?;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        Ok(id)
+    }
+}
+
+/// A (consumer, service) pair while the table is built, with its table
+/// hash, which the grouping map reuses rather than hashing the strings again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PairKey<'a> {
+    hash: u64,
+    consumer: &'a str,
+    service: &'a str,
+}
+
+impl Hash for PairKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The table's hash as a [`Hasher`], for the maps used while building: they
+/// hash only strings from the policy files and a [`PairKey`]'s hash, so
+/// SipHash's resistance to chosen keys would buy nothing but time.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_bytes(self.0, bytes);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = folded_multiply(self.0 ^ n, MULTIPLIER_1);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn offset(n: usize) -> Result<u32, TooLarge> {
+    u32::try_from(n).map_err(|_| TooLarge)
+}
+
+// Constants of foldhash (the fractional digits of pi), a fast keyed hash
+// built on the 64×64→128-bit folded multiply.
+const MULTIPLIER_1: u64 = 0x243f_6a88_85a3_08d3;
+const MULTIPLIER_2: u64 = 0x1319_8a2e_0370_7344;
+
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+/// Hashes `bytes` into `h`, eight at a time, the last chunk zero-padded and
+/// combined with the length.
+fn hash_bytes(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        h = folded_multiply(h ^ u64::from_le_bytes(word), MULTIPLIER_1);
+    }
+    let rest = chunks.remainder();
+    let mut word = [0; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    folded_multiply(
+        h ^ u64::from_le_bytes(word),
+        MULTIPLIER_2 ^ bytes.len() as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The table against a direct reading of the grants: every rule's data
+    //! and every pair's grants agree, with real hashes and with every hash
+    //! equal (one long probe chain, so only the exact key comparison
+    //! separates pairs).
+
+    use super::*;
+    use crate::catalog::Text;
+    use crate::policy::GrantOrigin;
+    use crate::policy::{LegalBasis, Purpose, RateLimit, RatePeriod};
+    use std::collections::BTreeMap;
+
+    fn grant(id: usize, consumer: &str, services: &[&str], bases: usize, purposes: usize) -> Grant {
+        let status = match id % 5 {
+            0 => GrantStatus::Suspended,
+            1 => GrantStatus::Revoked,
+            _ => GrantStatus::Active,
+        };
+        Grant {
+            id: format!("g-{id:03}"),
+            consumer: consumer.into(),
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+            purposes: (0..purposes)
+                .map(|k| Purpose {
+                    code: format!("p-{}", (id + k) % 7),
+                    text: Text {
+                        ro: String::new(),
+                        ru: String::new(),
+                        en: String::new(),
+                    },
+                })
+                .collect(),
+            legal_bases: (0..bases)
+                .map(|k| LegalBasis {
+                    id: format!("b-{}", (id + k) % 4),
+                    act: String::new(),
+                    article: String::new(),
+                    text: String::new(),
+                    link: None,
+                })
+                .collect(),
+            fields: BTreeMap::new(),
+            valid_from: (id % 3) as i64 * 100,
+            valid_until: (!id.is_multiple_of(4)).then_some(250 + (id % 2) as i64 * 100),
+            rate_limit: RateLimit {
+                requests: 1,
+                per: RatePeriod::Second,
+                burst: 1,
+            },
+            quota: None,
+            status,
+            origin: GrantOrigin::File,
+            controller_register_no: None,
+            note: None,
+            representation: None,
+        }
+    }
+
+    /// Consumers and services whose joined bytes coincide ("a" + "bc/x" and
+    /// "ab" + "c/x"), and a long one.
+    fn consumers() -> Vec<String> {
+        let mut names: Vec<String> = ["a", "ab", "b", "abc", ""].map(String::from).into();
+        names.push("m".repeat(300));
+        names
+    }
+
+    fn services() -> Vec<String> {
+        let mut names: Vec<String> = ["c/x", "bc/x", "x/y", "c", "x"].map(String::from).into();
+        names.push(format!("s/{}", "q".repeat(30)));
+        names
+    }
+
+    fn grants() -> Vec<Grant> {
+        let (consumers, services) = (consumers(), services());
+        (0..90)
+            .map(|id| {
+                let consumer = &consumers[id % consumers.len()];
+                let first = services[id % services.len()].as_str();
+                let second = services[(id / 2) % services.len()].as_str();
+                // Some grants have more names than a rule holds inline.
+                let (bases, purposes) = if id % 11 == 0 {
+                    (6, 6)
+                } else {
+                    (1 + id % 3, 1 + id % 2)
+                };
+                grant(id, consumer, &[first, second], bases, purposes)
+            })
+            .collect()
+    }
+
+    fn check(table: &DecisionTable, grants: &[Grant]) {
+        let names: Vec<String> = (0..8)
+            .flat_map(|k| [format!("b-{k}"), format!("p-{k}")])
+            .collect();
+        let mut consumers = consumers();
+        consumers.push("zz".into());
+        let mut services = services();
+        services.push("y".into());
+        for consumer in &consumers {
+            for service in &services {
+                let (consumer, service) = (consumer.as_str(), service.as_str());
+                let expected: Vec<usize> = grants
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| {
+                        g.status != GrantStatus::Revoked
+                            && g.consumer == consumer
+                            && g.covers(service)
+                    })
+                    .flat_map(|(i, g)| {
+                        std::iter::repeat_n(i, g.services.iter().filter(|s| *s == service).count())
+                    })
+                    .collect();
+                let rules = table.rules(consumer, service);
+                let got: Vec<usize> = rules.iter().map(Rule::grant).collect();
+                assert_eq!(got, expected, "{consumer:?} {service:?}");
+                for rule in rules {
+                    let g = &grants[rule.grant()];
+                    assert_eq!(rule.is_active(), g.status == GrantStatus::Active);
+                    assert_eq!(rule.valid_from(), g.valid_from);
+                    for now in [-1, 0, 99, 100, 200, 249, 250, 349, 350, i64::MAX] {
+                        assert_eq!(rule.in_date(now), g.in_date(now), "{} at {now}", g.id);
+                    }
+                    for name in &names {
+                        assert_eq!(table.has_basis(rule, name, grants), g.has_basis(name));
+                        assert_eq!(table.has_purpose(rule, name, grants), g.has_purpose(name));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rules_mirror_the_grants() {
+        let grants = grants();
+        let Ok(table) = DecisionTable::build(&grants) else {
+            panic!("table builds")
+        };
+        check(&table, &grants);
+    }
+
+    #[test]
+    fn equal_hashes_are_told_apart_by_the_key() {
+        let grants = grants();
+        let Ok(table) = DecisionTable::build_with_mask(&grants, 0) else {
+            panic!("table builds")
+        };
+        assert!(
+            table
+                .slots
+                .iter()
+                .filter(|s| s.rule_count != 0)
+                .all(|s| s.hash == 0)
+        );
+        check(&table, &grants);
+    }
+
+    #[test]
+    fn an_empty_table_finds_nothing() {
+        let Ok(table) = DecisionTable::build(&[]) else {
+            panic!("table builds")
+        };
+        assert!(table.rules("a", "b/c").is_empty());
+    }
+}
