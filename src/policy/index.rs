@@ -30,7 +30,9 @@
 //! - Lookups allocate nothing and take no lock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+
+use foldhash::fast::FixedState;
 
 use super::{Grant, GrantStatus};
 
@@ -137,8 +139,7 @@ impl DecisionTable {
 
         // Pairs in order of first appearance; each (grant, service) named
         // with its pair's number. Revoked grants are left out.
-        let mut pair_of: HashMap<PairKey<'_>, u32, BuildHasherDefault<FoldHasher>> =
-            HashMap::default();
+        let mut pair_of: HashMap<PairKey<'_>, u32, FixedState> = HashMap::default();
         let mut pairs: Vec<PairKey<'_>> = Vec::new();
         let mut members: Vec<(u32, u32)> = Vec::new();
         for (i, grant) in grants.iter().enumerate() {
@@ -265,12 +266,10 @@ impl DecisionTable {
             && self.keys.get(split..end) == Some(service.as_bytes())
     }
 
-    /// One hash of both strings. Each is hashed with its length, so
-    /// ("ab", "c") and ("a", "bc") differ.
+    /// One hash of both strings (foldhash, keyed by the table's seed). `str`
+    /// hashes with a terminator, so ("ab", "c") and ("a", "bc") differ.
     fn hash(&self, consumer: &str, service: &str) -> u64 {
-        let h = hash_bytes(self.seed, consumer.as_bytes());
-        let h = hash_bytes(h, service.as_bytes());
-        folded_multiply(h, MULTIPLIER_2) & self.hash_mask
+        FixedState::with_seed(self.seed).hash_one((consumer, service)) & self.hash_mask
     }
 }
 
@@ -336,7 +335,7 @@ impl Rule {
 /// Gives each distinct basis id or purpose code a small number, once.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<Box<str>, u32, BuildHasherDefault<FoldHasher>>,
+    ids: HashMap<Box<str>, u32, FixedState>,
     names: Vec<Box<str>>,
 }
 
@@ -367,56 +366,8 @@ impl Hash for PairKey<'_> {
     }
 }
 
-/// The table's hash as a [`Hasher`], for the maps used while building: they
-/// hash only strings from the policy files and a [`PairKey`]'s hash, so
-/// SipHash's resistance to chosen keys would buy nothing but time.
-#[derive(Default)]
-struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = hash_bytes(self.0, bytes);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = folded_multiply(self.0 ^ n, MULTIPLIER_1);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 fn offset(n: usize) -> Result<u32, TooLarge> {
     u32::try_from(n).map_err(|_| TooLarge)
-}
-
-// Constants of foldhash (the fractional digits of pi), a fast keyed hash
-// built on the 64×64→128-bit folded multiply.
-const MULTIPLIER_1: u64 = 0x243f_6a88_85a3_08d3;
-const MULTIPLIER_2: u64 = 0x1319_8a2e_0370_7344;
-
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ ((full >> 64) as u64)
-}
-
-/// Hashes `bytes` into `h`, eight at a time, the last chunk zero-padded and
-/// combined with the length.
-fn hash_bytes(mut h: u64, bytes: &[u8]) -> u64 {
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        h = folded_multiply(h ^ u64::from_le_bytes(word), MULTIPLIER_1);
-    }
-    let rest = chunks.remainder();
-    let mut word = [0; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    folded_multiply(
-        h ^ u64::from_le_bytes(word),
-        MULTIPLIER_2 ^ bytes.len() as u64,
-    )
 }
 
 #[cfg(test)]
