@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mconnect::audit::merkle::{MerkleTree, leaf_hash};
-use mconnect::audit::{AuditConfig, AuditLog, AuditRecord, Decision, TreeHeadSigner};
+use mconnect::audit::{AuditConfig, AuditLog, TreeHeadSigner};
+
+#[path = "fixtures/records.rs"]
+mod records;
 
 struct NullSigner;
 
@@ -37,47 +40,6 @@ fn bench_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
     std::fs::create_dir_all(&base).unwrap();
     base
-}
-
-/// A record of the size an exchange leaves (1,040 bytes as a canonical leaf).
-fn record(i: u64) -> AuditRecord {
-    AuditRecord {
-        exchange_id: format!("0190f0e0-0000-7000-8000-{i:012}"),
-        request_id: Some(format!("5f0c6a1e-8d3b-4c1a-9f7e-{i:012}")),
-        event: "exchange".to_string(),
-        received_at: "2025-03-01T09:30:00.123456Z".to_string(),
-        forwarded_at: Some("2025-03-01T09:30:00.124456Z".to_string()),
-        answered_at: "2025-03-01T09:30:00.223456Z".to_string(),
-        consumer: Some("apl-cahul".to_string()),
-        consumer_idno: Some("1003603000063".to_string()),
-        calling_user: Some("2000000000015".to_string()),
-        provider: Some("asp-rsp".to_string()),
-        service: Some("asp-rsp/person-by-idnp".to_string()),
-        service_version: Some("1.0.0".to_string()),
-        purpose: Some("social-aid-eligibility".to_string()),
-        legal_basis: Some("md-law-133-2008-art-8".to_string()),
-        grant_id: Some("apl-cahul-social-aid".to_string()),
-        subject: Some(format!("{:013}", 2_000_000_000_000u64 + i % 10_000)),
-        represented_party: None,
-        decision: Decision::Accepted,
-        problem_code: None,
-        http_status: 200,
-        request_bytes: 0,
-        request_sha256: Some(
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
-        ),
-        response_bytes: 412,
-        response_sha256: Some(
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
-        ),
-        keyids_checked: vec![
-            "3b6f0c1e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c".into(),
-        ],
-        keyids_made: vec![
-            "8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c3b6f0c1e9d".into(),
-        ],
-        duration_us: 1834,
-    }
 }
 
 fn durable_appends(c: &mut Criterion) {
@@ -110,7 +72,9 @@ fn durable_appends(c: &mut Criterion) {
                             let log = log.clone();
                             tasks.push(tokio::spawn(async move {
                                 for i in 0..per_task {
-                                    log.append(record(t * per_task + i)).await.unwrap();
+                                    log.append(records::exchange_record(t * per_task + i))
+                                        .await
+                                        .unwrap();
                                 }
                             }));
                         }

@@ -49,12 +49,17 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mconnect::audit::{
-    AuditConfig, AuditLog, AuditQuery, AuditRecord, Decision, TreeHeadSigner, format_timestamp,
+    AuditConfig, AuditLog, AuditQuery, AuditRecord, TreeHeadSigner, format_timestamp,
 };
 use mconnect::catalog::{Catalog, Service};
 use mconnect::policy::{DecisionRequest, PolicyIndex, RateLimiter};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+
+#[path = "fixtures/grants.rs"]
+mod grants;
+#[path = "fixtures/records.rs"]
+mod records;
 
 /// Calls per timed batch in the policy measurements.
 const BATCH: usize = 16;
@@ -366,29 +371,13 @@ fn grant(n: usize, services: &[ServiceRef], fields: &HashMap<String, Value>) -> 
         .zip(&keys)
         .map(|(s, key)| (key.clone(), fields[&s.template_key].clone()))
         .collect();
-    json!({
-        "id": format!("growth-{n:06}"),
-        "consumer": format!("consumer-{consumer:06}"),
-        "services": keys,
-        "purposes": [{"code": format!("purpose-{k}"), "text": {
-            "ro": "Evaluarea eligibilității pentru ajutor social",
-            "ru": "Оценка права на социальную помощь",
-            "en": "Assessing eligibility for social aid"
-        }}],
-        "legal_bases": [
-            {"id": "md-law-133-2008-art-8", "act": "Legea nr. 133/2008 cu privire la ajutorul social",
-             "article": "art. 8", "text": "Structura teritorială de asistență socială evaluează venitul."},
-            {"id": "md-law-142-2018-art-6-3-1", "act": "Legea nr. 142/2018 cu privire la schimbul de date și interoperabilitate",
-             "article": "art. 6 alin. (3¹)", "text": "Fără a solicita documente.",
-             "link": "http://lex.justice.md/index.php?action=view&view=doc&lang=1&id=376762"}
-        ],
-        "fields": field_lists,
-        "valid_from": "2025-01-01",
-        "valid_until": "2028-12-31",
-        "rate_limit": {"requests": 10, "per": "second", "burst": 20},
-        "quota": {"per_day": 5000},
-        "status": "active"
-    })
+    grants::grant_document(
+        format!("growth-{n:06}"),
+        format!("consumer-{consumer:06}"),
+        &keys,
+        field_lists,
+        k,
+    )
 }
 
 fn policy_documents(
@@ -582,16 +571,14 @@ fn received_micros(i: u64) -> u64 {
     T0_MICROS + i * STEP_MICROS
 }
 
-/// Record `i` of the generated log: about 1 KB, like an exchange's.
+/// Record `i` of the generated log: about 1 KB, like an exchange's, spread
+/// over consumers, services, subjects and time.
 fn record(i: u64) -> AuditRecord {
     let received = received_micros(i);
     let service = service_of(i);
     let provider = service.split_once('/').unwrap().0;
     let consumer = consumer_of(i);
     AuditRecord {
-        exchange_id: format!("0190f0e0-0000-7000-8000-{i:012}"),
-        request_id: Some(format!("5f0c6a1e-8d3b-4c1a-9f7e-{i:012}")),
-        event: "exchange".to_string(),
         received_at: format_timestamp(micros_time(received)),
         forwarded_at: Some(format_timestamp(micros_time(received + 1_000))),
         answered_at: format_timestamp(micros_time(received + 100_000)),
@@ -599,31 +586,10 @@ fn record(i: u64) -> AuditRecord {
         calling_user: Some(format!("{:013}", 2_000_000_000_000u64 + mix(i) % 5_000)),
         provider: Some(provider.to_string()),
         service: Some(service.to_string()),
-        service_version: Some("1.0.0".to_string()),
-        purpose: Some("social-aid-eligibility".to_string()),
-        legal_basis: Some("md-law-133-2008-art-8".to_string()),
         grant_id: Some(format!("{consumer}-social-aid")),
         consumer: Some(consumer),
         subject: Some(subject_of(i)),
-        represented_party: None,
-        decision: Decision::Accepted,
-        problem_code: None,
-        http_status: 200,
-        request_bytes: 0,
-        request_sha256: Some(
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
-        ),
-        response_bytes: 412,
-        response_sha256: Some(
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
-        ),
-        keyids_checked: vec![
-            "3b6f0c1e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c".into(),
-        ],
-        keyids_made: vec![
-            "8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c3b6f0c1e9d".into(),
-        ],
-        duration_us: 1834,
+        ..records::exchange_record(i)
     }
 }
 

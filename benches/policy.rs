@@ -17,6 +17,9 @@ use mconnect::catalog::Catalog;
 use mconnect::policy::{DecisionRequest, PolicyIndex, minimise};
 use serde_json::{Value, json};
 
+#[path = "fixtures/grants.rs"]
+mod fixtures;
+
 /// Grants per generated policy file (operators split grants by consumer, so
 /// files hold a few hundred to a few thousand grants).
 const GRANTS_PER_FILE: usize = 1_000;
@@ -71,29 +74,14 @@ fn grant(n: usize) -> Value {
         .iter()
         .map(|s| ((*s).to_owned(), fields(s)))
         .collect();
-    json!({
-        "id": format!("bench-{n:06}"),
-        "consumer": format!("consumer-{consumer:05}"),
-        "services": services,
-        "purposes": [{"code": format!("purpose-{k}"), "text": {
-            "ro": "Evaluarea eligibilității pentru ajutor social",
-            "ru": "Оценка права на социальную помощь",
-            "en": "Assessing eligibility for social aid"
-        }}],
-        "legal_bases": [
-            {"id": "md-law-133-2008-art-8", "act": "Legea nr. 133/2008 cu privire la ajutorul social",
-             "article": "art. 8", "text": "Structura teritorială de asistență socială evaluează venitul."},
-            {"id": "md-law-142-2018-art-6-3-1", "act": "Legea nr. 142/2018 cu privire la schimbul de date și interoperabilitate",
-             "article": "art. 6 alin. (3¹)", "text": "Fără a solicita documente.",
-             "link": "http://lex.justice.md/index.php?action=view&view=doc&lang=1&id=376762"}
-        ],
-        "fields": field_lists,
-        "valid_from": "2025-01-01",
-        "valid_until": "2028-12-31",
-        "rate_limit": {"requests": 10, "per": "second", "burst": 20},
-        "quota": {"per_day": 5000},
-        "status": "active"
-    })
+    let services: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
+    fixtures::grant_document(
+        format!("bench-{n:06}"),
+        format!("consumer-{consumer:05}"),
+        &services,
+        field_lists,
+        k,
+    )
 }
 
 /// `count` grants as policy documents of [`GRANTS_PER_FILE`] grants each.
