@@ -196,18 +196,7 @@ fn participant(
     dir: &std::path::Path,
     id: &str,
 ) -> Result<Credentials, Box<dyn std::error::Error>> {
-    let p = manifest
-        .participants
-        .iter()
-        .find(|p| p.id == id)
-        .ok_or("participant missing from sandbox.json")?;
-    Ok(Credentials::load(
-        id,
-        &dir.join(&p.cert),
-        &dir.join(&p.key),
-        &dir.join(&manifest.ca),
-        mconnect::crypto::Algorithm::from_name(&p.alg),
-    )?)
+    Ok(manifest.credentials(dir, id)?)
 }
 
 fn client(

@@ -20,11 +20,11 @@
 //! Built only on the participant SDK (`mconnect::sdk`); `sandbox.json` is
 //! read as plain JSON.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use mconnect::sdk::{Algorithm, Call, CallOutcome, Consumer, Credentials, TrustedKeys};
+use mconnect::sdk::{Call, CallOutcome, SandboxManifest};
 use serde_json::{Value, json};
 
 const CITIZEN: &str = "2000000000015";
@@ -50,12 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}; use --sandbox DIR").into()),
         }
     }
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("sandbox.json"))
-            .map_err(|e| format!("{}: {e} (start `mconnect sandbox` first)", dir.display()))?,
-    )?;
-    let portal = consumer(&dir, &manifest, "mcabinet")?;
-    let mayoralty = consumer(&dir, &manifest, "apl-cahul")?;
+    let manifest = SandboxManifest::read(&dir)?;
+    let portal = manifest.consumer(&dir, "mcabinet")?;
+    let mayoralty = manifest.consumer(&dir, "apl-cahul")?;
 
     println!(
         "1. The citizen {CITIZEN} authorises {REPRESENTATIVE} ({TYPE}) in MCabinet, through MPower on the bus"
@@ -136,33 +133,6 @@ fn represented(user: &str) -> Call {
         represented_party: Some(CITIZEN.into()),
         request_id: None,
     }
-}
-
-fn consumer(
-    dir: &Path,
-    manifest: &Value,
-    id: &str,
-) -> Result<Consumer, Box<dyn std::error::Error>> {
-    let p = manifest["participants"]
-        .as_array()
-        .and_then(|list| list.iter().find(|p| p["id"] == id))
-        .ok_or_else(|| format!("no participant {id} in sandbox.json"))?;
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    let credentials = Credentials::load(
-        id,
-        &dir.join(text(&p["cert"])),
-        &dir.join(text(&p["key"])),
-        &dir.join(text(&manifest["ca"])),
-        Algorithm::from_name(&text(&p["alg"])),
-    )?;
-    let broker = TrustedKeys::from_pem(&std::fs::read_to_string(
-        dir.join(text(&manifest["broker"]["cert"])),
-    )?)?;
-    Ok(Consumer::new(
-        credentials,
-        &text(&manifest["broker"]["data_url"]),
-        broker,
-    )?)
 }
 
 fn expect(out: &CallOutcome, status: StatusCode) -> Result<(), String> {

@@ -175,20 +175,27 @@ impl SandboxManifest {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// A consumer client for a sandbox participant.
-    pub fn consumer(&self, dir: &Path, participant: &str) -> Result<crate::sdk::Consumer> {
+    /// The key, certificate and CA of a sandbox participant (`dir` holds
+    /// sandbox.json), signing with the participant's algorithm.
+    pub fn credentials(&self, dir: &Path, participant: &str) -> Result<crate::sdk::Credentials> {
         let p = self
             .participants
             .iter()
             .find(|p| p.id == participant)
             .with_context(|| format!("no participant `{participant}` in sandbox.json"))?;
-        let credentials = crate::sdk::Credentials::load(
+        crate::sdk::Credentials::load(
             &p.id,
             &dir.join(&p.cert),
             &dir.join(&p.key),
             &dir.join(&self.ca),
             crate::crypto::Algorithm::from_name(&p.alg),
-        )?;
+        )
+        .with_context(|| format!("loading the key and certificate of `{participant}`"))
+    }
+
+    /// A consumer client for a sandbox participant.
+    pub fn consumer(&self, dir: &Path, participant: &str) -> Result<crate::sdk::Consumer> {
+        let credentials = self.credentials(dir, participant)?;
         let broker_pem = std::fs::read_to_string(dir.join(&self.broker.cert))?;
         Ok(crate::sdk::Consumer::new(
             credentials,

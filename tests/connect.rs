@@ -29,16 +29,7 @@ fn bytes(value: &Value) -> Bytes {
 /// The admin client of a sandbox participant, with its key for signing.
 fn admin(bus: &Bus, id: &str) -> AdminClient {
     let manifest = &bus.sandbox.manifest;
-    let dir = bus.dir.path();
-    let p = manifest.participants.iter().find(|p| p.id == id).unwrap();
-    let credentials = mconnect::sdk::Credentials::load(
-        id,
-        &dir.join(&p.cert),
-        &dir.join(&p.key),
-        &dir.join(&manifest.ca),
-        mconnect::crypto::Algorithm::from_name(&p.alg),
-    )
-    .unwrap();
+    let credentials = manifest.credentials(bus.dir.path(), id).unwrap();
     AdminClient::new(credentials, &manifest.broker.admin_url).unwrap()
 }
 

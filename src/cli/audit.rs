@@ -31,7 +31,6 @@ use crate::audit::{
 };
 use crate::connect::client::AdminClient;
 use crate::sandbox::SandboxManifest;
-use crate::sdk::Credentials;
 
 /// `mconnect audit ...`.
 #[derive(Subcommand)]
@@ -201,21 +200,9 @@ impl Auditor {
     fn from_sandbox(dir: &Path) -> Result<Auditor> {
         let manifest = SandboxManifest::read(dir)?;
         let id = &manifest.auditor.id;
-        let participant = manifest
-            .participants
-            .iter()
-            .find(|p| &p.id == id)
-            .with_context(|| {
-                format!("sandbox.json names auditor `{id}` but lists no such participant")
-            })?;
-        let credentials = Credentials::load(
-            id,
-            &dir.join(&participant.cert),
-            &dir.join(&participant.key),
-            &dir.join(&manifest.ca),
-            None,
-        )
-        .with_context(|| format!("loading the key and certificate of `{id}`"))?;
+        let credentials = manifest
+            .credentials(dir, id)
+            .with_context(|| format!("the auditor `{id}` named in sandbox.json"))?;
         let broker_pem = std::fs::read_to_string(dir.join(&manifest.broker.cert))
             .context("reading the broker certificate named in sandbox.json")?;
         let verifier = certificate_verifier(&broker_pem)?;

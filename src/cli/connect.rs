@@ -204,18 +204,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<ExitCode> {
 
 fn client(sandbox: &std::path::Path, participant: &str) -> Result<AdminClient> {
     let manifest = crate::sandbox::SandboxManifest::read(sandbox)?;
-    let p = manifest
-        .participants
-        .iter()
-        .find(|p| p.id == participant)
-        .with_context(|| format!("no participant `{participant}` in sandbox.json"))?;
-    let credentials = crate::sdk::Credentials::load(
-        &p.id,
-        &sandbox.join(&p.cert),
-        &sandbox.join(&p.key),
-        &sandbox.join(&manifest.ca),
-        crate::crypto::Algorithm::from_name(&p.alg),
-    )?;
+    let credentials = manifest.credentials(sandbox, participant)?;
     Ok(AdminClient::new(credentials, &manifest.broker.admin_url)?)
 }
 
