@@ -122,6 +122,9 @@ pub struct Limits {
     pub created_skew: Duration,
     /// How many request ids the replay cache may hold before it narrows its window.
     pub replay_capacity: usize,
+    /// Most JSON values one request body or provider answer may hold (a
+    /// small body of empty arrays would otherwise become a large tree).
+    pub max_json_values: usize,
 }
 
 /// Timeouts towards providers.
@@ -141,6 +144,7 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             created_skew: Duration::from_secs(300),
             replay_capacity: 4_000_000,
+            max_json_values: 200_000,
         }
     }
 }
@@ -217,6 +221,7 @@ struct RawLimits {
     max_header_bytes: Option<usize>,
     created_skew_secs: Option<u64>,
     replay_capacity: Option<usize>,
+    max_json_values: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +282,11 @@ impl Config {
                 "limits.replay_capacity",
                 raw.limits.replay_capacity,
                 defaults.replay_capacity,
+            )?,
+            max_json_values: positive(
+                "limits.max_json_values",
+                raw.limits.max_json_values,
+                defaults.max_json_values,
             )?,
         };
         if limits.max_header_bytes < 8192 {

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
 use crate::app::RunningBroker;
+use crate::catalog::Service;
+use crate::catalog::params::{self, ParamFormat};
 use crate::config::Config;
 use crate::pki::{DevCa, KeyType};
 use crate::registry::{
@@ -468,12 +470,54 @@ async fn spawn_listening(
     Ok((child, url))
 }
 
-/// A sample value for a query parameter of the given format.
-fn sample(format: Option<&str>) -> &'static str {
+/// A value for a query parameter the catalog gives no example for.
+fn sample(format: ParamFormat) -> &'static str {
     match format {
-        Some("idno") => "1003603000063",
-        _ => "2000000000015",
+        ParamFormat::Idno => "1003603000063",
+        ParamFormat::Idnp | ParamFormat::IdnpOrIdno => "2000000000015",
+        ParamFormat::Uuid => "0190a8c2-6d1e-7b4a-9c55-3f1e2d3c4b5a",
+        ParamFormat::Date => "2025-01-01",
+        ParamFormat::DateOrTime => "2025-01-01T00:00:00Z",
+        ParamFormat::Integer => "10",
+        ParamFormat::Code | ParamFormat::Text => "sample",
     }
+}
+
+/// The query, body and subject of a call that the service accepts: every
+/// required parameter (and every one with an example) filled with its
+/// catalogued example or a value of its format, the request schema's first
+/// example as body, and as subject the person the call then asks about.
+fn sample_call(service: &Service) -> (String, Option<serde_json::Value>, Option<String>) {
+    let mut pairs = Vec::new();
+    for q in &service.query {
+        if let Some(value) = q.example.as_deref() {
+            pairs.push(format!("{}={value}", q.name));
+        } else if q.required {
+            pairs.push(format!("{}={}", q.name, sample(q.format)));
+        }
+    }
+    let query = pairs.join("&");
+    let body = service
+        .request_schema
+        .as_ref()
+        .and_then(|s| s.get("examples"))
+        .and_then(|e| e.get(0))
+        .cloned();
+    // The subject comes from the same code the broker binds it with, so the
+    // header always names the person the call asks about.
+    let subject = params::parse_query(Some(&query), &service.query)
+        .ok()
+        .and_then(|values| service.subjects_of(&values, body.as_ref()).ok())
+        .and_then(|found| match found.bound {
+            Some(bound) => bound.into_iter().next(),
+            None => found.ids.into_iter().next(),
+        });
+    let query = if query.is_empty() {
+        query
+    } else {
+        format!("?{query}")
+    };
+    (query, body, subject)
 }
 
 fn manifest(
@@ -506,20 +550,7 @@ fn manifest(
             if !service.is_callable() || admin_only {
                 continue;
             }
-            let (query, subject) = match service.query.first() {
-                Some(q) => {
-                    let value = sample(q.format.as_deref());
-                    (format!("?{}={value}", q.name), Some(value.to_string()))
-                }
-                None => (String::new(), None),
-            };
-            // A POST service's sample body is the first `examples` entry of its request schema.
-            let body = service
-                .request_schema
-                .as_ref()
-                .and_then(|s| s.get("examples"))
-                .and_then(|e| e.get(0))
-                .cloned();
+            let (query, body, subject) = sample_call(service);
             tries.push(ManifestTry {
                 client: grant.consumer.clone(),
                 service: key.clone(),
@@ -536,11 +567,7 @@ fn manifest(
                     .first()
                     .map(|p| p.code.clone())
                     .unwrap_or_default(),
-                subject: if service.subject_required {
-                    subject
-                } else {
-                    None
-                },
+                subject,
             });
         }
     }

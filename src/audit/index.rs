@@ -108,7 +108,9 @@ pub(crate) struct IndexKeys {
     /// `received_at` in microseconds since the Unix epoch.
     pub time: u64,
     pub event: String,
-    pub subject: Option<String>,
+    /// Every person the record is about, each once (the first is kept in
+    /// `entries`; each has its own `by_subject` row).
+    pub subjects: Vec<String>,
     pub consumer: Option<String>,
     pub provider: Option<String>,
     /// `provider/code`, whichever form the record carries the service in.
@@ -129,7 +131,15 @@ impl IndexKeys {
         IndexKeys {
             time,
             event: record.event,
-            subject: nonempty(record.subject),
+            subjects: {
+                let mut subjects: Vec<String> = nonempty(record.subject).into_iter().collect();
+                for s in record.subjects {
+                    if !s.is_empty() && !subjects.contains(&s) {
+                        subjects.push(s);
+                    }
+                }
+                subjects
+            },
             consumer: nonempty(record.consumer),
             provider,
             service,
@@ -229,7 +239,7 @@ impl Index {
             let mut by_time = txn.open_table(BY_TIME).map_err(ix)?;
             for (seq, k) in (first..).zip(keys) {
                 let time = k.time;
-                let subject = k.subject.as_deref().unwrap_or("");
+                let subject = k.subjects.first().map_or("", String::as_str);
                 let consumer = k.consumer.as_deref().unwrap_or("");
                 let provider = k.provider.as_deref().unwrap_or("");
                 let service = k.service.as_deref().unwrap_or("");
@@ -239,8 +249,12 @@ impl Index {
                         (time, k.event.as_str(), subject, consumer, provider, service),
                     )
                     .map_err(ix)?;
+                for person in &k.subjects {
+                    by_subject
+                        .insert((person.as_str(), time, seq), ())
+                        .map_err(ix)?;
+                }
                 let rows = [
-                    (&mut by_subject, subject),
                     (&mut by_consumer, consumer),
                     (&mut by_provider, provider),
                     (&mut by_service, service),
@@ -386,8 +400,11 @@ fn empty_page(indexed: u64) -> AuditPage {
 fn matches(query: &AuditQuery, entry: &EntryValue<'_>) -> bool {
     let (_, event, subject, consumer, provider, service) = *entry;
     let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+    // A subject filter always drives the scan through `by_subject`, which has
+    // a row for every person of a record; `entries` keeps only the first, so
+    // the subject is not compared again here.
+    let _ = subject;
     ok(&query.event, event)
-        && ok(&query.subject, subject)
         && ok(&query.consumer, consumer)
         && ok(&query.provider, provider)
         && ok(&query.service, service)

@@ -68,6 +68,12 @@ pub struct AuditRecord {
     pub grant_id: Option<String>,
     /// IDNP or IDNO the data is about (`MConnect-Subject`).
     pub subject: Option<String>,
+    /// Every IDNP/IDNO the call asked about: the header and each id in a
+    /// typed query parameter or catalogued body field (a 50-person lookup has
+    /// 50). Omitted from the canonical bytes when empty, so records written
+    /// before the field existed keep their exact bytes and leaf hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
     /// IDNP/IDNO on whose behalf the user acts (`MConnect-Represented-Party`).
     pub represented_party: Option<String>,
     /// Accepted or refused.
@@ -121,6 +127,7 @@ impl AuditRecord {
             legal_basis: None,
             grant_id: None,
             subject: None,
+            subjects: Vec::new(),
             represented_party: None,
             decision: Decision::Accepted,
             problem_code: None,
@@ -284,6 +291,7 @@ pub(crate) mod tests {
             legal_basis: None,
             grant_id: None,
             subject: None,
+            subjects: Vec::new(),
             represented_party: None,
             decision: Decision::Accepted,
             problem_code: None,

@@ -19,6 +19,7 @@
 
 mod dcat;
 mod files;
+pub mod params;
 pub(crate) mod paths;
 #[cfg(test)]
 mod tests;
@@ -79,7 +80,7 @@ pub struct Register {
 }
 
 /// A text in the three languages of the catalog.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Text {
     /// Romanian.
@@ -251,9 +252,12 @@ pub struct QueryParameter {
     pub name: String,
     /// Whether the provider needs it.
     pub required: bool,
-    /// Expected format: `idnp`, `idno`, `idnp-or-idno` or `text`.
+    /// The format its value must have; the broker checks it before forwarding.
     #[serde(default)]
-    pub format: Option<String>,
+    pub format: params::ParamFormat,
+    /// A value that works in the sandbox (what the `try` list sends).
+    #[serde(default)]
+    pub example: Option<String>,
     /// What the parameter means.
     pub meaning: Text,
 }
@@ -284,6 +288,11 @@ pub struct Service {
     pub query: Vec<QueryParameter>,
     /// Whether calls must carry `MConnect-Subject`.
     pub subject_required: bool,
+    /// Where a request holds the ids of the people it asks about; the
+    /// `MConnect-Subject` header must be one of them, and all are audit subjects.
+    pub subject_ids: Vec<params::SubjectLocation>,
+    /// The body locations of `subject_ids`, split once at load.
+    pub(crate) subject_pointers: Vec<Vec<params::Segment>>,
     /// Personal-data classification of the service as a whole.
     pub personal_data: PersonalData,
     /// How long the broker waits for the provider.
@@ -509,6 +518,51 @@ impl Service {
         self.request_validator.is_some()
     }
 
+    /// The people a call asks about (PROTOCOL.md section 4): every id in an
+    /// id-typed query parameter and at the service's body locations, each
+    /// once, in order of appearance; and the ids `MConnect-Subject` must be
+    /// among. `query` comes from [`params::parse_query`] for this service.
+    pub fn subjects_of(
+        &self,
+        query: &[params::QueryValue<'_>],
+        body: Option<&Value>,
+    ) -> Result<params::CallSubjects, params::IdProblem> {
+        let mut declared = Vec::new();
+        for location in &self.subject_ids {
+            if let params::SubjectLocation::Query(name) = location {
+                declared.extend(
+                    query
+                        .iter()
+                        .filter(|v| &v.parameter.name == name)
+                        .map(|v| v.value.clone()),
+                );
+            }
+        }
+        if let Some(body) = body {
+            for pointer in &self.subject_pointers {
+                params::ids_at(body, pointer, &mut String::new(), &mut declared)?;
+            }
+        }
+        let typed: Vec<String> = query
+            .iter()
+            .filter(|v| v.parameter.format.is_person_id())
+            .map(|v| v.value.clone())
+            .collect();
+        let bound = if !self.subject_ids.is_empty() {
+            Some(declared.clone())
+        } else if self.query.iter().any(|q| q.format.is_person_id()) {
+            Some(typed.clone())
+        } else {
+            None
+        };
+        let mut ids: Vec<String> = Vec::with_capacity(declared.len() + typed.len());
+        for id in typed.into_iter().chain(declared) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(params::CallSubjects { ids, bound })
+    }
     /// Validates a request body against the request schema (422
     /// `schema.request_invalid`). A service without a request schema takes no
     /// body; the exchange decides what to do with one, so this returns `Ok`.
@@ -613,6 +667,8 @@ struct RawService {
     #[serde(default)]
     query: Vec<QueryParameter>,
     subject_required: bool,
+    #[serde(default)]
+    subject_ids: Vec<params::SubjectLocation>,
     personal_data: PersonalData,
     timeout_ms: u64,
     body_limit: usize,
@@ -806,6 +862,45 @@ fn build_register(
                 "duplicate query parameter",
             ));
         }
+        let mut subject_pointers = Vec::new();
+        for (i, location) in s.subject_ids.iter().enumerate() {
+            let at_location = at(&format!("/subject_ids/{i}"));
+            match location {
+                params::SubjectLocation::Query(name) => {
+                    if !s.query.iter().any(|q| &q.name == name && q.format.is_person_id()) {
+                        problems.push(FileProblem::new(
+                            file,
+                            &at_location,
+                            format!("{name:?} is not a query parameter of format idnp, idno or idnp-or-idno"),
+                        ));
+                    }
+                }
+                params::SubjectLocation::Body(pointer) => match params::parse_pointer(pointer) {
+                    Some(segments) if s.request_schema.is_some() => subject_pointers.push(segments),
+                    Some(_) => problems.push(FileProblem::new(
+                        file,
+                        &at_location,
+                        "a body location needs a service that takes a body (request_schema)",
+                    )),
+                    None => problems.push(FileProblem::new(
+                        file,
+                        &at_location,
+                        format!("{pointer:?} is not a JSON pointer (RFC 6901, `*` for every array element)"),
+                    )),
+                },
+            }
+        }
+        for (q, parameter) in s.query.iter().enumerate() {
+            if let Some(example) = &parameter.example
+                && !parameter.format.accepts(example)
+            {
+                problems.push(FileProblem::new(
+                    file,
+                    &at(&format!("/query/{q}/example")),
+                    format!("example is not {}", parameter.format.describe()),
+                ));
+            }
+        }
         services.push(Service {
             key: format!("{}/{}", raw.provider, s.code),
             provider: raw.provider.clone(),
@@ -819,6 +914,8 @@ fn build_register(
             path: s.path,
             query: s.query,
             subject_required: s.subject_required,
+            subject_ids: s.subject_ids,
+            subject_pointers,
             personal_data: s.personal_data,
             timeout: Duration::from_millis(s.timeout_ms),
             body_limit: s.body_limit,

@@ -49,6 +49,8 @@ pub enum ErrorKind {
     GrantSuspended,
     /// 403 `policy.subject_required`.
     SubjectRequired,
+    /// 403 `policy.subject_mismatch`.
+    SubjectMismatch,
     /// 403 `representation.denied`.
     RepresentationDenied,
     /// 404 `catalog.unknown_service`.
@@ -95,6 +97,7 @@ impl ErrorKind {
             GrantExpired => "policy.grant_expired",
             GrantSuspended => "policy.grant_suspended",
             SubjectRequired => "policy.subject_required",
+            SubjectMismatch => "policy.subject_mismatch",
             RepresentationDenied => "representation.denied",
             UnknownService => "catalog.unknown_service",
             Replayed => "request.replayed",
@@ -119,7 +122,7 @@ impl ErrorKind {
             ClientUnknown | CertificateMismatch | SignatureMissing | SignatureInvalid
             | SignatureExpired | DigestMismatch => StatusCode::UNAUTHORIZED,
             PolicyDenied | PurposeNotAllowed | BasisNotAllowed | GrantExpired | GrantSuspended
-            | SubjectRequired | RepresentationDenied => StatusCode::FORBIDDEN,
+            | SubjectRequired | SubjectMismatch | RepresentationDenied => StatusCode::FORBIDDEN,
             UnknownService => StatusCode::NOT_FOUND,
             Replayed => StatusCode::CONFLICT,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -151,6 +154,7 @@ impl ErrorKind {
             GrantExpired => "Grant expired",
             GrantSuspended => "Grant suspended",
             SubjectRequired => "Subject required",
+            SubjectMismatch => "Subject is not the person the call asks about",
             RepresentationDenied => "Representation not confirmed",
             UnknownService => "Unknown service",
             Replayed => "Request id already used",

@@ -123,6 +123,9 @@ struct Trace {
     keyids_made: Vec<String>,
     /// The request body and retention when the service opts in to body storage.
     store_bodies: Option<(Bytes, Duration)>,
+    /// Every person the call asks about (header, id-typed query parameters,
+    /// the catalog's body locations), each once.
+    subjects: Vec<String>,
 }
 
 /// A successful exchange's answer before sealing.
@@ -331,6 +334,13 @@ impl Broker {
         // Replay: only now, so that unauthenticated requests cannot burn ids.
         self.check_replay(&call, &verified, now)?;
 
+        // Bind: the typed query, the body parsed once, and the people the
+        // call asks about; MConnect-Subject must be one of them.
+        let query = crate::catalog::params::parse_query(route.query, &service.query)
+            .map_err(|p| ExchangeError::new(ErrorKind::Malformed, p.0))?;
+        let body_value = self.body_value(&service, &body)?;
+        bind_subjects(trace, &call, &service, &query, body_value.as_ref())?;
+
         // Authorise: grant, purpose, basis, subject, rate; then representation.
         let grant = match rules.policy.decide(
             &DecisionRequest {
@@ -381,36 +391,11 @@ impl Broker {
             trace.keyids_checked.push(keyid);
         }
 
-        // Validate the request body against the service's schema. A service
-        // without a request schema takes no body; one with a schema needs one.
-        match (service.accepts_body(), body.is_empty()) {
-            (false, false) => {
-                return Err(ExchangeError::new(
-                    ErrorKind::RequestSchemaInvalid,
-                    format!("service {} takes no request body", service.key),
-                ));
-            }
-            (true, true) => {
-                return Err(ExchangeError::new(
-                    ErrorKind::RequestSchemaInvalid,
-                    format!(
-                        "service {} needs a JSON body matching its request schema (GET /v1/services on the admin API)",
-                        service.key
-                    ),
-                ));
-            }
-            (true, false) => {
-                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                    ExchangeError::new(
-                        ErrorKind::RequestSchemaInvalid,
-                        format!("body is not JSON: {e}"),
-                    )
-                })?;
-                service.validate_request(&value).map_err(|v| {
-                    ExchangeError::new(ErrorKind::RequestSchemaInvalid, v.to_string())
-                })?;
-            }
-            (false, true) => {}
+        // Validate the request body against the service's schema.
+        if let Some(value) = &body_value {
+            service
+                .validate_request(value)
+                .map_err(|v| ExchangeError::new(ErrorKind::RequestSchemaInvalid, v.to_string()))?;
         }
 
         // Route: the broker's own services (provider `mconnect`) are answered
@@ -454,7 +439,38 @@ impl Broker {
         // Check the answer: provider signature, then schema, then minimise.
         let provider_keyid = check_provider_answer(&answer, provider, &trace.exchange_id)?;
         trace.keyids_checked.push(provider_keyid);
-        deliver(answer, &service, grant)
+        deliver(answer, &service, grant, self.limits.max_json_values)
+    }
+
+    /// The request body as JSON, parsed strictly: a service without a request
+    /// schema takes no body, and one with a schema needs one.
+    fn body_value(
+        &self,
+        service: &Service,
+        body: &Bytes,
+    ) -> Result<Option<serde_json::Value>, ExchangeError> {
+        match (service.accepts_body(), body.is_empty()) {
+            (false, false) => Err(ExchangeError::new(
+                ErrorKind::RequestSchemaInvalid,
+                format!("service {} takes no request body", service.key),
+            )),
+            (true, true) => Err(ExchangeError::new(
+                ErrorKind::RequestSchemaInvalid,
+                format!(
+                    "service {} needs a JSON body matching its request schema (GET /v1/services on the admin API)",
+                    service.key
+                ),
+            )),
+            (true, false) => crate::json::parse(body, self.limits.max_json_values)
+                .map(Some)
+                .map_err(|e| {
+                    ExchangeError::new(
+                        ErrorKind::RequestSchemaInvalid,
+                        format!("body is not acceptable JSON: {e}"),
+                    )
+                }),
+            (false, true) => Ok(None),
+        }
     }
 
     fn check_replay(
@@ -618,6 +634,68 @@ impl Broker {
     }
 }
 
+/// Collects the people a call asks about into the trace and checks that
+/// `MConnect-Subject`, when given, is one of them (PROTOCOL.md section 2).
+fn bind_subjects(
+    trace: &mut Trace,
+    call: &CallHeaders,
+    service: &Service,
+    query: &[crate::catalog::params::QueryValue<'_>],
+    body: Option<&serde_json::Value>,
+) -> Result<(), ExchangeError> {
+    let found = service.subjects_of(query, body).map_err(|p| {
+        ExchangeError::new(
+            ErrorKind::Malformed,
+            format!(
+                "body field {} must be an IDNP or IDNO (13 digits with a valid control digit)",
+                p.pointer
+            ),
+        )
+    })?;
+    trace.subjects = call.subject.iter().cloned().collect();
+    for id in found.ids {
+        if !trace.subjects.contains(&id) {
+            trace.subjects.push(id);
+        }
+    }
+    if let (Some(header), Some(bound)) = (call.subject.as_deref(), found.bound.as_ref())
+        && !bound.iter().any(|id| id == header)
+    {
+        return Err(ExchangeError::new(
+            ErrorKind::SubjectMismatch,
+            format!(
+                "MConnect-Subject {header} is not the person this call asks about; for {} it must be {}",
+                service.key,
+                describe_locations(service)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a service's request names its subject, for refusals.
+fn describe_locations(service: &Service) -> String {
+    use crate::catalog::params::SubjectLocation;
+    let named: Vec<String> = if service.subject_ids.is_empty() {
+        service
+            .query
+            .iter()
+            .filter(|q| q.format.is_person_id())
+            .map(|q| format!("the `{}` query parameter", q.name))
+            .collect()
+    } else {
+        service
+            .subject_ids
+            .iter()
+            .map(|l| match l {
+                SubjectLocation::Query(name) => format!("the `{name}` query parameter"),
+                SubjectLocation::Body(pointer) => format!("an id at {pointer} in the body"),
+            })
+            .collect()
+    };
+    format!("the id given as {}", named.join(" or "))
+}
+
 /// Maps the policy's refusal code onto the exchange error kind.
 fn denial_kind(code: &str) -> ErrorKind {
     match code {
@@ -724,41 +802,47 @@ fn check_provider_answer(
     })
 }
 
-/// Schema-checks and minimises a successful JSON answer; passes other answers through.
+/// Turns a verified provider answer into what the consumer may see: a
+/// success is schema-checked and minimised to the grant's fields; an error
+/// (any non-2xx) must be problem+json and is cut to the problem members
+/// (PROTOCOL.md section 4), so an error body cannot carry data the grant does
+/// not allow. Anything else is 502 `provider.bad_response`, body dropped.
 fn deliver(
     answer: route::ProviderAnswer,
     service: &Service,
     grant: &crate::policy::Grant,
+    max_json_values: usize,
 ) -> Result<Delivered, ExchangeError> {
     let status = answer.head.status;
-    let content_type = answer
+    let media_type = answer
         .head
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    let is_json = content_type.starts_with("application/json")
-        || content_type.starts_with("application/problem+json");
-    if !status.is_success() || answer.body.is_empty() {
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let bad = |detail: String| ExchangeError::new(ErrorKind::ProviderBadResponse, detail);
+    if !status.is_success() {
+        return problem_answer(status, &media_type, &answer.body, max_json_values);
+    }
+    if status == StatusCode::NO_CONTENT {
+        if !answer.body.is_empty() {
+            return Err(bad("provider answered 204 with a body".into()));
+        }
         return Ok(Delivered {
             status,
             body: answer.body,
-            content_type,
+            content_type: "application/json".to_string(),
         });
     }
-    if !is_json {
-        return Err(ExchangeError::new(
-            ErrorKind::ProviderBadResponse,
-            format!("provider answered {content_type}; services on this bus answer JSON"),
-        ));
+    if media_type != "application/json" {
+        return Err(bad(format!(
+            "provider answered {status} as {media_type:?}; services on this bus answer application/json"
+        )));
     }
-    let mut value: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| {
-        ExchangeError::new(
-            ErrorKind::ProviderBadResponse,
-            format!("provider answer is not valid JSON: {e}"),
-        )
-    })?;
+    let mut value = crate::json::parse(&answer.body, max_json_values)
+        .map_err(|e| bad(format!("provider answer is not acceptable JSON: {e}")))?;
     service
         .validate_response(&value)
         .map_err(|v| ExchangeError::new(ErrorKind::ResponseSchemaInvalid, v.to_string()))?;
@@ -769,6 +853,65 @@ fn deliver(
         status,
         body: Bytes::from(body),
         content_type: "application/json".to_string(),
+    })
+}
+
+/// Largest problem member a provider may send (a `detail` is a sentence, not a record).
+const MAX_PROBLEM_MEMBER: usize = 1024;
+
+/// A provider's error answer cut to the RFC 9457 members the protocol passes on.
+fn problem_answer(
+    status: StatusCode,
+    media_type: &str,
+    body: &[u8],
+    max_json_values: usize,
+) -> Result<Delivered, ExchangeError> {
+    let bad = |detail: String| ExchangeError::new(ErrorKind::ProviderBadResponse, detail);
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Err(bad(format!(
+            "provider answered {status}; only 2xx answers and 4xx/5xx problems pass"
+        )));
+    }
+    if media_type != "application/problem+json" {
+        return Err(bad(format!(
+            "provider answered {status} as {media_type:?}; error answers must be application/problem+json"
+        )));
+    }
+    let value = crate::json::parse(body, max_json_values)
+        .map_err(|e| bad(format!("provider problem is not acceptable JSON: {e}")))?;
+    let serde_json::Value::Object(members) = value else {
+        return Err(bad("provider problem is not a JSON object".into()));
+    };
+    let mut kept = serde_json::Map::new();
+    for name in ["type", "title", "detail", "code"] {
+        match members.get(name) {
+            None => {}
+            Some(serde_json::Value::String(text)) if text.len() <= MAX_PROBLEM_MEMBER => {
+                kept.insert(name.to_string(), serde_json::Value::String(text.clone()));
+            }
+            Some(_) => {
+                return Err(bad(format!(
+                    "provider problem member `{name}` must be a string of at most {MAX_PROBLEM_MEMBER} bytes"
+                )));
+            }
+        }
+    }
+    match members.get("status") {
+        None => {}
+        Some(v) if v.as_u64() == Some(u64::from(status.as_u16())) => {}
+        Some(_) => {
+            return Err(bad(format!(
+                "provider problem `status` does not match the HTTP status {status}"
+            )));
+        }
+    }
+    kept.insert("status".to_string(), serde_json::Value::from(status.as_u16()));
+    let body = serde_json::to_vec(&kept)
+        .map_err(|e| ExchangeError::new(ErrorKind::Internal, format!("re-encoding failed: {e}")))?;
+    Ok(Delivered {
+        status,
+        body: Bytes::from(body),
+        content_type: "application/problem+json".to_string(),
     })
 }
 
@@ -806,6 +949,7 @@ impl Trace {
             legal_basis: call.map(|c| c.basis.clone()),
             grant_id: self.grant_id.clone(),
             subject: call.and_then(|c| c.subject.clone()),
+            subjects: self.subjects.clone(),
             represented_party: call.and_then(|c| c.represented_party.clone()),
             decision: if problem.is_none() {
                 AuditDecision::Accepted

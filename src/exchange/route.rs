@@ -61,10 +61,17 @@ impl ProviderClient {
     ) -> Result<ProviderAnswer, ExchangeError> {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
-                ExchangeError::new(
-                    ErrorKind::ProviderUnavailable,
-                    format!("provider endpoint unreachable: {}", describe(&e)),
-                )
+                if is_unparsable_answer(&e) {
+                    ExchangeError::new(
+                        ErrorKind::ProviderBadResponse,
+                        format!("provider answer is not HTTP: {}", describe(&e)),
+                    )
+                } else {
+                    ExchangeError::new(
+                        ErrorKind::ProviderUnavailable,
+                        format!("provider endpoint unreachable: {}", describe(&e)),
+                    )
+                }
             })?;
             let (head, body) = response.into_parts();
             let body = Limited::new(body, max_body)
@@ -90,6 +97,21 @@ impl ProviderClient {
             )),
         }
     }
+}
+
+/// Whether the provider was reached and answered bytes that are not an HTTP
+/// response (502, the provider's fault), as opposed to not being reached (503).
+fn is_unparsable_answer(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status() || h.is_parse_too_large())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The innermost cause of a client error, without internals.
