@@ -8,7 +8,9 @@
 //! (sfs), social-insurance (cnas). On start it prints `LISTENING https://…`.
 //!
 //! Test hooks (for the broker's failure tests): `--delay-ms` answers late,
-//! `--misbehave unsigned|bad-signature|bad-schema` answers wrongly on purpose.
+//! `--misbehave unsigned|bad-signature|bad-schema|leaky-error|leaky-problem|text-error`
+//! answers wrongly on purpose (signed correctly where the mode is not about
+//! the signature), for the broker's tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,7 +43,9 @@ struct Args {
     /// Answer this many milliseconds late.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
-    /// Misbehave on purpose: unsigned, bad-signature, bad-schema.
+    /// Misbehave on purpose: unsigned, bad-signature, bad-schema, leaky-error
+    /// (a 404 carrying the record as JSON), leaky-problem (a problem+json 404
+    /// with the record as an extra member), text-error (a text/plain 500).
     #[arg(long)]
     misbehave: Option<String>,
 }
@@ -65,17 +69,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if args.delay_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(args.delay_ms)).await;
                 }
-                let mut answer = answer(&args.register, &request);
-                if args.misbehave.as_deref() == Some("bad-schema") && answer.status.is_success() {
-                    answer = ProviderResponse::json(StatusCode::OK, &json!({"unexpected": true}));
+                let answer = answer(&args.register, &request);
+                if !answer.status.is_success() {
+                    return answer;
                 }
-                answer
+                match args.misbehave.as_deref() {
+                    Some("bad-schema") => {
+                        ProviderResponse::json(StatusCode::OK, &json!({"unexpected": true}))
+                    }
+                    Some("leaky-error") => ProviderResponse {
+                        status: StatusCode::NOT_FOUND,
+                        ..answer
+                    },
+                    Some("leaky-problem") => {
+                        let record: serde_json::Value =
+                            serde_json::from_slice(&answer.body).unwrap_or_default();
+                        ProviderResponse {
+                            status: StatusCode::NOT_FOUND,
+                            content_type: "application/problem+json".into(),
+                            body: bytes::Bytes::from(
+                                serde_json::to_vec(&json!({
+                                    "type": "urn:mconnect:problem:person.archived",
+                                    "title": "Not Found",
+                                    "status": 404,
+                                    "detail": "the person is archived",
+                                    "code": "person.archived",
+                                    "person": record,
+                                }))
+                                .unwrap_or_default(),
+                            ),
+                        }
+                    }
+                    Some("text-error") => ProviderResponse {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        content_type: "text/plain".into(),
+                        body: bytes::Bytes::from_static(
+                            b"connection to db failed: user=rsp password=hunter2",
+                        ),
+                    },
+                    _ => answer,
+                }
             }
         },
     )
     .await?;
     if let Some(mode) = args.misbehave.as_deref()
-        && mode != "bad-schema"
+        && matches!(mode, "unsigned" | "bad-signature")
     {
         // Signature misbehaviour needs its own server: the SDK always signs correctly.
         server.shutdown().await;

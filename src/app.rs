@@ -261,7 +261,10 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
         addr: config.admin_listen,
         source,
     })?;
-    tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), "broker listening");
+    if !data.local_addr().ip().is_unspecified() {
+        broker.default_public_data_url(format!("https://{}", data.local_addr()));
+    }
+    tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), public = ?broker.public_data_url(), "broker listening");
     let maintenance = reload::Maintenance::start(
         broker.clone(),
         config.catalog_dir.clone(),

@@ -317,8 +317,19 @@ impl Config {
                 reason: "must be an https:// URL without a trailing slash".into(),
             });
         }
+        let data_listen = socket("listen.data", &raw.listen.data)?;
+        // Clients sign `@target-uri` with the broker's authority; on a
+        // wildcard address the broker cannot know it, so it must be told.
+        if data_listen.ip().is_unspecified() && raw.listen.public_data_url.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "listen.public_data_url",
+                reason: format!(
+                    "is required when listen.data is a wildcard address ({data_listen}): give the https:// URL clients address"
+                ),
+            });
+        }
         Ok(Config {
-            data_listen: socket("listen.data", &raw.listen.data)?,
+            data_listen,
             admin_listen: socket("listen.admin", &raw.listen.admin)?,
             public_data_url: raw.listen.public_data_url,
             ca_file: existing("tls.ca", resolve(raw.tls.ca))?,

@@ -55,7 +55,9 @@ impl Seed<'_> {
 
     fn deeper<E: de::Error>(&self) -> Result<Self, E> {
         if self.depth >= MAX_DEPTH {
-            return Err(E::custom(format!("the document nests deeper than {MAX_DEPTH}")));
+            return Err(E::custom(format!(
+                "the document nests deeper than {MAX_DEPTH}"
+            )));
         }
         Ok(Seed {
             budget: self.budget,

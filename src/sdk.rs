@@ -326,8 +326,8 @@ pub fn verify_signed_response<'k>(
         alg,
     )
     .map_err(|e| v(format!("the `{label}` signature does not verify: {e}")))?;
-    let digest = response_headers
-        .get(headers::CONTENT_DIGEST)
+    let digest = httpsig::digest::content_digest_field(response_headers)
+        .map_err(|e| v(e.to_string()))?
         .ok_or_else(|| v("no Content-Digest".into()))?;
     httpsig::digest::verify_content_digest(digest, body)
         .map_err(|e| v(format!("the body does not match its Content-Digest: {e}")))?;
@@ -654,8 +654,8 @@ pub fn verify_broker_request(
         if !parsed.params.covers(headers::CONTENT_DIGEST) {
             return Err(v("broker signature does not cover content-digest".into()));
         }
-        let digest = request_headers
-            .get(headers::CONTENT_DIGEST)
+        let digest = httpsig::digest::content_digest_field(request_headers)
+            .map_err(|e| v(e.to_string()))?
             .ok_or_else(|| v("body without Content-Digest".into()))?;
         httpsig::digest::verify_content_digest(digest, body)
             .map_err(|e| v(format!("digest: {e}")))?;

@@ -251,14 +251,19 @@ pub fn parse_query<'c>(
     }
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode(raw_name)
-            .ok_or_else(|| QueryProblem("a query parameter name is not valid percent-encoded UTF-8".into()))?;
+        let name = decode(raw_name).ok_or_else(|| {
+            QueryProblem("a query parameter name is not valid percent-encoded UTF-8".into())
+        })?;
         let parameter = parameters.iter().find(|p| p.name == name).ok_or_else(|| {
             let known: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
             QueryProblem(format!(
                 "query parameter `{}` is not catalogued for this service (it takes: {})",
                 name.escape_debug(),
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         })?;
         if values.iter().any(|v| v.parameter.name == parameter.name) {
@@ -342,7 +347,11 @@ mod tests {
             (ParamFormat::Idnp, "200000000001", false),
             (ParamFormat::Idno, "1003603000063", true),
             (ParamFormat::IdnpOrIdno, " 2000000000015", false),
-            (ParamFormat::Uuid, "0190a8c2-6d1e-7b4a-9c55-3f1e2d3c4b5a", true),
+            (
+                ParamFormat::Uuid,
+                "0190a8c2-6d1e-7b4a-9c55-3f1e2d3c4b5a",
+                true,
+            ),
             (ParamFormat::Uuid, "0190a8c26d1e7b4a9c553f1e2d3c4b5a", false),
             (ParamFormat::Date, "2025-02-28", true),
             (ParamFormat::Date, "2025-02-30", false),
@@ -371,7 +380,10 @@ mod tests {
         ];
         let ok: &[(&str, &[&str])] = &[
             ("idnp=2000000000015", &["2000000000015"]),
-            ("idnp=2000000000015&from=2025-01-01", &["2000000000015", "2025-01-01"]),
+            (
+                "idnp=2000000000015&from=2025-01-01",
+                &["2000000000015", "2025-01-01"],
+            ),
             ("id%6Ep=2000000000015", &["2000000000015"]),
             ("idnp=2000000000015&", &["2000000000015"]),
         ];
@@ -412,9 +424,15 @@ mod tests {
         };
         assert_eq!(
             collect("/idnps/*"),
-            Ok(vec!["2000000000015".to_string(), "2000000000026".to_string()])
+            Ok(vec![
+                "2000000000015".to_string(),
+                "2000000000026".to_string()
+            ])
         );
-        assert_eq!(collect("/persons/*/idnp"), Ok(vec!["2000000000015".to_string()]));
+        assert_eq!(
+            collect("/persons/*/idnp"),
+            Ok(vec!["2000000000015".to_string()])
+        );
         assert_eq!(collect("/missing"), Ok(vec![]));
         assert_eq!(
             collect("/bad/*"),

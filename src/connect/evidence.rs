@@ -171,13 +171,15 @@ pub fn verify_submission(
         )),
         other => invalid(format!("signature cannot be checked: {other}")),
     })?;
-    let digest = submission.headers.get(h::CONTENT_DIGEST).ok_or_else(|| {
-        refusal(
-            StatusCode::BAD_REQUEST,
-            "request.malformed",
-            "a submission needs a Content-Digest header (RFC 9530, sha-256 or sha-512)",
-        )
-    })?;
+    let digest = httpsig::digest::content_digest_field(submission.headers)
+        .map_err(|e| refusal(StatusCode::BAD_REQUEST, "request.malformed", e.to_string()))?
+        .ok_or_else(|| {
+            refusal(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                "a submission needs a Content-Digest header (RFC 9530, sha-256 or sha-512)",
+            )
+        })?;
     httpsig::digest::verify_content_digest(digest, submission.body).map_err(|e| match e {
         httpsig::digest::DigestError::Mismatch => refusal(
             StatusCode::UNAUTHORIZED,
@@ -330,8 +332,8 @@ impl Evidence {
             alg,
         )
         .map_err(|e| format!("signature does not verify: {e}"))?;
-        let digest = headers
-            .get(h::CONTENT_DIGEST)
+        let digest = httpsig::digest::content_digest_field(&headers)
+            .map_err(|e| e.to_string())?
             .ok_or("no Content-Digest was kept")?;
         httpsig::digest::verify_content_digest(digest, &body)
             .map_err(|e| format!("digest: {e}"))?;

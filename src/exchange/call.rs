@@ -73,13 +73,10 @@ pub fn parse_route<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a
     if !is_valid_participant_id(provider) || !is_valid_participant_id(code) {
         return Err(bad());
     }
-    // Dot segments would let a subpath climb out of the provider's service path.
-    if subpath.split('/').any(|seg| {
-        seg == ".." || seg == "." || seg.contains('%') && seg.to_ascii_lowercase().contains("%2e")
-    }) {
+    if !is_safe_subpath(subpath) {
         return Err(ExchangeError::new(
             ErrorKind::Malformed,
-            "subpath must not contain dot segments",
+            "subpath must not contain dot segments (in any encoding), backslashes, control characters or bad escapes",
         ));
     }
     Ok(Route {
@@ -88,6 +85,58 @@ pub fn parse_route<'a>(path: &'a str, query: Option<&'a str>) -> Result<Route<'a
         subpath,
         query,
     })
+}
+
+/// Whether a subpath may be passed to the provider as it is.
+///
+/// Dot segments would let a subpath climb out of the provider's service path,
+/// and stacks disagree on what counts as one: some decode `%2e` and `%2f`,
+/// some decode twice (`%252e`), some treat `\` as `/`, some strip `;params`
+/// from a segment (`..;`). So the subpath is decoded repeatedly until it no
+/// longer changes, and every stage is refused if it holds a segment that is
+/// `.` or `..` (before any `;`), a backslash, a control character or a `%`
+/// that starts no valid escape.
+pub fn is_safe_subpath(subpath: &str) -> bool {
+    let mut stage = subpath.as_bytes().to_vec();
+    // Each round removes at least two bytes, so this ends; eight rounds is
+    // more decoding than any real stack does.
+    for _ in 0..8 {
+        if stage
+            .iter()
+            .any(|&b| b == b'\\' || b.is_ascii_control() || b == 0x7f)
+        {
+            return false;
+        }
+        let dot_segment = stage.split(|&b| b == b'/').any(|segment| {
+            let name = segment.split(|&b| b == b';').next().unwrap_or_default();
+            name == b"." || name == b".."
+        });
+        if dot_segment {
+            return false;
+        }
+        if !stage.contains(&b'%') {
+            return true;
+        }
+        let mut decoded = Vec::with_capacity(stage.len());
+        let mut i = 0;
+        while i < stage.len() {
+            if stage[i] == b'%' {
+                let hex = stage
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => decoded.push(byte),
+                    None => return false,
+                }
+                i += 3;
+            } else {
+                decoded.push(stage[i]);
+                i += 1;
+            }
+        }
+        stage = decoded;
+    }
+    false
 }
 
 /// The protocol headers of a call, validated for form.
@@ -234,6 +283,16 @@ mod tests {
         let ok = [
             ("/r1/asp-rsp/person-by-idnp", "", None),
             ("/r1/asp-rsp/person-by-idnp/extra/x", "/extra/x", None),
+            (
+                "/r1/asp-rsp/person-by-idnp/a.b/..c/c..",
+                "/a.b/..c/c..",
+                None,
+            ),
+            (
+                "/r1/asp-rsp/person-by-idnp/%C8%98tefan",
+                "/%C8%98tefan",
+                None,
+            ),
             ("/r1/asp-rsp/person-by-idnp", "", Some("idnp=1")),
         ];
         for (path, sub, q) in ok {
@@ -250,6 +309,19 @@ mod tests {
             "/r1/A/b",
             "/r1/a/b/../c",
             "/r1/a/b/%2E%2E/c",
+            "/r1/a/b/..%2f..%2fadmin",
+            "/r1/a/b/..\\x",
+            "/r1/a/b/x\\..",
+            "/r1/a/b/%252e%252e/x",
+            "/r1/a/b/%25252e%25252e/x",
+            "/r1/a/b/..;/x",
+            "/r1/a/b/.;x=1/y",
+            "/r1/a/b/.",
+            "/r1/a/b/%2e",
+            "/r1/a/b/x%5c..",
+            "/r1/a/b/x%00",
+            "/r1/a/b/x%zz",
+            "/r1/a/b/x%2",
         ] {
             let err = parse_route(bad, None).unwrap_err();
             assert_eq!(err.code(), "request.malformed", "{bad}");

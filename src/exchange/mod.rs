@@ -80,7 +80,9 @@ pub struct Broker {
     providers: ProviderClient,
     sealer: Sealer,
     limits: Limits,
-    public_data_url: Option<String>,
+    /// The base URL clients address and sign `@target-uri` for: configured,
+    /// or `https://{bound address}` once the data listener is bound.
+    public_data_url: std::sync::OnceLock<String>,
     default_timeout: Duration,
 }
 
@@ -150,7 +152,10 @@ impl Broker {
             providers: parts.providers,
             sealer: parts.sealer,
             limits: parts.limits,
-            public_data_url: parts.public_data_url,
+            public_data_url: parts
+                .public_data_url
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
             default_timeout: parts.default_timeout,
         }
     }
@@ -515,19 +520,29 @@ impl Broker {
         Ok(())
     }
 
-    /// The absolute URI the client addressed, as its signature covers it.
+    /// Sets the public base URL when the configuration named none; the first
+    /// value set stays (called once the data listener is bound).
+    pub fn default_public_data_url(&self, url: String) {
+        let _ = self.public_data_url.set(url);
+    }
+
+    /// The public base URL clients sign `@target-uri` for.
+    pub fn public_data_url(&self) -> Option<&str> {
+        self.public_data_url.get().map(String::as_str)
+    }
+
+    /// The absolute URI the client addressed, as its signature must cover it:
+    /// always the broker's own public authority, never the `Host` the client
+    /// sent, so a request signed for another host does not verify here.
     fn target_uri(&self, head: &http::request::Parts) -> Result<String, ExchangeError> {
         let path_and_query = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Some(base) = &self.public_data_url {
-            return Ok(format!("{base}{path_and_query}"));
-        }
-        let authority = match head.uri.authority() {
-            Some(a) => a.as_str(),
-            None => call::single(&head.headers, http::header::HOST.as_str())?.ok_or_else(|| {
-                ExchangeError::new(ErrorKind::Malformed, "a Host header is required")
-            })?,
-        };
-        Ok(format!("https://{authority}{path_and_query}"))
+        let base = self.public_data_url.get().ok_or_else(|| {
+            ExchangeError::new(
+                ErrorKind::Internal,
+                "the broker's public data URL is not known yet",
+            )
+        })?;
+        Ok(format!("{base}{path_and_query}"))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -905,7 +920,10 @@ fn problem_answer(
             )));
         }
     }
-    kept.insert("status".to_string(), serde_json::Value::from(status.as_u16()));
+    kept.insert(
+        "status".to_string(),
+        serde_json::Value::from(status.as_u16()),
+    );
     let body = serde_json::to_vec(&kept)
         .map_err(|e| ExchangeError::new(ErrorKind::Internal, format!("re-encoding failed: {e}")))?;
     Ok(Delivered {

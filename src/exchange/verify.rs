@@ -145,7 +145,9 @@ pub fn verify_request(
         other => invalid(format!("signature cannot be checked: {other}")),
     })?;
     if has_digest || !request.body.is_empty() {
-        let value = request.headers.get(headers::CONTENT_DIGEST).ok_or_else(|| {
+        let value = httpsig::digest::content_digest_field(request.headers)
+            .map_err(|e| ExchangeError::new(ErrorKind::Malformed, e.to_string()))?
+            .ok_or_else(|| {
             ExchangeError::new(
                 ErrorKind::Malformed,
                 "a request with a body needs a Content-Digest header (RFC 9530, sha-256 or sha-512)",

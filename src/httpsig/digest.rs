@@ -39,6 +39,25 @@ pub fn content_digest_header(body: &[u8]) -> HeaderValue {
     HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The one `Content-Digest` field of a message. A message with two lines is
+/// malformed: RFC 9110 would join them, and a checker that read only the
+/// first (as `HeaderMap::get` does) would vouch for a body the second line
+/// contradicts, so MConnect refuses to choose.
+pub fn content_digest_field(
+    headers: &http::HeaderMap,
+) -> Result<Option<&HeaderValue>, DigestError> {
+    let mut lines = headers
+        .get_all(crate::exchange::call::headers::CONTENT_DIGEST)
+        .iter();
+    let first = lines.next();
+    if lines.next().is_some() {
+        return Err(DigestError::Malformed(
+            "Content-Digest must appear once; send one field with every digest in it".into(),
+        ));
+    }
+    Ok(first)
+}
+
 /// Checks a received `Content-Digest` against the body it came with.
 ///
 /// When a message carries several `Content-Digest` lines, join them with
