@@ -63,6 +63,7 @@ fn record(i: u64, at: SystemTime) -> AuditRecord {
         legal_basis: None,
         grant_id: None,
         subject: Some("2001234567890".to_string()),
+        subjects: Vec::new(),
         represented_party: None,
         decision: Decision::Accepted,
         problem_code: None,
