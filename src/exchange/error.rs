@@ -49,6 +49,9 @@ pub enum ErrorKind {
     GrantSuspended,
     /// 403 `policy.subject_required`.
     SubjectRequired,
+    /// 403 `representation.required`: the grant is for acting on someone's
+    /// behalf and the call names no `MConnect-Represented-Party`.
+    RepresentationRequired,
     /// 403 `representation.denied`.
     RepresentationDenied,
     /// 404 `catalog.unknown_service`.
@@ -95,6 +98,7 @@ impl ErrorKind {
             GrantExpired => "policy.grant_expired",
             GrantSuspended => "policy.grant_suspended",
             SubjectRequired => "policy.subject_required",
+            RepresentationRequired => "representation.required",
             RepresentationDenied => "representation.denied",
             UnknownService => "catalog.unknown_service",
             Replayed => "request.replayed",
@@ -118,8 +122,14 @@ impl ErrorKind {
             Malformed => StatusCode::BAD_REQUEST,
             ClientUnknown | CertificateMismatch | SignatureMissing | SignatureInvalid
             | SignatureExpired | DigestMismatch => StatusCode::UNAUTHORIZED,
-            PolicyDenied | PurposeNotAllowed | BasisNotAllowed | GrantExpired | GrantSuspended
-            | SubjectRequired | RepresentationDenied => StatusCode::FORBIDDEN,
+            PolicyDenied
+            | PurposeNotAllowed
+            | BasisNotAllowed
+            | GrantExpired
+            | GrantSuspended
+            | SubjectRequired
+            | RepresentationRequired
+            | RepresentationDenied => StatusCode::FORBIDDEN,
             UnknownService => StatusCode::NOT_FOUND,
             Replayed => StatusCode::CONFLICT,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -151,6 +161,7 @@ impl ErrorKind {
             GrantExpired => "Grant expired",
             GrantSuspended => "Grant suspended",
             SubjectRequired => "Subject required",
+            RepresentationRequired => "Represented party required",
             RepresentationDenied => "Representation not confirmed",
             UnknownService => "Unknown service",
             Replayed => "Request id already used",
