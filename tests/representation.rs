@@ -542,7 +542,7 @@ async fn expired_authorisations_and_missing_or_self_representation_are_refused()
         (PORTAL_BASIS, PORTAL_REASON),
         &past.citizen,
         &past,
-        "2021-12-31",
+        "2025-06-30",
     )
     .await;
     assert_eq!(filed["status"], "Expired");
