@@ -246,12 +246,13 @@ mod tests {
         const CITIZEN: &str = "2000000000015";
         const OTHER: &str = "2004000000035";
         let t = Some("AT-SOCIAL-AID");
-        let cases: [(
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            Result<Option<&str>, ErrorKind>,
-        ); 8] = [
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<Option<&'a str>, ErrorKind>,
+        );
+        let cases: [Case; 8] = [
             (None, Some(CITIZEN), None, Ok(None)),
             (None, None, None, Ok(None)),
             (
