@@ -69,9 +69,19 @@ fn ok(out: &CallOutcome, status: StatusCode) -> Value {
     json_of(out)
 }
 
-async fn grant(apl: &Consumer, authorised: &str, kind: &str) -> String {
-    let out = apl
-        .call(&call(
+/// A call of the citizen portal (`mcabinet-mpower`) for its signed-in user.
+fn portal_call(method: Method, path: &str, body: Option<Value>, user: &str) -> Call {
+    Call {
+        basis: "md-gd-375-2020".into(),
+        reason: "citizen-self-service".into(),
+        ..call(method, path, body, user)
+    }
+}
+
+/// Filed by the citizen in the portal: Valid at once (the grantor's consent).
+async fn grant(portal: &Consumer, authorised: &str, kind: &str) -> String {
+    let out = portal
+        .call(&portal_call(
             Method::POST,
             "/r1/mpower/authorisation-grant",
             Some(json!({
@@ -95,9 +105,9 @@ async fn grant(apl: &Consumer, authorised: &str, kind: &str) -> String {
     code
 }
 
-async fn revoke(apl: &Consumer, code: &str) {
-    let out = apl
-        .call(&call(
+async fn revoke(portal: &Consumer, code: &str) {
+    let out = portal
+        .call(&portal_call(
             Method::POST,
             "/r1/mpower/authorisation-revoke",
             Some(json!({"code": code, "reason": "test"})),
@@ -105,7 +115,7 @@ async fn revoke(apl: &Consumer, code: &str) {
         ))
         .await
         .unwrap();
-    assert_eq!(ok(&out, StatusCode::OK)["status"], "Canceled");
+    assert_eq!(ok(&out, StatusCode::OK)["status"], "Revoked");
 }
 
 async fn check(apl: &Consumer, authorised: &str, kind: &str) -> Value {
@@ -142,7 +152,7 @@ async fn mpower_grant_check_by_code_list_and_revoke_through_the_bus() {
     let bus = Bus::start().await;
     let apl = bus.consumer("apl-cahul");
 
-    let code = grant(&apl, REPRESENTATIVE, "AT-SOCIAL-AID").await;
+    let code = grant(&bus.consumer("mcabinet"), REPRESENTATIVE, "AT-SOCIAL-AID").await;
     let verdict = check(&apl, REPRESENTATIVE, "AT-SOCIAL-AID").await;
     assert_eq!(verdict["valid"], true, "{verdict}");
     assert_eq!(verdict["code"], code.as_str());
@@ -183,8 +193,8 @@ async fn mpower_grant_check_by_code_list_and_revoke_through_the_bus() {
         "{listed}"
     );
 
-    // An institution cannot give a citizen's power away on its own: the
-    // calling user must be the authorising person.
+    // An institution cannot give a citizen's power away on its own: filed
+    // by it, whatever calling user it names, it waits for the grantor.
     let out = apl
         .call(&call(
             Method::POST,
@@ -200,17 +210,18 @@ async fn mpower_grant_check_by_code_list_and_revoke_through_the_bus() {
         ))
         .await
         .unwrap();
-    assert_eq!(out.status, StatusCode::FORBIDDEN);
-    assert_eq!(json_of(&out)["code"], "mpower.not_authorising_party");
+    assert_eq!(ok(&out, StatusCode::CREATED)["status"], "PendingAcceptance");
+    assert_eq!(check(&apl, STRANGER, "AT-SOCIAL-AID").await["valid"], false);
 
-    revoke(&apl, &code).await;
+    revoke(&bus.consumer("mcabinet"), &code).await;
     assert_eq!(
         check(&apl, REPRESENTATIVE, "AT-SOCIAL-AID").await["valid"],
         false
     );
     // Revoking twice is a conflict, not a silent success.
-    let out = apl
-        .call(&call(
+    let out = bus
+        .consumer("mcabinet")
+        .call(&portal_call(
             Method::POST,
             "/r1/mpower/authorisation-revoke",
             Some(json!({"code": code})),
@@ -235,7 +246,7 @@ async fn represented_party_passes_only_with_a_valid_mpower_authorisation() {
     assert_refused(&out, 403, "representation.denied");
 
     // Granted through the bus: the broker asks MPower and lets the call pass.
-    let code = grant(&apl, REPRESENTATIVE, "AT-SOCIAL-AID").await;
+    let code = grant(&bus.consumer("mcabinet"), REPRESENTATIVE, "AT-SOCIAL-AID").await;
     let out = apl.call(&call_as(REPRESENTATIVE)).await.unwrap();
     let body = ok(&out, StatusCode::OK);
     assert_eq!(body["idnp"], CITIZEN);
@@ -245,7 +256,7 @@ async fn represented_party_passes_only_with_a_valid_mpower_authorisation() {
     assert_refused(&out, 403, "representation.denied");
 
     // An authorisation of another type does not do.
-    grant(&apl, STRANGER, "AT-OTHER").await;
+    grant(&bus.consumer("mcabinet"), STRANGER, "AT-OTHER").await;
     let out = apl.call(&call_as(STRANGER)).await.unwrap();
     assert_refused(&out, 403, "representation.denied");
 
@@ -322,7 +333,7 @@ async fn represented_party_passes_only_with_a_valid_mpower_authorisation() {
     );
 
     // Revoked: refused on the data plane at once.
-    revoke(&apl, &code).await;
+    revoke(&bus.consumer("mcabinet"), &code).await;
     let out = apl.call(&call_as(REPRESENTATIVE)).await.unwrap();
     assert_refused(&out, 403, "representation.denied");
     bus.stop().await;
@@ -332,7 +343,7 @@ async fn represented_party_passes_only_with_a_valid_mpower_authorisation() {
 async fn mpower_state_survives_an_adapter_restart() {
     adapters_built();
     let bus = Bus::start().await;
-    let code = grant(&bus.consumer("apl-cahul"), REPRESENTATIVE, "AT-SOCIAL-AID").await;
+    let code = grant(&bus.consumer("mcabinet"), REPRESENTATIVE, "AT-SOCIAL-AID").await;
     // Stopping the sandbox kills the adapter process (SIGKILL): only what
     // was durable before the answer can come back.
     let dir = bus.stop().await;

@@ -51,6 +51,9 @@ pub enum ErrorKind {
     SubjectRequired,
     /// 403 `policy.subject_mismatch`.
     SubjectMismatch,
+    /// 403 `representation.required`: the grant is for acting on someone's
+    /// behalf and the call names no `MConnect-Represented-Party`.
+    RepresentationRequired,
     /// 403 `representation.denied`.
     RepresentationDenied,
     /// 404 `catalog.unknown_service`.
@@ -98,6 +101,7 @@ impl ErrorKind {
             GrantSuspended => "policy.grant_suspended",
             SubjectRequired => "policy.subject_required",
             SubjectMismatch => "policy.subject_mismatch",
+            RepresentationRequired => "representation.required",
             RepresentationDenied => "representation.denied",
             UnknownService => "catalog.unknown_service",
             Replayed => "request.replayed",
@@ -121,8 +125,15 @@ impl ErrorKind {
             Malformed => StatusCode::BAD_REQUEST,
             ClientUnknown | CertificateMismatch | SignatureMissing | SignatureInvalid
             | SignatureExpired | DigestMismatch => StatusCode::UNAUTHORIZED,
-            PolicyDenied | PurposeNotAllowed | BasisNotAllowed | GrantExpired | GrantSuspended
-            | SubjectRequired | SubjectMismatch | RepresentationDenied => StatusCode::FORBIDDEN,
+            PolicyDenied
+            | PurposeNotAllowed
+            | BasisNotAllowed
+            | GrantExpired
+            | GrantSuspended
+            | SubjectRequired
+            | SubjectMismatch
+            | RepresentationRequired
+            | RepresentationDenied => StatusCode::FORBIDDEN,
             UnknownService => StatusCode::NOT_FOUND,
             Replayed => StatusCode::CONFLICT,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -155,6 +166,7 @@ impl ErrorKind {
             GrantSuspended => "Grant suspended",
             SubjectRequired => "Subject required",
             SubjectMismatch => "Subject is not the person the call asks about",
+            RepresentationRequired => "Represented party required",
             RepresentationDenied => "Representation not confirmed",
             UnknownService => "Unknown service",
             Replayed => "Request id already used",

@@ -381,7 +381,7 @@ impl Broker {
         }
         // Representation: MPower must confirm the calling user's authorisation
         // of the grant's type from the represented party (fail closed).
-        if let Some(party) = call.represented_party.as_deref() {
+        if let Some(party) = represent::party_to_confirm(grant, &call)? {
             let keyid = self
                 .confirm_representation(
                     trace,

@@ -9,6 +9,15 @@
 //! answer whose `mconnect-provider` signature is checked against MPower's
 //! registered certificate before it is believed.
 //!
+//! Before MPower is asked, [`party_to_confirm`] settles what the grant and
+//! the headers alone decide: a grant that names an authorisation type is for
+//! acting on someone's behalf, so a call under it without
+//! `MConnect-Represented-Party` is 403 `representation.required` (otherwise
+//! the representative would skip MPower by leaving the header out); a
+//! represented party under a grant without a type, a represented party that
+//! is the calling user, or a subject other than the represented party is 403
+//! `representation.denied`.
+//!
 //! Architecture invariant: fail closed. Only an answer that verifies, has
 //! status 200, says `"valid": true` and names the same authorised person,
 //! authorising party and authorisation type lets the call pass. A grant
@@ -33,6 +42,41 @@ pub const CHECK: &str = "authorisation-check";
 
 fn denied(detail: String) -> ExchangeError {
     ExchangeError::new(ErrorKind::RepresentationDenied, detail)
+}
+
+/// The represented party MPower must confirm for this call under `grant`,
+/// `None` when the call is not made on anyone's behalf; the refusals the
+/// grant and the headers decide on their own come first, before any
+/// question leaves the broker.
+pub(super) fn party_to_confirm<'c>(
+    grant: &Grant,
+    call: &'c CallHeaders,
+) -> Result<Option<&'c str>, ExchangeError> {
+    let party = call.represented_party.as_deref();
+    match (grant.representation.as_ref(), party) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(denied(format!(
+            "grant {} does not allow calls on behalf of a represented party (it names no MPower authorisation type); call without MConnect-Represented-Party or under a grant that names one",
+            grant.id
+        ))),
+        (Some(required), None) => Err(ExchangeError::new(
+            ErrorKind::RepresentationRequired,
+            format!(
+                "grant {} is for acting on someone's behalf: name them in MConnect-Represented-Party (the calling user must hold their {} authorisation in MPower), or call under a grant for acting on your own",
+                grant.id, required.authorisation_type
+            ),
+        )),
+        (Some(_), Some(party)) if party == call.calling_user => Err(denied(format!(
+            "the represented party {party} is the calling user: nobody represents themselves; call under a grant for acting on your own"
+        ))),
+        (Some(_), Some(party)) => match call.subject.as_deref() {
+            // Acting for one person gives no right to another's data.
+            Some(subject) if subject != party => Err(denied(format!(
+                "the call is about {subject} but made on behalf of {party}: under a representation grant the subject must be the represented party"
+            ))),
+            _ => Ok(Some(party)),
+        },
+    }
 }
 
 impl Broker {
@@ -149,9 +193,97 @@ fn confirms(verdict: &serde_json::Value, user: &str, party: &str, kind: &str) ->
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::json;
 
-    use super::confirms;
+    use super::{CallHeaders, ErrorKind, Grant, confirms, party_to_confirm};
+    use crate::policy::{GrantOrigin, GrantStatus, RateLimit, RatePeriod, Representation};
+
+    fn grant(kind: Option<&str>) -> Grant {
+        Grant {
+            id: "g".into(),
+            consumer: "apl-a".into(),
+            services: vec!["reg/person".into()],
+            purposes: Vec::new(),
+            legal_bases: Vec::new(),
+            fields: BTreeMap::new(),
+            valid_from: 0,
+            valid_until: None,
+            rate_limit: RateLimit {
+                requests: 1,
+                per: RatePeriod::Second,
+                burst: 1,
+            },
+            quota: None,
+            status: GrantStatus::Active,
+            origin: GrantOrigin::File,
+            controller_register_no: None,
+            representation: kind.map(|k| Representation {
+                authorisation_type: k.into(),
+            }),
+            note: None,
+        }
+    }
+
+    fn call(user: &str, subject: Option<&str>, party: Option<&str>) -> CallHeaders {
+        CallHeaders {
+            client: "apl-a".into(),
+            calling_user: user.into(),
+            basis: "b".into(),
+            reason: "r".into(),
+            subject: subject.map(str::to_string),
+            represented_party: party.map(str::to_string),
+            request_id: uuid::Uuid::nil(),
+        }
+    }
+
+    /// (grant type, subject, represented party) → the party to confirm, or
+    /// the refusal; the calling user is always REP.
+    #[test]
+    fn what_the_grant_and_headers_decide_before_mpower_is_asked() {
+        const REP: &str = "2003000000027";
+        const CITIZEN: &str = "2000000000015";
+        const OTHER: &str = "2004000000035";
+        let t = Some("AT-SOCIAL-AID");
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<Option<&'a str>, ErrorKind>,
+        );
+        let cases: [Case; 8] = [
+            (None, Some(CITIZEN), None, Ok(None)),
+            (None, None, None, Ok(None)),
+            (
+                None,
+                Some(CITIZEN),
+                Some(CITIZEN),
+                Err(ErrorKind::RepresentationDenied),
+            ),
+            (
+                t,
+                Some(CITIZEN),
+                None,
+                Err(ErrorKind::RepresentationRequired),
+            ),
+            (t, None, None, Err(ErrorKind::RepresentationRequired)),
+            (t, Some(CITIZEN), Some(CITIZEN), Ok(Some(CITIZEN))),
+            (t, None, Some(REP), Err(ErrorKind::RepresentationDenied)),
+            (
+                t,
+                Some(OTHER),
+                Some(CITIZEN),
+                Err(ErrorKind::RepresentationDenied),
+            ),
+        ];
+        for (i, (kind, subject, party, expected)) in cases.into_iter().enumerate() {
+            let g = grant(kind);
+            let c = call(REP, subject, party);
+            let got = party_to_confirm(&g, &c).map_err(|e| e.kind());
+            assert_eq!(got, expected, "case {i}");
+        }
+    }
 
     #[test]
     fn only_an_exact_yes_confirms() {

@@ -8,6 +8,13 @@
 //! - an authorisation is *valid* only when its status is `Valid` and the day
 //!   asked about lies within `valid_from..=valid_until`; every other state
 //!   answers "no" (fail closed);
+//! - it becomes `Valid` only through the grantor's verified consent
+//!   (`lifecycle.rs` decides each transition; `service.rs` verifies the
+//!   consent); a record loaded from an older state file that is `Valid` or
+//!   `Suspended` without a recorded consent is put back to
+//!   `PendingAcceptance`, because its consent was never verified;
+//! - a transition applies only to the revision its consent was verified
+//!   against (compare and set under the state lock);
 //! - [`LocalBackend`] acknowledges a change only after the whole state is on
 //!   disk (written to a temporary file, fsynced, renamed over the old one), so
 //!   a crash leaves either the old or the new state, never half of one;
@@ -18,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::{self, Action, Actor};
 
 /// Whether the authorising party is a natural or a legal person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,21 +48,24 @@ pub struct Party {
     pub id: String,
 }
 
-/// The status of an authorisation, as MPower names them.
+/// The status of an authorisation, as MPower names them (`lifecycle.rs`
+/// says how one leads to another).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthorisationStatus {
-    /// Being drafted by the authorising party.
+    /// Filed as a draft; not yet put to the grantor.
     Draft,
-    /// Waiting for the authorised person to accept.
+    /// Waiting for the grantor's consent. Older state files said `Pending`.
+    #[serde(alias = "Pending")]
     PendingAcceptance,
-    /// Accepted, waiting for registration (e.g. notarial confirmation).
-    Pending,
     /// In force (within its dates).
     Valid,
-    /// Revoked by the authorising party; final.
-    Canceled,
-    /// Suspended; may be restored by MPower.
+    /// Suspended by the grantor; may be resumed.
     Suspended,
+    /// Revoked by the grantor; final. Older state files said `Canceled`.
+    #[serde(alias = "Canceled")]
+    Revoked,
+    /// Its last day has passed; final.
+    Expired,
 }
 
 /// One power of attorney.
@@ -73,10 +85,21 @@ pub struct Authorisation {
     pub valid_until: String,
     /// Status.
     pub status: AuthorisationStatus,
+    /// Raised by every transition; a consent statement names the revision
+    /// it consents to.
+    #[serde(default)]
+    pub revision: u64,
     /// When it was registered (RFC 3339).
     pub granted_at: String,
     /// The bus participant through which it was registered.
     pub granted_via: String,
+    /// How the grantor's consent was verified when it last became Valid
+    /// (`mcabinet:{idnp}` or `msign:{request id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_via: Option<String>,
+    /// When the status last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
     /// When it was revoked (RFC 3339), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
@@ -109,6 +132,9 @@ pub struct GrantRequest {
     pub valid_from: String,
     /// Last day in force (`YYYY-MM-DD`).
     pub valid_until: String,
+    /// File it as a Draft, to be submitted later.
+    #[serde(default)]
+    pub draft: bool,
 }
 
 /// Why a backend operation failed. Each variant maps onto one stable
@@ -118,6 +144,10 @@ pub enum PowerError {
     /// The request breaks a rule (dates, type code, identifiers).
     #[error("{0}")]
     Invalid(String),
+    /// The caller is not the grantor (or has no verifiable consent of theirs)
+    /// and the action needs it.
+    #[error("{0}")]
+    NotGrantor(String),
     /// No authorisation has this code.
     #[error("no authorisation has code {0}")]
     UnknownCode(String),
@@ -134,17 +164,24 @@ pub enum PowerError {
 /// type T from Y", and list a person's authorisations. A deployment points an
 /// implementation of this trait at the real service.
 pub trait PowerBackend: Send + Sync + 'static {
-    /// Registers an authorisation; `granted_via` is the calling participant.
+    /// Registers an authorisation; `granted_via` is the calling participant,
+    /// `consent` how the grantor's consent was verified (then it is Valid at
+    /// once unless filed as a draft; without it, PendingAcceptance).
     fn grant(
         &self,
         request: GrantRequest,
         granted_via: &str,
+        consent: Option<String>,
     ) -> impl Future<Output = Result<Authorisation, PowerError>> + Send;
 
-    /// Revokes (cancels) an authorisation by code.
-    fn revoke(
+    /// Takes one lifecycle step on the authorisation `code`, if it is still
+    /// at `revision` (the one the actor's consent was checked against).
+    fn transition(
         &self,
         code: &str,
+        revision: u64,
+        action: Action,
+        actor: Actor,
         reason: Option<String>,
     ) -> impl Future<Output = Result<Authorisation, PowerError>> + Send;
 
@@ -197,6 +234,18 @@ impl LocalBackend {
                 return Err(PowerError::Unavailable(format!("{}: {e}", path.display())));
             }
         };
+        let mut state = state;
+        for a in &mut state {
+            // Before consent was verified, anything filed was Valid at once:
+            // such a record has no consent on file and must earn it again.
+            if matches!(
+                a.status,
+                AuthorisationStatus::Valid | AuthorisationStatus::Suspended
+            ) && a.accepted_via.is_none()
+            {
+                a.status = AuthorisationStatus::PendingAcceptance;
+            }
+        }
         Ok(LocalBackend {
             path,
             state: Mutex::new(state),
@@ -214,6 +263,12 @@ impl LocalBackend {
             .lock()
             .map_err(|_| PowerError::Unavailable("state lock poisoned".into()))?;
         let mut next = guard.clone();
+        // Expiry is by date: whatever is past its last day is recorded as
+        // Expired with this change, so the file says what the answers say.
+        let day = today();
+        for a in &mut next {
+            a.status = lifecycle::effective(a, &day);
+        }
         let out = change(&mut next)?;
         write_atomically(&self.path, &next)?;
         *guard = next;
@@ -255,6 +310,7 @@ impl PowerBackend for LocalBackend {
         &self,
         request: GrantRequest,
         granted_via: &str,
+        consent: Option<String>,
     ) -> Result<Authorisation, PowerError> {
         validate_grant(&request)?;
         let now = now_rfc3339();
@@ -271,29 +327,40 @@ impl PowerBackend for LocalBackend {
             if all.iter().any(|a| a.code == code) {
                 return Err(PowerError::Unavailable("no free code found".into()));
             }
-            // The reference backend has no acceptance step or notary:
-            // a registered authorisation is in force at once.
-            let authorisation = Authorisation {
+            // In force at once only with the grantor's verified consent.
+            let (status, accepted_via) = match (request.draft, consent) {
+                (true, _) => (AuthorisationStatus::Draft, None),
+                (false, Some(how)) => (AuthorisationStatus::Valid, Some(how)),
+                (false, None) => (AuthorisationStatus::PendingAcceptance, None),
+            };
+            let mut authorisation = Authorisation {
                 code,
                 authorisation_type: request.authorisation_type,
                 authorising: request.authorising,
                 authorised_idnp: request.authorised_idnp,
                 valid_from: request.valid_from,
                 valid_until: request.valid_until,
-                status: AuthorisationStatus::Valid,
+                status,
+                revision: 0,
                 granted_at: now,
                 granted_via: granted_via.to_string(),
+                accepted_via,
+                changed_at: None,
                 revoked_at: None,
                 revocation_reason: None,
             };
+            authorisation.status = lifecycle::effective(&authorisation, &today());
             all.push(authorisation.clone());
             Ok(authorisation)
         })
     }
 
-    async fn revoke(
+    async fn transition(
         &self,
         code: &str,
+        revision: u64,
+        action: Action,
+        actor: Actor,
         reason: Option<String>,
     ) -> Result<Authorisation, PowerError> {
         let now = now_rfc3339();
@@ -302,20 +369,36 @@ impl PowerBackend for LocalBackend {
                 .iter_mut()
                 .find(|a| a.code == code)
                 .ok_or_else(|| PowerError::UnknownCode(code.to_string()))?;
-            if a.status == AuthorisationStatus::Canceled {
+            if a.revision != revision {
                 return Err(PowerError::Conflict(format!(
-                    "authorisation {code} is already canceled"
+                    "authorisation {code} changed meanwhile (revision {} now); read it again and ask anew",
+                    a.revision
                 )));
             }
-            a.status = AuthorisationStatus::Canceled;
-            a.revoked_at = Some(now);
-            a.revocation_reason = reason;
+            let to = lifecycle::next(a.status, action, &actor)?;
+            if let Actor::Grantor(how) = actor
+                && to == AuthorisationStatus::Valid
+            {
+                a.accepted_via = Some(how);
+            }
+            if to == AuthorisationStatus::Revoked {
+                a.revoked_at = Some(now.clone());
+                a.revocation_reason = reason;
+            }
+            a.status = to;
+            a.revision += 1;
+            a.changed_at = Some(now);
             Ok(a.clone())
         })
     }
 
     async fn by_code(&self, code: &str) -> Result<Authorisation, PowerError> {
+        let day = today();
         self.read(|all| all.iter().find(|a| a.code == code).cloned())?
+            .map(|mut a| {
+                a.status = lifecycle::effective(&a, &day);
+                a
+            })
             .ok_or_else(|| PowerError::UnknownCode(code.to_string()))
     }
 
@@ -340,10 +423,15 @@ impl PowerBackend for LocalBackend {
 
     async fn of_person(&self, id: &str) -> Result<Vec<Authorisation>, PowerError> {
         self.read(|all| {
+            let day = today();
             let mut list: Vec<Authorisation> = all
                 .iter()
                 .filter(|a| a.authorised_idnp == id || a.authorising.id == id)
-                .cloned()
+                .map(|a| {
+                    let mut a = a.clone();
+                    a.status = lifecycle::effective(&a, &day);
+                    a
+                })
                 .collect();
             list.sort_by(|a, b| b.granted_at.cmp(&a.granted_at));
             list
@@ -463,6 +551,7 @@ mod tests {
             authorisation_type: "AT-SOCIAL-AID".into(),
             valid_from: "2020-01-01".into(),
             valid_until: "2099-12-31".into(),
+            draft: false,
         }
     }
 
@@ -515,7 +604,61 @@ mod tests {
     async fn grant_check_revoke_and_restart() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::open(dir.path()).unwrap();
-        let a = backend.grant(request(), "mcabinet").await.unwrap();
+        // Filed without the grantor's consent: it waits, and checks say no.
+        let pending = backend.grant(request(), "apl-cahul", None).await.unwrap();
+        assert_eq!(pending.status, AuthorisationStatus::PendingAcceptance);
+        assert!(
+            backend
+                .check(
+                    "2003000000027",
+                    "2000000000015",
+                    "AT-SOCIAL-AID",
+                    "2026-06-01"
+                )
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A consent checked against another revision does not apply.
+        assert!(matches!(
+            backend
+                .transition(
+                    &pending.code,
+                    7,
+                    Action::Accept,
+                    Actor::Grantor("t".into()),
+                    None
+                )
+                .await,
+            Err(PowerError::Conflict(_))
+        ));
+        let accepted = backend
+            .transition(
+                &pending.code,
+                0,
+                Action::Accept,
+                Actor::Grantor("msign:x".into()),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(accepted.status, AuthorisationStatus::Valid);
+        assert_eq!(accepted.revision, 1);
+        assert_eq!(accepted.accepted_via.as_deref(), Some("msign:x"));
+        backend
+            .transition(
+                &pending.code,
+                1,
+                Action::Revoke,
+                Actor::Grantor("t".into()),
+                None,
+            )
+            .await
+            .unwrap();
+        let a = backend
+            .grant(request(), "mcabinet", Some("mcabinet:2000000000015".into()))
+            .await
+            .unwrap();
         assert_eq!(a.status, AuthorisationStatus::Valid);
         let day = "2026-06-01";
         let found = backend
@@ -540,9 +683,15 @@ mod tests {
         drop(backend);
         let backend = LocalBackend::open(dir.path()).unwrap();
         assert_eq!(backend.by_code(&a.code).await.unwrap(), a);
-        backend.revoke(&a.code, None).await.unwrap();
+        let g = || Actor::Grantor("mcabinet:2000000000015".into());
+        backend
+            .transition(&a.code, 0, Action::Revoke, g(), None)
+            .await
+            .unwrap();
         assert!(matches!(
-            backend.revoke(&a.code, None).await,
+            backend
+                .transition(&a.code, 1, Action::Revoke, g(), None)
+                .await,
             Err(PowerError::Conflict(_))
         ));
         assert!(
@@ -552,6 +701,68 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(backend.of_person("2000000000015").await.unwrap().len(), 1);
+        assert_eq!(backend.of_person("2000000000015").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unverified_valid_records_from_an_older_file_wait_for_consent() {
+        let dir = tempfile::tempdir().unwrap();
+        // As the previous version wrote them: Valid at once, no consent, and
+        // the old status names.
+        let old = r#"{"authorisations": [
+          {"code": "1000000000000001", "authorisation_type": "AT-SOCIAL-AID",
+           "authorising": {"party_type": "natural", "id": "2000000000015"},
+           "authorised_idnp": "2003000000027", "valid_from": "2020-01-01",
+           "valid_until": "2099-12-31", "status": "Valid",
+           "granted_at": "2025-01-01T00:00:00.000000Z", "granted_via": "apl-cahul"},
+          {"code": "1000000000000002", "authorisation_type": "AT-SOCIAL-AID",
+           "authorising": {"party_type": "natural", "id": "2000000000015"},
+           "authorised_idnp": "2003000000027", "valid_from": "2020-01-01",
+           "valid_until": "2099-12-31", "status": "Canceled",
+           "granted_at": "2025-01-01T00:00:00.000000Z", "granted_via": "apl-cahul"}]}"#;
+        std::fs::write(dir.path().join("authorisations.json"), old).unwrap();
+        let backend = LocalBackend::open(dir.path()).unwrap();
+        let first = backend.by_code("1000000000000001").await.unwrap();
+        assert_eq!(first.status, AuthorisationStatus::PendingAcceptance);
+        let second = backend.by_code("1000000000000002").await.unwrap();
+        assert_eq!(second.status, AuthorisationStatus::Revoked);
+        assert!(
+            backend
+                .check(
+                    "2003000000027",
+                    "2000000000015",
+                    "AT-SOCIAL-AID",
+                    "2026-06-01"
+                )
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn past_its_last_day_it_is_expired_and_recorded_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::open(dir.path()).unwrap();
+        let mut r = request();
+        r.valid_until = "2021-12-31".into();
+        let a = backend
+            .grant(r, "mcabinet", Some("mcabinet:2000000000015".into()))
+            .await
+            .unwrap();
+        assert_eq!(a.status, AuthorisationStatus::Expired);
+        let g = Actor::Grantor("mcabinet:2000000000015".into());
+        assert!(matches!(
+            backend
+                .transition(&a.code, 0, Action::Suspend, g, None)
+                .await,
+            Err(PowerError::Conflict(_))
+        ));
+        drop(backend);
+        let backend = LocalBackend::open(dir.path()).unwrap();
+        assert_eq!(
+            backend.by_code(&a.code).await.unwrap().status,
+            AuthorisationStatus::Expired
+        );
     }
 }

@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod consent;
+mod lifecycle;
 mod service;
 
 use std::net::SocketAddr;
@@ -42,9 +44,19 @@ struct Args {
     /// Directory for the reference backend's state.
     #[arg(long)]
     data: PathBuf,
-    /// The broker's data-plane URL (unused: MPower only answers).
+    /// The broker's data-plane URL: MPower reads MSign results through it
+    /// to verify a grantor's signature. Without it only the portal can
+    /// convey consent.
     #[arg(long)]
     broker_url: Option<String>,
+    /// The citizen portal's participant id: its calls for its signed-in
+    /// user who is the grantor count as the grantor's consent.
+    #[arg(long, default_value = "mcabinet")]
+    portal: String,
+    /// MSign's participant id; its certificate `{pki}/{msign}.cert.pem` is
+    /// the only one whose signatures count as consent.
+    #[arg(long, default_value = "msign")]
+    msign: String,
 }
 
 #[tokio::main]
@@ -68,6 +80,30 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
     let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     let backend = Arc::new(backend::LocalBackend::open(&args.data)?);
+    let msign = match &args.broker_url {
+        Some(url) => {
+            let cert = args.pki.join(format!("{}.cert.pem", args.msign));
+            let pem = std::fs::read_to_string(&cert)
+                .map_err(|e| format!("{}: {e} (MSign's certificate)", cert.display()))?;
+            let der = sdk::parse_certs(&pem)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("{}: no certificate", cert.display()))?;
+            Some(consent::Msign {
+                consumer: sdk::Consumer::new(credentials.clone(), url, broker.clone())?,
+                participant: args.msign.clone(),
+                certificate_fingerprint: sdk::certificate_fingerprint(&der),
+            })
+        }
+        None => {
+            tracing::warn!("no --broker-url: MSign signatures cannot be checked as consent");
+            None
+        }
+    };
+    let consent = Arc::new(consent::ConsentChecker {
+        portal: args.portal.clone(),
+        msign,
+    });
     let server = sdk::serve_provider(
         ProviderSettings {
             listen: args.listen,
@@ -77,7 +113,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         move |request| {
             let backend = backend.clone();
-            async move { service::handle(&*backend, &request).await }
+            let consent = consent.clone();
+            async move { service::handle(&*backend, &consent, &request).await }
         },
     )
     .await?;

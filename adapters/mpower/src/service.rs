@@ -6,18 +6,23 @@
 //! | ------------------------------- | ---------------------------------- | --------- |
 //! | `POST /authorisations`          | `mpower/authorisation-grant`       | register  |
 //! | `POST /authorisations/revoke`   | `mpower/authorisation-revoke`      | revoke    |
+//! | `POST /authorisations/transition` | `mpower/authorisation-transition` | submit, accept, suspend, resume, revoke |
 //! | `GET /authorisations/by-code`   | `mpower/authorisation-by-code`     | by code   |
 //! | `GET /authorisations/check`     | `mpower/authorisation-check`       | X from Y of type T? |
 //! | `GET /authorisations/by-person` | `mpower/authorisations-by-person`  | list      |
 //!
 //! Problem codes: `request.malformed` (400), `mpower.invalid` (422),
-//! `mpower.not_authorising_party` (403), `mpower.unknown_code` (404),
-//! `mpower.conflict` (409), `mpower.unavailable` (503), `route.unknown` (404).
+//! `mpower.not_authorising_party` (403: the step needs the grantor's
+//! consent), `mpower.consent_invalid` (403: the MSign evidence does not prove
+//! it), `mpower.unknown_code` (404), `mpower.conflict` (409),
+//! `mpower.unavailable` (503), `route.unknown` (404).
 //!
-//! Invariant: a natural person's authorisation is registered or revoked only
-//! when the calling user (`MConnect-Calling-User`, authenticated by the
-//! broker's signature) is that person: an institution cannot give away a
-//! citizen's power on its own.
+//! Invariant: `MConnect-Calling-User` is the consumer's claim, not proof.
+//! Anyone with a grant may file an authorisation, but it is in force only
+//! with the grantor's consent as `consent.rs` verifies it (the citizen
+//! portal for its signed-in grantor, or the grantor's MSign signature);
+//! otherwise it waits in PendingAcceptance. Every later step is decided by
+//! `lifecycle::next`.
 
 use http::{Method, StatusCode};
 use mconnect::sdk::{ProviderRequest, ProviderResponse};
@@ -28,6 +33,8 @@ use crate::backend::{
     self, Authorisation, GrantRequest, PartyType, PowerBackend, PowerError, is_code, is_person_id,
     is_type_code,
 };
+use crate::consent::{ConsentChecker, ConsentError};
+use crate::lifecycle::{self, Action, Actor};
 
 /// The body of a revocation.
 #[derive(Deserialize)]
@@ -36,14 +43,51 @@ struct RevokeRequest {
     code: String,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    msign_request_id: Option<String>,
+}
+
+/// The body of a lifecycle step.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionRequest {
+    code: String,
+    action: Action,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    msign_request_id: Option<String>,
 }
 
 /// Answers one request.
-pub async fn handle<B: PowerBackend>(backend: &B, request: &ProviderRequest) -> ProviderResponse {
+pub async fn handle<B: PowerBackend>(
+    backend: &B,
+    consent: &ConsentChecker,
+    request: &ProviderRequest,
+) -> ProviderResponse {
     let path = request.uri.path().trim_end_matches('/');
     let outcome = match (&request.method, path) {
-        (&Method::POST, "/authorisations") => grant(backend, request).await,
-        (&Method::POST, "/authorisations/revoke") => revoke(backend, request).await,
+        (&Method::POST, "/authorisations") => grant(backend, consent, request).await,
+        (&Method::POST, "/authorisations/revoke") => {
+            match serde_json::from_slice::<RevokeRequest>(&request.body) {
+                Ok(r) => {
+                    let step = TransitionRequest {
+                        code: r.code,
+                        action: Action::Revoke,
+                        reason: r.reason,
+                        msign_request_id: r.msign_request_id,
+                    };
+                    transition(backend, consent, request, step).await
+                }
+                Err(e) => Err(malformed(&format!("body is not a revocation: {e}"))),
+            }
+        }
+        (&Method::POST, "/authorisations/transition") => {
+            match serde_json::from_slice::<TransitionRequest>(&request.body) {
+                Ok(step) => transition(backend, consent, request, step).await,
+                Err(e) => Err(malformed(&format!("body is not a lifecycle step: {e}"))),
+            }
+        }
         (&Method::GET, "/authorisations/by-code") => by_code(backend, request).await,
         (&Method::GET, "/authorisations/check") => check(backend, request).await,
         (&Method::GET, "/authorisations/by-person") => by_person(backend, request).await,
@@ -65,6 +109,7 @@ fn malformed(detail: &str) -> ProviderResponse {
 fn problem(e: &PowerError) -> ProviderResponse {
     let (status, code) = match e {
         PowerError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "mpower.invalid"),
+        PowerError::NotGrantor(_) => (StatusCode::FORBIDDEN, "mpower.not_authorising_party"),
         PowerError::UnknownCode(_) => (StatusCode::NOT_FOUND, "mpower.unknown_code"),
         PowerError::Conflict(_) => (StatusCode::CONFLICT, "mpower.conflict"),
         PowerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "mpower.unavailable"),
@@ -81,29 +126,50 @@ fn problem(e: &PowerError) -> ProviderResponse {
     ProviderResponse::problem(status, code, &e.to_string())
 }
 
+/// An authorisation as answered: its status as of today, whether it is in
+/// force today, and for each step the grantor may take now the hash of the
+/// consent statement to sign through MSign.
 fn view(a: &Authorisation) -> serde_json::Value {
-    let mut v = serde_json::to_value(a).unwrap_or_default();
-    v["valid_now"] = json!(a.is_valid_on(&backend::today()));
+    let day = backend::today();
+    let mut a = a.clone();
+    a.status = lifecycle::effective(&a, &day);
+    let hashes: serde_json::Map<String, serde_json::Value> = Action::ALL
+        .into_iter()
+        .filter(|action| lifecycle::next(a.status, *action, &Actor::Grantor(String::new())).is_ok())
+        .map(|action| {
+            (
+                action.as_str().to_string(),
+                json!(lifecycle::consent_hash(&a, action)),
+            )
+        })
+        .collect();
+    let mut v = serde_json::to_value(&a).unwrap_or_default();
+    v["valid_now"] = json!(a.is_valid_on(&day));
+    v["consent_hashes"] = serde_json::Value::Object(hashes);
     v
 }
 
-fn calling_user_must_be(
-    request: &ProviderRequest,
-    authorising: &backend::Party,
-) -> Result<(), ProviderResponse> {
-    if authorising.party_type == PartyType::Natural
-        && request.header("mconnect-calling-user") != Some(authorising.id.as_str())
-    {
-        return Err(ProviderResponse::problem(
-            StatusCode::FORBIDDEN,
-            "mpower.not_authorising_party",
-            "a natural person's power of attorney is given or revoked only by that person: MConnect-Calling-User must be the authorising IDNP",
-        ));
+fn consent_problem(e: &ConsentError) -> ProviderResponse {
+    match e {
+        ConsentError::Invalid(d) => {
+            ProviderResponse::problem(StatusCode::FORBIDDEN, "mpower.consent_invalid", d)
+        }
+        ConsentError::Unavailable(d) => {
+            tracing::warn!(detail = %d, "MSign consent could not be checked");
+            ProviderResponse::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mpower.unavailable",
+                "the grantor's MSign signature could not be checked now; try again later",
+            )
+        }
     }
-    Ok(())
 }
 
-async fn grant<B: PowerBackend>(backend: &B, request: &ProviderRequest) -> Answer {
+async fn grant<B: PowerBackend>(
+    backend: &B,
+    consent: &ConsentChecker,
+    request: &ProviderRequest,
+) -> Answer {
     let body: GrantRequest = serde_json::from_slice(&request.body)
         .map_err(|e| malformed(&format!("body is not a grant request: {e}")))?;
     if body.authorising.party_type == PartyType::Natural
@@ -115,28 +181,62 @@ async fn grant<B: PowerBackend>(backend: &B, request: &ProviderRequest) -> Answe
             "authorising.party_type is natural but the id is not an IDNP".into(),
         )));
     }
-    calling_user_must_be(request, &body.authorising)?;
+    // Filed by the portal for its signed-in grantor: that is consent. Filed
+    // by anyone else: it waits for the grantor.
+    let given = consent.portal_consent(request, &body.authorising);
     let client = request
         .header("mconnect-client")
         .unwrap_or("unknown")
         .to_string();
     let a = backend
-        .grant(body, &client)
+        .grant(body, &client, given)
         .await
         .map_err(|e| problem(&e))?;
     Ok(ProviderResponse::json(StatusCode::CREATED, &view(&a)))
 }
 
-async fn revoke<B: PowerBackend>(backend: &B, request: &ProviderRequest) -> Answer {
-    let body: RevokeRequest = serde_json::from_slice(&request.body)
-        .map_err(|e| malformed(&format!("body is not a revocation: {e}")))?;
-    if !is_code(&body.code) {
+async fn transition<B: PowerBackend>(
+    backend: &B,
+    consent: &ConsentChecker,
+    request: &ProviderRequest,
+    step: TransitionRequest,
+) -> Answer {
+    if !is_code(&step.code) {
         return Err(malformed("code must be 16 digits"));
     }
-    let existing = backend.by_code(&body.code).await.map_err(|e| problem(&e))?;
-    calling_user_must_be(request, &existing.authorising)?;
+    if step
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 500)
+    {
+        return Err(malformed("reason must be at most 500 characters"));
+    }
+    let current = backend.by_code(&step.code).await.map_err(|e| problem(&e))?;
+    // The consent is checked against the authorisation as it is now; the
+    // backend applies the step only if it is still at this revision.
+    let actor = match step.msign_request_id.as_deref() {
+        Some(id) => Actor::Grantor(
+            consent
+                .msign_consent(request, &current, step.action, id)
+                .await
+                .map_err(|e| consent_problem(&e))?,
+        ),
+        None => match consent.portal_consent(request, &current.authorising) {
+            Some(how) => Actor::Grantor(how),
+            None if request.header("mconnect-client") == Some(current.granted_via.as_str()) => {
+                Actor::Filer
+            }
+            None => Actor::Other,
+        },
+    };
     let a = backend
-        .revoke(&body.code, body.reason)
+        .transition(
+            &step.code,
+            current.revision,
+            step.action,
+            actor,
+            step.reason,
+        )
         .await
         .map_err(|e| problem(&e))?;
     Ok(ProviderResponse::json(StatusCode::OK, &view(&a)))
