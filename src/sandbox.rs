@@ -29,6 +29,7 @@ use crate::store::RedbStore;
 
 mod banner;
 mod children;
+mod lock;
 mod shipped;
 
 pub use children::ManifestProcess;
@@ -228,6 +229,8 @@ pub struct RunningSandbox {
     /// The child processes, as listed in sandbox.json.
     pub processes: Vec<ManifestProcess>,
     children: Vec<tokio::process::Child>,
+    /// Held while the sandbox runs: one sandbox per directory.
+    _lock: std::fs::File,
 }
 
 impl RunningSandbox {
@@ -256,6 +259,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     let dir = &args.dir;
     let pki_dir = dir.join("pki");
     std::fs::create_dir_all(&pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
+    let dir_lock = lock::lock(dir)?;
     // A manifest left by an earlier run names dead ports and processes:
     // scripts wait for this run's.
     match std::fs::remove_file(dir.join("sandbox.json")) {
@@ -428,6 +432,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         dir: dir.clone(),
         processes,
         children,
+        _lock: dir_lock,
     })
 }
 

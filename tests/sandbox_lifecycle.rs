@@ -347,6 +347,33 @@ fn sigterm_stops_cleanly_the_banner_calls_work_and_a_restart_keeps_the_log() {
         "{message}"
     );
 
+    // A second sandbox on the same directory is refused before it touches
+    // anything: the running one's manifest stays.
+    let second = Command::new(mconnect())
+        .current_dir(cwd.path())
+        .args([
+            "sandbox",
+            "--dir",
+            "sb",
+            "--data-port",
+            "0",
+            "--admin-port",
+            "0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        message.contains("another sandbox is running on sb"),
+        "{message}"
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(sandbox.dir.join("sandbox.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["pid"], sandbox.process.id());
+
     let children = sandbox.children();
     let status = sandbox.terminate();
     assert!(
@@ -364,6 +391,12 @@ fn sigterm_stops_cleanly_the_banner_calls_work_and_a_restart_keeps_the_log() {
     assert!(
         before.torn_tail.is_none(),
         "a clean stop leaves no torn tail"
+    );
+    // The log was closed: its last signed tree head covers every record.
+    let heads = mconnect::audit::read_tree_heads(&sandbox.dir.join("audit")).unwrap();
+    assert_eq!(
+        heads.iter().map(|h| h.tree_size).max(),
+        Some(before.records)
     );
     let old_segments = segments(&sandbox.dir);
     drop(sandbox);
