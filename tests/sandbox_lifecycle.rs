@@ -420,3 +420,36 @@ fn sigterm_stops_cleanly_the_banner_calls_work_and_a_restart_keeps_the_log() {
         assert!(now.1.starts_with(bytes), "{} was rewritten", path.display());
     }
 }
+
+#[test]
+fn missing_binaries_are_named_with_the_build_command_before_anything_starts() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(mconnect())
+        .current_dir(cwd.path())
+        .args([
+            "sandbox",
+            "--dir",
+            "sb",
+            "--data-port",
+            "0",
+            "--admin-port",
+            "0",
+        ])
+        .args(["--examples-dir", "nowhere/examples"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "nowhere/examples/state_register",
+        "nowhere/mconnect-adapter-mpower",
+        "`cargo build --workspace --bins --examples`",
+    ] {
+        assert!(message.contains(expected), "{expected} in: {message}");
+    }
+    // Nothing was started: no manifest, no state, no audit log.
+    for never in ["sandbox.json", "state.redb", "audit"] {
+        assert!(!cwd.path().join("sb").join(never).exists(), "{never}");
+    }
+}
