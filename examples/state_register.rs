@@ -52,6 +52,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // First of all: a sandbox that dies while this starts takes it along.
+    mconnect::sdk::exit_when_parent_dies();
     let args = Args::parse();
     let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
     let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
@@ -121,7 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return misbehaving_server(&args, mode).await;
     }
     println!("LISTENING https://{}", server.local_addr());
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
+    mconnect::sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }
@@ -163,7 +166,8 @@ async fn misbehaving_server(args: &Args, mode: &str) -> Result<(), Box<dyn std::
     )
     .await?;
     println!("LISTENING https://{}", server.local_addr());
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
+    mconnect::sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }

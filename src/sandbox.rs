@@ -2,11 +2,14 @@
 //! (PROTOCOL.md section 9). It makes a development PKI, registers the
 //! participants of `examples/sandbox/participants.json`, starts the example
 //! registers as child processes, starts the broker on the shipped `catalog/`
-//! and `policies/`, writes `sandbox.json`, and waits for Ctrl-C.
+//! and `policies/`, writes `sandbox.json`, and waits for Ctrl-C or SIGTERM.
 //!
 //! Invariants: a second start on the same directory reuses its PKI, state and
 //! audit log (nothing is lost); every call listed under `try` is allowed by
-//! the shipped policies; child processes die with the sandbox.
+//! the shipped policies; child processes die with the sandbox, even when it
+//! is killed (`children`); it reads nothing relative to the working
+//! directory: the shipped data is built into the binary (`shipped`) and the
+//! child binaries are found beside the executable.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -26,6 +29,13 @@ use crate::registry::{
 };
 use crate::store::RedbStore;
 
+mod banner;
+mod children;
+mod lock;
+mod shipped;
+
+pub use children::ManifestProcess;
+
 /// Options of `mconnect sandbox`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SandboxArgs {
@@ -38,16 +48,19 @@ pub struct SandboxArgs {
     /// Admin API port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8444)]
     pub admin_port: u16,
-    /// The catalog directory.
-    #[arg(long, default_value = "catalog")]
-    pub catalog: PathBuf,
-    /// The policies directory.
-    #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
-    /// The sandbox participants file.
-    #[arg(long, default_value = "examples/sandbox/participants.json")]
-    pub participants: PathBuf,
-    /// Where the example register binaries are (default: `examples/` beside this executable).
+    /// The catalog directory (default: the shipped catalog, built into this
+    /// binary and written to `{dir}/shipped/catalog` on every start).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// The policies directory (default: the shipped policies, as for --catalog).
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// The sandbox participants file (default: the shipped
+    /// `examples/sandbox/participants.json`, as for --catalog).
+    #[arg(long)]
+    pub participants: Option<PathBuf>,
+    /// Where the example register binaries are (default: `examples/` beside
+    /// this executable); the adapters are looked for in its parent.
     #[arg(long)]
     pub examples_dir: Option<PathBuf>,
     /// Start, print, and stop at once (for scripts and tests).
@@ -215,16 +228,19 @@ pub struct RunningSandbox {
     pub manifest: SandboxManifest,
     /// The directory.
     pub dir: PathBuf,
+    /// The child processes, as listed in sandbox.json.
+    pub processes: Vec<ManifestProcess>,
     children: Vec<tokio::process::Child>,
+    /// Held while the sandbox runs: one sandbox per directory.
+    _lock: std::fs::File,
 }
 
 impl RunningSandbox {
-    /// Stops the broker and the example registers.
+    /// Stops the broker (closing its audit log), then the example registers
+    /// and adapters, waiting until each has exited.
     pub async fn shutdown(mut self) {
         self.broker.shutdown().await;
-        for child in &mut self.children {
-            let _ = child.kill().await;
-        }
+        children::stop_all(&mut self.children).await;
     }
 }
 
@@ -245,11 +261,43 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     let dir = &args.dir;
     let pki_dir = dir.join("pki");
     std::fs::create_dir_all(&pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
+    let dir_lock = lock::lock(dir)?;
+    // A manifest left by an earlier run names dead ports and processes:
+    // scripts wait for this run's.
+    match std::fs::remove_file(dir.join("sandbox.json")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("removing the old sandbox.json"),
+    }
+    // The shipped data unless the caller names other files: never paths
+    // relative to the working directory.
+    let shipped = match (&args.catalog, &args.policies, &args.participants) {
+        (Some(_), Some(_), Some(_)) => None,
+        _ => Some(shipped::write(dir)?),
+    };
+    let (catalog_dir, policies_dir, participants_file) = (
+        args.catalog
+            .clone()
+            .or_else(|| shipped.as_ref().map(|s| s.catalog.clone())),
+        args.policies
+            .clone()
+            .or_else(|| shipped.as_ref().map(|s| s.policies.clone())),
+        args.participants
+            .clone()
+            .or_else(|| shipped.as_ref().map(|s| s.participants.clone())),
+    );
+    let (Some(catalog_dir), Some(policies_dir), Some(participants_file)) =
+        (catalog_dir, policies_dir, participants_file)
+    else {
+        bail!("the shipped sandbox data could not be placed");
+    };
     let definition: SandboxDefinition = serde_json::from_str(
-        &std::fs::read_to_string(&args.participants)
-            .with_context(|| format!("reading {}", args.participants.display()))?,
+        &std::fs::read_to_string(&participants_file)
+            .with_context(|| format!("reading {}", participants_file.display()))?,
     )
-    .with_context(|| format!("parsing {}", args.participants.display()))?;
+    .with_context(|| format!("parsing {}", participants_file.display()))?;
+    // Before anything starts: a missing binary is a build step, not a crash.
+    let binaries = children::Binaries::locate(args.examples_dir.as_deref(), &definition)?;
 
     // PKI: made once, reused on every later start.
     let ca = if pki_dir.join("ca.key.pem").exists() {
@@ -284,7 +332,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     let config_path = dir.join("broker.toml");
     let absolute = |p: &Path| -> Result<String> {
         Ok(std::fs::canonicalize(p)
-            .with_context(|| format!("{} not found (run from the repository root)", p.display()))?
+            .with_context(|| format!("{} not found", p.display()))?
             .display()
             .to_string())
     };
@@ -294,8 +342,8 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
             "# Written by `mconnect sandbox`; see examples/broker.toml for every key.\n[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[tls]\nca = \"pki/ca.cert.pem\"\ncert = \"pki/broker.cert.pem\"\nkey = \"pki/broker.key.pem\"\n\n[storage]\nstate = \"state.redb\"\naudit_dir = \"audit\"\n\n[catalog]\ndir = {:?}\n\n[policies]\ndir = {:?}\n",
             args.data_port,
             args.admin_port,
-            absolute(&args.catalog)?,
-            absolute(&args.policies)?,
+            absolute(&catalog_dir)?,
+            absolute(&policies_dir)?,
         ),
     )?;
     let config = Config::load(&config_path)?;
@@ -334,30 +382,38 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     let data_url = format!("https://127.0.0.1:{}", broker.data_addr().port());
 
     // Example registers and adapters: child processes on free ports.
-    let examples_dir = match &args.examples_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .join("examples"),
-    };
-    let bin_dir = examples_dir
-        .parent()
-        .context("examples directory has no parent")?
-        .to_path_buf();
     let mut children = Vec::new();
+    let mut processes = Vec::new();
     let mut endpoints = Vec::new();
     for p in &definition.participants {
         let spawned = match (&p.serves, &p.adapter) {
             (Some(register), _) => {
-                Some(spawn_register(&examples_dir, &pki_dir, p, register).await?)
+                Some(spawn_register(&binaries.register, &pki_dir, p, register).await?)
             }
-            (None, Some(adapter)) => {
-                Some(spawn_adapter(&bin_dir, dir, &pki_dir, p, adapter, &data_url).await?)
-            }
+            (None, Some(adapter)) => Some(
+                spawn_adapter(
+                    &binaries.adapter(adapter),
+                    dir,
+                    &pki_dir,
+                    p,
+                    adapter,
+                    &data_url,
+                )
+                .await?,
+            ),
             (None, None) => None,
         };
         if let Some((child, url)) = spawned {
+            processes.push(ManifestProcess {
+                participant: p.id.clone(),
+                pid: child.id().unwrap_or_default(),
+                program: p
+                    .serves
+                    .as_ref()
+                    .map(|_| "state_register".to_string())
+                    .or_else(|| p.adapter.as_ref().map(|a| format!("mconnect-adapter-{a}")))
+                    .unwrap_or_default(),
+            });
             children.push(child);
             broker.broker.registry().set_endpoints(
                 &p.id,
@@ -371,26 +427,24 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     }
 
     let manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
-    std::fs::write(
-        dir.join("sandbox.json"),
-        serde_json::to_string_pretty(&manifest)?,
-    )?;
+    children::write_manifest(dir, &manifest, &processes)?;
     Ok(RunningSandbox {
         broker,
         manifest,
         dir: dir.clone(),
+        processes,
         children,
+        _lock: dir_lock,
     })
 }
 
 async fn spawn_register(
-    examples_dir: &Path,
+    exe: &Path,
     pki_dir: &Path,
     participant: &SandboxParticipant,
     register: &str,
 ) -> Result<(tokio::process::Child, String)> {
-    let exe = examples_dir.join("state_register");
-    let mut command = tokio::process::Command::new(&exe);
+    let mut command = tokio::process::Command::new(exe);
     command
         .arg("--register")
         .arg(register)
@@ -402,21 +456,20 @@ async fn spawn_register(
         .arg(&participant.key)
         .arg("--listen")
         .arg("127.0.0.1:0");
-    spawn_listening(&exe, command, &participant.id).await
+    spawn_listening(exe, command, &participant.id).await
 }
 
 async fn spawn_adapter(
-    bin_dir: &Path,
+    exe: &Path,
     sandbox_dir: &Path,
     pki_dir: &Path,
     participant: &SandboxParticipant,
     adapter: &str,
     broker_url: &str,
 ) -> Result<(tokio::process::Child, String)> {
-    let exe = bin_dir.join(format!("mconnect-adapter-{adapter}"));
     let data = sandbox_dir.join("adapters").join(adapter);
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let mut command = tokio::process::Command::new(&exe);
+    let mut command = tokio::process::Command::new(exe);
     command
         .arg("--participant")
         .arg(&participant.id)
@@ -430,7 +483,7 @@ async fn spawn_adapter(
         .arg(&data)
         .arg("--broker-url")
         .arg(broker_url);
-    spawn_listening(&exe, command, &participant.id).await
+    spawn_listening(exe, command, &participant.id).await
 }
 
 /// Starts a provider process and waits for its `LISTENING https://…` line.
@@ -439,12 +492,7 @@ async fn spawn_listening(
     mut command: tokio::process::Command,
     participant: &str,
 ) -> Result<(tokio::process::Child, String)> {
-    if !exe.exists() {
-        bail!(
-            "{} is missing: build it with `cargo build --release --workspace --bins --examples` (README)",
-            exe.display()
-        );
-    }
+    children::give_lifeline(&mut command);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -624,34 +672,5 @@ fn manifest(
 }
 
 fn print_welcome(sandbox: &RunningSandbox) {
-    let m = &sandbox.manifest;
-    println!("MConnect sandbox is running.");
-    println!("  data plane : {}", m.broker.data_url);
-    println!(
-        "  admin API  : {}  (OpenAPI at /v1/openapi.json)",
-        m.broker.admin_url
-    );
-    println!("  directory  : {}", sandbox.dir.display());
-    println!(
-        "  manifest   : {}",
-        sandbox.dir.join("sandbox.json").display()
-    );
-    println!();
-    println!("Try (in another terminal, from the repository root):");
-    for (i, t) in m.tries.iter().enumerate().take(8) {
-        println!(
-            "  mconnect call --sandbox {} --try {i}    # {} calls {}",
-            sandbox.dir.display(),
-            t.client,
-            t.service
-        );
-    }
-    if m.tries.len() > 8 {
-        println!(
-            "  ... {} calls in all, listed in sandbox.json",
-            m.tries.len()
-        );
-    }
-    println!();
-    println!("Ctrl-C stops the sandbox; starting it again keeps its audit log.");
+    print!("{}", banner::welcome(sandbox));
 }

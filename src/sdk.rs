@@ -30,6 +30,11 @@ use crate::httpsig::{self, MessageView, RequestView, SignatureParams};
 pub use crate::sandbox::{ManifestParticipant, ManifestTry, SandboxManifest};
 pub use crate::server::RunningServer;
 use crate::tls::Identity;
+pub use lifeline::{
+    LIFELINE_ENV, LIFELINE_GRACE, StopReason, exit_when_parent_dies, until_stopped,
+};
+
+mod lifeline;
 
 /// Why an SDK operation failed.
 #[derive(Debug, thiserror::Error)]

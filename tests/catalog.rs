@@ -325,8 +325,8 @@ async fn bus_on_copies() -> (Bus, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (catalog, policies) = copy_rules(&dir.path().join("rules"));
     let mut args = support::args(dir.path());
-    args.catalog = catalog.clone();
-    args.policies = policies.clone();
+    args.catalog = Some(catalog.clone());
+    args.policies = Some(policies.clone());
     let sandbox = mconnect::sandbox::start(&args)
         .await
         .expect("sandbox starts");

@@ -251,10 +251,17 @@ async fn call(args: CallArgs) -> Result<ExitCode> {
     };
     let mut client = args.client.clone();
     if let Some(n) = args.try_index {
-        let entry = manifest
-            .tries
-            .get(n)
-            .with_context(|| format!("sandbox.json has {} try entries", manifest.tries.len()))?;
+        let entry = manifest.tries.get(n).with_context(|| {
+            let path = args.sandbox.join("sandbox.json");
+            match manifest.tries.len() {
+                0 => format!("--try {n}: {} lists no calls to try", path.display()),
+                len => format!(
+                    "--try {n} is out of range: {} lists {len} calls to try, numbered 0 to {}",
+                    path.display(),
+                    len - 1
+                ),
+            }
+        })?;
         call.method = entry.method.parse().context("try.method")?;
         call.path = entry.path.clone();
         call.body = entry

@@ -37,9 +37,9 @@ pub fn args(dir: &Path) -> SandboxArgs {
         dir: dir.to_path_buf(),
         data_port: 0,
         admin_port: 0,
-        catalog: repo().join("catalog"),
-        policies: repo().join("policies"),
-        participants: repo().join("examples/sandbox/participants.json"),
+        catalog: Some(repo().join("catalog")),
+        policies: Some(repo().join("policies")),
+        participants: Some(repo().join("examples/sandbox/participants.json")),
         examples_dir: Some(examples_dir()),
         no_wait: true,
     }

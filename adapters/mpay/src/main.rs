@@ -82,6 +82,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // First of all: a sandbox that dies while this starts takes it along.
+    mconnect::sdk::exit_when_parent_dies();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -116,7 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     println!("LISTENING https://{}", server.local_addr());
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
+    mconnect::sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,167 @@
+//! The sandbox's child processes (example registers and adapters): where
+//! their binaries are, how they are started so that they end with the
+//! sandbox, and how they are stopped.
+//!
+//! Invariants: every child gets a lifeline (`MCONNECT_LIFELINE=stdin`, a pipe
+//! on its standard input whose write end only the sandbox holds, close-on-exec
+//! so no sibling inherits it), so it ends when the sandbox ends, even by
+//! SIGKILL (see `sdk::exit_when_parent_dies`); a clean stop closes the
+//! lifelines, waits for each child and kills (then reaps) any that outstay
+//! the grace period; all binaries are checked before anything starts.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{SandboxDefinition, SandboxManifest};
+use crate::sdk::{LIFELINE_ENV, LIFELINE_GRACE};
+
+/// A child process of the sandbox, as listed in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProcess {
+    /// The participant it serves.
+    pub participant: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The binary it runs.
+    pub program: String,
+}
+
+/// What `sandbox.json` holds: the manifest, plus the processes of this run
+/// (the sandbox's own `pid` and its children), for scripts that watch them.
+#[derive(Serialize)]
+struct ManifestFile<'a> {
+    #[serde(flatten)]
+    manifest: &'a SandboxManifest,
+    pid: u32,
+    processes: &'a [ManifestProcess],
+}
+
+/// The binaries the sandbox runs.
+pub(crate) struct Binaries {
+    /// `examples/state_register`.
+    pub(crate) register: PathBuf,
+    /// The directory with `mconnect-adapter-*`.
+    pub(crate) adapters: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the binaries the definition needs: the example register in
+    /// `examples_dir` (default: `examples/` beside this executable, which is
+    /// where cargo puts them: `target/<profile>/examples/`) and the adapters
+    /// in its parent (`target/<profile>/`). Names every missing one and the
+    /// command that builds them.
+    pub(crate) fn locate(
+        examples_dir: Option<&Path>,
+        definition: &SandboxDefinition,
+    ) -> Result<Binaries> {
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let examples = match examples_dir {
+            Some(d) => d.to_path_buf(),
+            None => exe
+                .parent()
+                .context("this executable has no directory")?
+                .join("examples"),
+        };
+        let adapters = examples
+            .parent()
+            .context("the examples directory has no parent")?
+            .to_path_buf();
+        let binaries = Binaries {
+            register: examples.join("state_register"),
+            adapters,
+        };
+        let mut needed = Vec::new();
+        for p in &definition.participants {
+            if p.serves.is_some() {
+                needed.push(binaries.register.clone());
+            } else if let Some(adapter) = &p.adapter {
+                needed.push(binaries.adapter(adapter));
+            }
+        }
+        needed.sort();
+        needed.dedup();
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            // The profile directory cargo built this executable into tells
+            // which build command the user ran.
+            let release = exe
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == "release");
+            bail!(
+                "the sandbox runs the example registers and adapters, and {} missing: {}; \
+                 build them from the repository with `cargo build {}--workspace --bins --examples` \
+                 (or name their directory with --examples-dir)",
+                if missing.len() == 1 {
+                    "this one is"
+                } else {
+                    "these are"
+                },
+                missing.join(", "),
+                if release { "--release " } else { "" },
+            );
+        }
+        Ok(binaries)
+    }
+
+    /// The binary of an adapter.
+    pub(crate) fn adapter(&self, name: &str) -> PathBuf {
+        self.adapters.join(format!("mconnect-adapter-{name}"))
+    }
+}
+
+/// Gives a child its lifeline: a pipe on standard input that ends when the
+/// sandbox does. The write end stays in the returned `Child` (its `stdin`),
+/// so it lives exactly as long as the sandbox holds the child.
+pub(crate) fn give_lifeline(command: &mut tokio::process::Command) {
+    command.stdin(Stdio::piped()).env(LIFELINE_ENV, "stdin");
+}
+
+/// Stops the children: closes every lifeline at once, then waits for each to
+/// exit by itself, and kills and reaps any that has not after the grace
+/// period (plus a second for the exit itself).
+pub(crate) async fn stop_all(children: &mut [tokio::process::Child]) {
+    for child in children.iter_mut() {
+        drop(child.stdin.take());
+    }
+    let deadline = tokio::time::Instant::now() + LIFELINE_GRACE + Duration::from_secs(1);
+    for child in children.iter_mut() {
+        match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "waiting for a sandbox process"),
+            Err(_) => {
+                tracing::warn!(pid = ?child.id(), "a sandbox process did not stop; killing it");
+                // `kill` sends SIGKILL and waits, so the process is reaped.
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// Writes `{dir}/sandbox.json` whole or not at all (a temporary file renamed
+/// over it), so a script polling for it never reads half a file.
+pub(crate) fn write_manifest(
+    dir: &Path,
+    manifest: &SandboxManifest,
+    processes: &[ManifestProcess],
+) -> Result<()> {
+    let file = ManifestFile {
+        manifest,
+        pid: std::process::id(),
+        processes,
+    };
+    let path = dir.join("sandbox.json");
+    let partial = dir.join("sandbox.json.partial");
+    std::fs::write(&partial, serde_json::to_string_pretty(&file)?)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
