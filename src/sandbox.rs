@@ -31,6 +31,7 @@ use crate::store::RedbStore;
 
 mod banner;
 mod children;
+mod fixtures;
 mod lock;
 mod shipped;
 
@@ -426,7 +427,8 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         }
     }
 
-    let manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
+    let mut manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
+    fixtures::prepare(&mut manifest, dir).await?;
     children::write_manifest(dir, &manifest, &processes)?;
     Ok(RunningSandbox {
         broker,
@@ -518,6 +520,9 @@ async fn spawn_listening(
     Ok((child, url))
 }
 
+/// The calling user of sandbox calls unless told otherwise (`mconnect call --user`).
+pub const SANDBOX_CALLING_USER: &str = "2000000000015";
+
 /// A value for a query parameter the catalog gives no example for.
 fn sample(format: ParamFormat) -> &'static str {
     match format {
@@ -582,7 +587,12 @@ fn manifest(
     let now = crate::exchange::unix_now();
     let mut tries = Vec::new();
     for grant in rules.policy.grants() {
-        if grant.status != crate::policy::GrantStatus::Active || !grant.in_date(now) {
+        // A representation grant needs a consented power of attorney, which
+        // `scenario_representation` makes step by step; a bare try cannot.
+        if grant.status != crate::policy::GrantStatus::Active
+            || !grant.in_date(now)
+            || grant.representation.is_some()
+        {
             continue;
         }
         for key in &grant.services {

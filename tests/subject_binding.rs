@@ -296,7 +296,10 @@ async fn garbage_provider(bus: &Bus) -> String {
     let pki = bus.pki();
     let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
     let certs = mconnect::sdk::parse_certs(&read("asp-rsp.cert.pem")).unwrap();
-    let key = <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(read("asp-rsp.key.pem").as_bytes())
+    let key =
+        <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            read("asp-rsp.key.pem").as_bytes(),
+        )
         .unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)

@@ -106,7 +106,7 @@ struct CallArgs {
     #[arg(long)]
     body: Option<String>,
     /// IDNP of the calling user.
-    #[arg(long, default_value = "2000000000015")]
+    #[arg(long, default_value = crate::sandbox::SANDBOX_CALLING_USER)]
     user: String,
     /// Legal basis id.
     #[arg(long)]

@@ -376,6 +376,11 @@ impl PowerBackend for LocalBackend {
                 )));
             }
             let to = lifecycle::next(a.status, action, &actor)?;
+            if to == a.status {
+                // Already so: nothing changes, not even the revision, so a
+                // retried request is answered alike and consents stay valid.
+                return Ok(a.clone());
+            }
             if let Actor::Grantor(how) = actor
                 && to == AuthorisationStatus::Valid
             {

@@ -97,6 +97,15 @@ pub fn next(
         )));
     }
     let to = match (action, from) {
+        // Asking for the status it already has changes nothing and is no
+        // conflict: a repeated revocation (or acceptance, suspension,
+        // resumption) by the grantor is answered with the authorisation as
+        // it stands, so a retried request is safe.
+        (Action::Submit, PendingAcceptance)
+        | (Action::Accept, Valid)
+        | (Action::Suspend, Suspended)
+        | (Action::Resume, Valid)
+        | (Action::Revoke, Revoked) => from,
         (Action::Submit, Draft) => PendingAcceptance,
         (Action::Accept, Draft | PendingAcceptance) => Valid,
         (Action::Suspend, Valid) => Suspended,
@@ -190,12 +199,17 @@ mod tests {
             (PendingAcceptance, Action::Accept, g.clone(), To(Valid)),
             (PendingAcceptance, Action::Accept, Actor::Filer, NotGrantor),
             (PendingAcceptance, Action::Accept, Actor::Other, NotGrantor),
-            (PendingAcceptance, Action::Submit, Actor::Filer, Conflict),
+            (
+                PendingAcceptance,
+                Action::Submit,
+                Actor::Filer,
+                To(PendingAcceptance),
+            ),
             (PendingAcceptance, Action::Suspend, g.clone(), Conflict),
-            (Valid, Action::Accept, g.clone(), Conflict),
+            (Valid, Action::Accept, g.clone(), To(Valid)),
             (Valid, Action::Suspend, g.clone(), To(Suspended)),
             (Valid, Action::Suspend, Actor::Filer, NotGrantor),
-            (Valid, Action::Resume, g.clone(), Conflict),
+            (Valid, Action::Resume, g.clone(), To(Valid)),
             (Suspended, Action::Resume, g.clone(), To(Valid)),
             (Suspended, Action::Resume, Actor::Other, NotGrantor),
             (Suspended, Action::Accept, g.clone(), Conflict),
@@ -205,7 +219,7 @@ mod tests {
             (Suspended, Action::Revoke, g.clone(), To(Revoked)),
             (Valid, Action::Revoke, Actor::Filer, NotGrantor),
             (Valid, Action::Revoke, Actor::Other, NotGrantor),
-            (Revoked, Action::Revoke, g.clone(), Conflict),
+            (Revoked, Action::Revoke, g.clone(), To(Revoked)),
             (Revoked, Action::Accept, g.clone(), Conflict),
             (Revoked, Action::Resume, g.clone(), Conflict),
             (Expired, Action::Accept, g.clone(), Conflict),
