@@ -230,6 +230,41 @@ impl std::fmt::Display for KeyRefusal {
 }
 
 impl ParticipantEntry {
+    /// Parses the participant's certificates once: keys, dates, and the
+    /// chain checked against `anchors` at `now` (within each certificate's
+    /// own validity; the dates are left to each use).
+    pub fn new(
+        participant: Participant,
+        anchors: &TrustAnchors,
+        now: i64,
+    ) -> Result<ParticipantEntry, RegistryError> {
+        let mut keys = HashMap::new();
+        for cert in &participant.certificates {
+            let unusable = |e: &dyn std::fmt::Display| {
+                RegistryError::Invalid(format!(
+                    "certificate {} of `{}`: {e}",
+                    cert.fingerprint, participant.id
+                ))
+            };
+            let parsed = ParsedCertificate::from_pem(&cert.pem).map_err(|e| unusable(&e))?;
+            if certificate_fingerprint(parsed.leaf()) != cert.fingerprint {
+                return Err(unusable(&"the fingerprint does not match the certificate"));
+            }
+            let key =
+                VerifyingKey::from_certificate_der(parsed.leaf()).map_err(|e| unusable(&e))?;
+            keys.insert(
+                cert.fingerprint.clone(),
+                CertificateKey {
+                    key,
+                    not_before: parsed.not_before,
+                    not_after: parsed.not_after,
+                    untrusted: anchors.check_chain(&parsed, now).err(),
+                },
+            );
+        }
+        Ok(ParticipantEntry { participant, keys })
+    }
+
     /// The public key of a registered certificate, only if that certificate
     /// chains to the bus CA and is in date at `now` (unix seconds). Two
     /// integer comparisons and a hash lookup: no parsing.
@@ -302,31 +337,7 @@ impl RegistrySnapshot {
     ) -> Result<RegistrySnapshot, RegistryError> {
         let mut snapshot = RegistrySnapshot::default();
         for participant in participants {
-            let mut keys = HashMap::new();
-            for cert in &participant.certificates {
-                let unusable = |e: &dyn std::fmt::Display| {
-                    RegistryError::Invalid(format!(
-                        "certificate {} of `{}`: {e}",
-                        cert.fingerprint, participant.id
-                    ))
-                };
-                let parsed = ParsedCertificate::from_pem(&cert.pem).map_err(|e| unusable(&e))?;
-                if certificate_fingerprint(parsed.leaf()) != cert.fingerprint {
-                    return Err(unusable(&"the fingerprint does not match the certificate"));
-                }
-                let key = VerifyingKey::from_certificate_der(parsed.leaf())
-                    .map_err(|e| unusable(&e))?;
-                keys.insert(
-                    cert.fingerprint.clone(),
-                    CertificateKey {
-                        key,
-                        not_before: parsed.not_before,
-                        not_after: parsed.not_after,
-                        untrusted: anchors.check_chain(&parsed, now).err(),
-                    },
-                );
-            }
-            let entry = Arc::new(ParticipantEntry { participant, keys });
+            let entry = Arc::new(ParticipantEntry::new(participant, anchors, now)?);
             for fp in entry.keys.keys() {
                 if let Some(other) = snapshot.by_fingerprint.insert(fp.clone(), entry.clone()) {
                     return Err(RegistryError::CertificateTaken {
@@ -356,7 +367,10 @@ impl Registry {
     /// Loads every participant from the store. Certificates are checked
     /// against `anchors` (the bus CA of the broker's `tls.ca`): a stored one
     /// that no longer chains or is out of date stays listed but signs nothing.
-    pub fn open(store: Arc<dyn StateStore>, anchors: TrustAnchors) -> Result<Registry, RegistryError> {
+    pub fn open(
+        store: Arc<dyn StateStore>,
+        anchors: TrustAnchors,
+    ) -> Result<Registry, RegistryError> {
         let mut participants = Vec::new();
         for (key, bytes) in store.scan(Collection::Participants)? {
             let p: Participant = serde_json::from_slice(&bytes).map_err(|e| {
@@ -567,10 +581,11 @@ impl Registry {
 /// expiry. It does not judge the certificate: the registry does, with
 /// [`admit`], when the certificate enters.
 pub fn registered_certificate(pem: &str) -> Result<RegisteredCertificate, RegistryError> {
-    let parsed = ParsedCertificate::from_pem(pem).map_err(|refusal| RegistryError::Certificate {
-        fingerprint: "(unreadable)".into(),
-        refusal,
-    })?;
+    let parsed =
+        ParsedCertificate::from_pem(pem).map_err(|refusal| RegistryError::Certificate {
+            fingerprint: "(unreadable)".into(),
+            refusal,
+        })?;
     let fingerprint = certificate_fingerprint(parsed.leaf());
     VerifyingKey::from_certificate_der(parsed.leaf()).map_err(|e| RegistryError::Certificate {
         fingerprint: fingerprint.clone(),
@@ -591,12 +606,11 @@ pub fn admit(
     now: i64,
 ) -> Result<RegisteredCertificate, RegistryError> {
     let cert = registered_certificate(pem)?;
-    let parsed = ParsedCertificate::from_pem(&cert.pem).map_err(|refusal| {
-        RegistryError::Certificate {
+    let parsed =
+        ParsedCertificate::from_pem(&cert.pem).map_err(|refusal| RegistryError::Certificate {
             fingerprint: cert.fingerprint.clone(),
             refusal,
-        }
-    })?;
+        })?;
     anchors
         .check(&parsed, now)
         .map_err(|refusal| RegistryError::Certificate {
@@ -658,7 +672,9 @@ fn validate_endpoints(id: &str, endpoints: &[Endpoint]) -> Result<(), RegistryEr
                 "participant `{id}` names {} twice among its endpoints; give each service one endpoint",
                 e.service
                     .as_deref()
-                    .map_or("the default endpoint".to_string(), |s| format!("service `{s}`"))
+                    .map_or("the default endpoint".to_string(), |s| format!(
+                        "service `{s}`"
+                    ))
             )));
         }
     }

@@ -302,8 +302,10 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     // providers listen, below; old ones from an earlier run are cleared.
     {
         let anchors = crate::trust::TrustAnchors::from_pem(ca.cert_pem())?;
-        let registry =
-            Registry::open(std::sync::Arc::new(RedbStore::open(&config.state_file)?), anchors)?;
+        let registry = Registry::open(
+            std::sync::Arc::new(RedbStore::open(&config.state_file)?),
+            anchors,
+        )?;
         let now = crate::exchange::unix_now();
         for p in &definition.participants {
             let cert_file = pki_dir.join(format!("{}.cert.pem", p.id));

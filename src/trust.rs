@@ -183,7 +183,11 @@ impl TrustAnchors {
 
     /// The chain alone, checked at a moment inside the leaf's validity; the
     /// dates are left to [`check_dates`] at each use.
-    pub fn check_chain(&self, cert: &ParsedCertificate, now: i64) -> Result<(), CertificateRefusal> {
+    pub fn check_chain(
+        &self,
+        cert: &ParsedCertificate,
+        now: i64,
+    ) -> Result<(), CertificateRefusal> {
         // from_pem guarantees not_before <= not_after, so clamp cannot panic;
         // the max/min spelling keeps that true for hand-built values too.
         let at = now.min(cert.not_after).max(cert.not_before);
@@ -223,7 +227,9 @@ fn refusal(e: RustlsError, cert: &ParsedCertificate) -> CertificateRefusal {
                     "it is not issued for TLS client authentication".into(),
                 )
             }
-            other => CertificateRefusal::Unusable(RustlsError::InvalidCertificate(other).to_string()),
+            other => {
+                CertificateRefusal::Unusable(RustlsError::InvalidCertificate(other).to_string())
+            }
         },
         other => CertificateRefusal::Unusable(other.to_string()),
     }

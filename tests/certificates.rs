@@ -68,14 +68,14 @@ fn bus_ca(bus: &Bus) -> DevCa {
     DevCa::load(&bus.pki()).unwrap()
 }
 
-/// A consumer of `participant` whose TLS identity and signing key are chosen
-/// separately (either may be the participant's sandbox certificate).
-fn consumer_with(
+/// Credentials of `participant` whose TLS identity and signing key are
+/// chosen separately (`None`: the participant's sandbox certificate).
+fn credentials_with(
     bus: &Bus,
     participant: &str,
     tls: Option<&IssuedCertificate>,
     signer: Option<&IssuedCertificate>,
-) -> Consumer {
+) -> Credentials {
     let mut credentials = bus
         .sandbox
         .manifest
@@ -91,6 +91,17 @@ fn consumer_with(
             ..credentials
         };
     }
+    credentials
+}
+
+/// A consumer with [`credentials_with`].
+fn consumer_with(
+    bus: &Bus,
+    participant: &str,
+    tls: Option<&IssuedCertificate>,
+    signer: Option<&IssuedCertificate>,
+) -> Consumer {
+    let credentials = credentials_with(bus, participant, tls, signer);
     let broker_pem = std::fs::read_to_string(bus.pki().join("broker.cert.pem")).unwrap();
     Consumer::new(
         credentials,
@@ -100,9 +111,17 @@ fn consumer_with(
     .unwrap()
 }
 
-async fn put(who: &Admin, id: &str, endpoints: serde_json::Value) -> (StatusCode, serde_json::Value) {
-    who.send(Method::PUT, &format!("/v1/participants/{id}/endpoints"), Some(endpoints))
-        .await
+async fn put(
+    who: &Admin,
+    id: &str,
+    endpoints: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    who.send(
+        Method::PUT,
+        &format!("/v1/participants/{id}/endpoints"),
+        Some(endpoints),
+    )
+    .await
 }
 
 fn detail(body: &[u8]) -> String {
@@ -136,9 +155,21 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
     let cases = [
         ("expired", issue(&ca, -30, -1), "certificate.expired"),
         ("self-signed", self_signed(), "certificate.untrusted"),
-        ("another CA", issue(&foreign, -1, 30), "certificate.untrusted"),
-        ("not yet valid", issue(&ca, 1, 30), "certificate.not_yet_valid"),
-        ("the CA itself", ca.cert_pem().to_string(), "certificate.invalid"),
+        (
+            "another CA",
+            issue(&foreign, -1, 30),
+            "certificate.untrusted",
+        ),
+        (
+            "not yet valid",
+            issue(&ca, 1, 30),
+            "certificate.not_yet_valid",
+        ),
+        (
+            "the CA itself",
+            ca.cert_pem().to_string(),
+            "certificate.invalid",
+        ),
     ];
     for (name, pem, expected) in &cases {
         let (status, body) = cahul.add_certificate("apl-cahul", pem).await;
@@ -151,8 +182,7 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
     // The operator cannot slip one in by replacing the participant either.
     let snapshot = bus.sandbox.broker.broker.registry().snapshot();
     let mut doc = serde_json::to_value(&snapshot.get("apl-cahul").unwrap().participant).unwrap();
-    let outsider =
-        mconnect::registry::registered_certificate(&issue(&foreign, -1, 30)).unwrap();
+    let outsider = mconnect::registry::registered_certificate(&issue(&foreign, -1, 30)).unwrap();
     doc["certificates"]
         .as_array_mut()
         .unwrap()
@@ -192,7 +222,10 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
     let (status, body) = cahul
         .send(
             Method::DELETE,
-            &format!("/v1/participants/apl-cahul/certificates/{}", rotated.fingerprint),
+            &format!(
+                "/v1/participants/apl-cahul/certificates/{}",
+                rotated.fingerprint
+            ),
             None,
         )
         .await;
@@ -208,7 +241,10 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
     let (status, body) = cahul
         .send(
             Method::DELETE,
-            &format!("/v1/participants/apl-cahul/certificates/{}", rotated.fingerprint),
+            &format!(
+                "/v1/participants/apl-cahul/certificates/{}",
+                rotated.fingerprint
+            ),
             None,
         )
         .await;
@@ -235,8 +271,17 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
         (StatusCode::CONFLICT, Some("certificate.last")),
         "{body}"
     );
-    let out = bus.consumer("apl-cahul").call(&person_call()).await.unwrap();
-    assert_eq!(out.status, StatusCode::OK, "still served: {}", detail(&out.body));
+    let out = bus
+        .consumer("apl-cahul")
+        .call(&person_call())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status,
+        StatusCode::OK,
+        "still served: {}",
+        detail(&out.body)
+    );
 
     // A provider's answer signed by a removed key is not believed either:
     // the operator rotates asp-rsp's certificate while its register still
@@ -244,7 +289,9 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
     let successor = ca
         .issue("asp-rsp", "Agenția Servicii Publice", KeyType::Ed25519)
         .unwrap();
-    let (status, body) = operator.add_certificate("asp-rsp", &successor.cert_pem).await;
+    let (status, body) = operator
+        .add_certificate("asp-rsp", &successor.cert_pem)
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let old = bus
         .sandbox
@@ -260,7 +307,11 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let out = bus.consumer("apl-cahul").call(&person_call()).await.unwrap();
+    let out = bus
+        .consumer("apl-cahul")
+        .call(&person_call())
+        .await
+        .unwrap();
     assert_refused(&out, 502, "provider.signature_invalid");
     assert!(
         detail(&out.body).contains("signs nothing"),
@@ -282,8 +333,14 @@ async fn a_certificate_that_expires_after_registration_signs_and_identifies_noth
     let not_after = now + 6;
     let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).unwrap();
     let short = |kt| {
-        ca.issue_between("apl-cahul", "Primăria Cahul", kt, at(now - 60), at(not_after))
-            .unwrap()
+        ca.issue_between(
+            "apl-cahul",
+            "Primăria Cahul",
+            kt,
+            at(now - 60),
+            at(not_after),
+        )
+        .unwrap()
     };
     let signer = short(KeyType::Ed25519);
     let identity = short(KeyType::EcdsaP256);
@@ -300,6 +357,24 @@ async fn a_certificate_that_expires_after_registration_signs_and_identifies_noth
         let out = consumer.call(&person_call()).await.unwrap();
         assert_eq!(out.status, StatusCode::OK, "{name}: {}", detail(&out.body));
     }
+    // The same on the admin API: a connection opened with the short-lived
+    // certificate, and an application signed with the short-lived key.
+    let admin_url = &bus.sandbox.manifest.broker.admin_url;
+    let admin_connects_short = mconnect::connect::client::AdminClient::new(
+        credentials_with(&bus, "apl-cahul", Some(&identity), None),
+        admin_url,
+    )
+    .unwrap();
+    let admin_signs_short = mconnect::connect::client::AdminClient::new(
+        credentials_with(&bus, "apl-cahul", None, Some(&signer)),
+        admin_url,
+    )
+    .unwrap();
+    let request = admin_connects_short
+        .plain(Method::GET, "/v1/participants/apl-cahul", None)
+        .unwrap();
+    let (status, body) = admin_connects_short.send(request).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     // The clock passes not_after (inclusive) without anything re-registered.
     while mconnect::exchange::unix_now() <= not_after {
@@ -322,8 +397,45 @@ async fn a_certificate_that_expires_after_registration_signs_and_identifies_noth
         "the detail says why: {}",
         detail(&out.body)
     );
+    let request = admin_connects_short
+        .plain(Method::GET, "/v1/participants/apl-cahul", None)
+        .unwrap();
+    let (status, body) = admin_connects_short.send(request).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("client.unknown")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired at"),
+        "{body}"
+    );
+    let application =
+        std::fs::read(support::repo().join("examples/connect/mcabinet-tax-debts.json")).unwrap();
+    let request = admin_signs_short
+        .signed(
+            Method::POST,
+            "/v1/connection-requests",
+            bytes::Bytes::from(application),
+            "2000000000015",
+        )
+        .unwrap();
+    let (status, body) = admin_signs_short.send(request).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("signature.invalid")),
+        "an application's evidence is not signed by an expired key: {body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired at"),
+        "{body}"
+    );
     // The participant's other certificate is unaffected.
-    let out = bus.consumer("apl-cahul").call(&person_call()).await.unwrap();
+    let out = bus
+        .consumer("apl-cahul")
+        .call(&person_call())
+        .await
+        .unwrap();
     assert_eq!(out.status, StatusCode::OK, "{}", detail(&out.body));
 
     // After a restart the stored, now expired, certificate still signs nothing.
@@ -421,17 +533,33 @@ async fn only_providers_for_themselves_and_operators_set_endpoints() {
         );
     }
     let snapshot = bus.sandbox.broker.broker.registry().snapshot();
-    assert!(snapshot.get("apl-cahul").unwrap().participant.endpoints.is_empty());
+    assert!(
+        snapshot
+            .get("apl-cahul")
+            .unwrap()
+            .participant
+            .endpoints
+            .is_empty()
+    );
 
     // What is allowed: a provider on itself, for its own catalogued service.
-    let current = snapshot.get("asp-rsp").unwrap().participant.endpoints.clone();
+    let current = snapshot
+        .get("asp-rsp")
+        .unwrap()
+        .participant
+        .endpoints
+        .clone();
     let mut mine = serde_json::to_value(&current).unwrap();
     mine.as_array_mut()
         .unwrap()
         .push(serde_json::json!({ "service": "person-by-idnp", "url": current[0].url }));
     let (status, body) = put(&provider, "asp-rsp", mine).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let out = bus.consumer("apl-cahul").call(&person_call()).await.unwrap();
+    let out = bus
+        .consumer("apl-cahul")
+        .call(&person_call())
+        .await
+        .unwrap();
     assert_eq!(out.status, StatusCode::OK, "{}", detail(&out.body));
     bus.stop().await;
 }

@@ -225,9 +225,12 @@ impl AdminState {
                 let mut why = None;
                 let upserted = self
                     .audited(caller, &format!("participant.upsert {id}"), || {
-                        let checked =
-                            participants::check_endpoints(&rules.catalog, id, &participant.endpoints)
-                                .and_then(|()| self.broker.registry().upsert(participant.clone()));
+                        let checked = participants::check_endpoints(
+                            &rules.catalog,
+                            id,
+                            &participant.endpoints,
+                        )
+                        .and_then(|()| self.broker.registry().upsert(participant.clone()));
                         participants::note(&mut why, checked)
                     })
                     .await;
@@ -271,7 +274,10 @@ impl AdminState {
                 let mut why = None;
                 let added = self
                     .audited(caller, &format!("participant.certificate.add {id}"), || {
-                        participants::note(&mut why, self.broker.registry().add_certificate(id, &new.pem))
+                        participants::note(
+                            &mut why,
+                            self.broker.registry().add_certificate(id, &new.pem),
+                        )
                     })
                     .await;
                 let fp = participants::with_registry_problem(added, why)?;
@@ -299,7 +305,9 @@ impl AdminState {
                         || {
                             participants::note(
                                 &mut why,
-                                self.broker.registry().remove_certificate(id, fp, allow_last),
+                                self.broker
+                                    .registry()
+                                    .remove_certificate(id, fp, allow_last),
                             )
                         },
                     )

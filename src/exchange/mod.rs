@@ -736,7 +736,9 @@ fn check_provider_answer(
         },
     )
     .map_err(|e| match refused.take() {
-        Some(refusal) => bad(format!("provider answer signed by a key that signs nothing: {refusal}")),
+        Some(refusal) => bad(format!(
+            "provider answer signed by a key that signs nothing: {refusal}"
+        )),
         None => bad(format!(
             "provider `{}` answer unusable: {e}",
             provider.participant.id

@@ -61,14 +61,22 @@ fn registration_accepts_only_in_date_certificates_of_the_bus_ca() {
     };
     let cases: Vec<(&str, String, &str)> = vec![
         ("bus CA, in date", issue(&ca, -1, 30), "accepted"),
-        ("bus CA, expired", issue(&ca, -30, -1), "certificate.expired"),
+        (
+            "bus CA, expired",
+            issue(&ca, -30, -1),
+            "certificate.expired",
+        ),
         (
             "bus CA, not yet valid",
             issue(&ca, 1, 30),
             "certificate.not_yet_valid",
         ),
         ("self-signed", self_signed(), "certificate.untrusted"),
-        ("another CA", issue(&foreign, -1, 30), "certificate.untrusted"),
+        (
+            "another CA",
+            issue(&foreign, -1, 30),
+            "certificate.untrusted",
+        ),
         (
             "another CA, expired",
             issue(&foreign, -30, -1),
