@@ -257,7 +257,7 @@ impl ParticipantEntry {
                 CertificateKey {
                     key,
                     not_before: parsed.not_before,
-                    not_after: parsed.not_after,
+                    not_after: anchors.chain_not_after(&parsed),
                     untrusted: anchors.check_chain(&parsed, now).err(),
                 },
             );

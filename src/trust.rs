@@ -27,6 +27,8 @@ use crate::tls::TlsError;
 #[derive(Clone)]
 pub struct TrustAnchors {
     verifier: Arc<dyn ClientCertVerifier>,
+    /// The latest `notAfter` among the anchors: no chain outlives it.
+    anchors_not_after: i64,
 }
 
 impl std::fmt::Debug for TrustAnchors {
@@ -76,7 +78,7 @@ impl std::fmt::Display for CertificateRefusal {
             CertificateRefusal::Unreadable(reason) => write!(f, "certificate unreadable: {reason}"),
             CertificateRefusal::Expired { not_after } => write!(
                 f,
-                "certificate expired at {}; have the bus CA issue a current one",
+                "certificate (or the chain it needs) expired at {}; have the bus CA issue a current one",
                 rfc3339(*not_after)
             ),
             CertificateRefusal::NotYetValid { not_before } => write!(
@@ -155,9 +157,28 @@ pub fn check_dates(not_before: i64, not_after: i64, now: i64) -> Result<(), Cert
 impl TrustAnchors {
     /// Trusts the given CA certificates (the broker's `tls.ca`).
     pub fn new(cas: &[CertificateDer<'static>]) -> Result<TrustAnchors, TlsError> {
+        let anchors_not_after = cas
+            .iter()
+            .filter_map(|ca| crate::tls::validity(ca).map(|(_, not_after)| not_after))
+            .max()
+            .unwrap_or(i64::MAX);
         Ok(TrustAnchors {
             verifier: crate::tls::client_verifier(cas)?,
+            anchors_not_after,
         })
+    }
+
+    /// When a chain through `cert` stops being valid: its leaf's `notAfter`,
+    /// or an intermediate's, or the bus CA's if earlier (exact with one bus
+    /// CA; with several, the latest of them, so never stricter than the
+    /// handshake). This is what each use compares, so a kept-alive
+    /// connection or a key does not outlive the CA that vouched for it.
+    pub fn chain_not_after(&self, cert: &ParsedCertificate) -> i64 {
+        cert.chain
+            .iter()
+            .skip(1)
+            .filter_map(|c| crate::tls::validity(c).map(|(_, not_after)| not_after))
+            .fold(cert.not_after.min(self.anchors_not_after), i64::min)
     }
 
     /// Reads the CA certificates from PEM text.

@@ -374,3 +374,34 @@ fn endpoints_belong_to_providers_and_are_plain_https_bases() {
         assert_eq!(reg.set_endpoints(id, endpoints).is_ok(), ok, "{shown}");
     }
 }
+
+#[test]
+fn a_key_does_not_outlive_the_ca_that_vouched_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("ca").unwrap();
+    let reg = open(&dir.path().join("s.redb"), &ca);
+    let mut p = participant(&ca, "asp-rsp");
+    // Issued past the CA's ten years, which rcgen does not prevent.
+    let long = ca
+        .issue_valid("asp-rsp", "Org", KeyType::Ed25519, -1, 4000)
+        .unwrap();
+    p.certificates = vec![registered_certificate(&long.cert_pem).unwrap()];
+    reg.upsert(p).unwrap();
+    let ca_not_after =
+        crate::tls::validity(&ParsedCertificate::from_pem(ca.cert_pem()).unwrap().chain[0])
+            .unwrap()
+            .1;
+    let snap = reg.snapshot();
+    let entry = snap.get("asp-rsp").unwrap();
+    assert!(entry.key_at(&long.fingerprint, ca_not_after).is_ok());
+    assert_eq!(
+        entry
+            .key_at(&long.fingerprint, ca_not_after + 1)
+            .unwrap_err()
+            .reason
+            .unwrap(),
+        CertificateRefusal::Expired {
+            not_after: ca_not_after
+        }
+    );
+}
