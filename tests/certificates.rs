@@ -138,6 +138,28 @@ fn self_signed() -> String {
     params.self_signed(&key).unwrap().pem()
 }
 
+/// The operator registers a successor certificate for `id` and removes the
+/// one its running process still signs with.
+async fn rotate_away(bus: &Bus, operator: &Admin, ca: &DevCa, id: &str) {
+    let successor = ca.issue(id, "Successor", KeyType::Ed25519).unwrap();
+    let (status, body) = operator.add_certificate(id, &successor.cert_pem).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let old = bus
+        .sandbox
+        .manifest
+        .credentials(bus.dir.path(), id)
+        .unwrap()
+        .keyid;
+    let (status, body) = operator
+        .send(
+            Method::DELETE,
+            &format!("/v1/participants/{id}/certificates/{old}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign_nothing() {
     let bus = Bus::start().await;
@@ -283,30 +305,39 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
         detail(&out.body)
     );
 
+    // Nor is MPower's answer to the broker's representation check: asked
+    // about an authorisation nobody holds, it answers "no", signed; once its
+    // key is rotated away, that answer no longer counts as an answer.
+    let represented = mconnect::sdk::Call {
+        calling_user: "2003000000027".into(),
+        represented_party: Some(PERSON.into()),
+        ..get(
+            &format!("/r1/asp-rsp/person-by-idnp?idnp={PERSON}"),
+            "md-law-133-2008-art-8-representative",
+            "social-aid-application-by-representative",
+            Some(PERSON),
+        )
+    };
+    let out = bus.consumer("apl-cahul").call(&represented).await.unwrap();
+    assert_refused(&out, 403, "representation.denied");
+    assert!(
+        !detail(&out.body).contains("signs nothing"),
+        "{}",
+        detail(&out.body)
+    );
+    rotate_away(&bus, &operator, &ca, "mpower").await;
+    let out = bus.consumer("apl-cahul").call(&represented).await.unwrap();
+    assert_refused(&out, 403, "representation.denied");
+    assert!(
+        detail(&out.body).contains("signs nothing"),
+        "{}",
+        detail(&out.body)
+    );
+
     // A provider's answer signed by a removed key is not believed either:
     // the operator rotates asp-rsp's certificate while its register still
     // signs with the old key.
-    let successor = ca
-        .issue("asp-rsp", "Agenția Servicii Publice", KeyType::Ed25519)
-        .unwrap();
-    let (status, body) = operator
-        .add_certificate("asp-rsp", &successor.cert_pem)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let old = bus
-        .sandbox
-        .manifest
-        .credentials(bus.dir.path(), "asp-rsp")
-        .unwrap()
-        .keyid;
-    let (status, body) = operator
-        .send(
-            Method::DELETE,
-            &format!("/v1/participants/asp-rsp/certificates/{old}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    rotate_away(&bus, &operator, &ca, "asp-rsp").await;
     let out = bus
         .consumer("apl-cahul")
         .call(&person_call())
