@@ -235,7 +235,11 @@ impl AdminState {
                     })
                     .await;
                 participants::with_registry_problem(upserted, why)?;
-                Ok(json(StatusCode::OK, &public_view(&participant)))
+                // What was stored: expiry dates are read from the PEM, not
+                // taken from the body.
+                let snapshot = self.broker.registry().snapshot();
+                let stored = snapshot.get(id).map_or(&participant, |e| &e.participant);
+                Ok(json(StatusCode::OK, &public_view(stored)))
             }
             (Method::PUT, ["v1", "participants", id, "endpoints"]) => {
                 participants::may_set_endpoints(caller, id)?;
