@@ -25,7 +25,6 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -36,7 +35,9 @@ use mconnect::exchange::verify::{SignedRequest, verify_request};
 use mconnect::httpsig::digest::{content_digest_header, verify_content_digest};
 use mconnect::httpsig::{self, MessageView, RequestView};
 use mconnect::pki::{DevCa, KeyType};
-use mconnect::registry::{Organisation, Participant, ParticipantEntry, Role};
+use mconnect::registry::{
+    Organisation, Participant, ParticipantEntry, Role, registered_certificate,
+};
 use mconnect::sdk::{self, Credentials};
 
 const METHOD: &str = "POST";
@@ -79,20 +80,23 @@ fn signers() -> Vec<Signer> {
         )
         .unwrap();
         let verifying_key = VerifyingKey::from_certificate_der(&cert.cert_der).unwrap();
-        let participant = ParticipantEntry {
-            participant: Participant {
+        let anchors = mconnect::trust::TrustAnchors::from_pem(ca.cert_pem()).unwrap();
+        let participant = ParticipantEntry::new(
+            Participant {
                 id: CONSUMER.to_string(),
                 organisation: Organisation {
                     idno: "1007601000114".to_string(),
                     name: "Primăria municipiului Cahul".to_string(),
                 },
                 roles: vec![Role::Consumer],
-                certificates: Vec::new(),
+                certificates: vec![registered_certificate(&cert.cert_pem).unwrap()],
                 endpoints: Vec::new(),
                 confidential: false,
             },
-            keys: HashMap::from([(cert.fingerprint.clone(), verifying_key.clone())]),
-        };
+            &anchors,
+            mconnect::exchange::unix_now(),
+        )
+        .unwrap();
         Signer {
             alg,
             credentials,

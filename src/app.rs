@@ -183,7 +183,9 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let key = Arc::new(SigningKey::from_pem(&key_pem).map_err(|e| StartError::Key(e.to_string()))?);
 
     let store = Arc::new(RedbStore::open(&config.state_file)?);
-    let registry = Arc::new(Registry::open(store)?);
+    // Participant certificates must chain to the same CA the listeners trust.
+    let anchors = crate::trust::TrustAnchors::new(&cas)?;
+    let registry = Arc::new(Registry::open(store, anchors)?);
     let rules = load_rules(&config.catalog_dir, &config.policies_dir, &registry)?;
 
     let (audit, recovery) = AuditLog::open(

@@ -32,3 +32,4 @@ pub mod sdk;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod trust;

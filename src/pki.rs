@@ -158,6 +158,26 @@ impl DevCa {
         from_days: i64,
         until_days: i64,
     ) -> Result<IssuedCertificate, PkiError> {
+        let now = time::OffsetDateTime::now_utc();
+        self.issue_between(
+            name,
+            organisation,
+            key_type,
+            now + time::Duration::days(from_days),
+            now + time::Duration::days(until_days),
+        )
+    }
+
+    /// Like [`DevCa::issue`] with exact validity bounds (tests use a
+    /// certificate that expires seconds after it is registered).
+    pub fn issue_between(
+        &self,
+        name: &str,
+        organisation: &str,
+        key_type: KeyType,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<IssuedCertificate, PkiError> {
         let key = match key_type {
             // PKCS#8 v1 (RFC 5208): every tool reads it, while some (Python's
             // `cryptography`) refuse the v2 form aws-lc writes by default.
@@ -193,9 +213,8 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(from_days);
-        params.not_after = now + time::Duration::days(until_days);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params.signed_by(&key, &self.issuer)?;
         let cert_der = cert.der().to_vec();
         Ok(IssuedCertificate {

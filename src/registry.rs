@@ -9,16 +9,28 @@
 //! Invariants: a change is durable before it is visible; a certificate
 //! fingerprint belongs to at most one participant; several certificates per
 //! participant may be active at once, so keys rotate without downtime.
+//!
+//! *Certificate invariant* (PROTOCOL.md section 1, `crate::trust`): a
+//! certificate enters the registry (add, operator upsert, sandbox
+//! registration) only if it chains to the bus CA and is in date; a stored one
+//! that no longer chains (checked at every snapshot build, so at start-up)
+//! stays listed but yields no key; and every use of a key or of a TLS
+//! identity goes through [`ParticipantEntry::key_at`] or
+//! [`ParticipantEntry::certificate_at`], which compare the dates kept as
+//! integers with the time of use. The raw keys are private to this module so
+//! that no caller can skip those checks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{VerifyingKey, certificate_fingerprint};
 use crate::ids::{is_valid_idno, is_valid_participant_id};
 use crate::store::{Collection, StateStore, StoreError};
+use crate::trust::{CertificateRefusal, ParsedCertificate, TrustAnchors, check_dates};
 
 /// A participant's role on the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,17 +132,175 @@ pub enum RegistryError {
         /// Who has it.
         owner: String,
     },
+    /// A certificate does not chain to the bus CA, is out of date or unreadable.
+    #[error("certificate {fingerprint}: {refusal}")]
+    Certificate {
+        /// Its fingerprint, when it could be read.
+        fingerprint: String,
+        /// Why it is refused.
+        refusal: CertificateRefusal,
+    },
+    /// The fingerprint is not one of the participant's certificates.
+    #[error("certificate {fingerprint} is not registered to participant `{participant}`")]
+    UnknownCertificate {
+        /// The participant.
+        participant: String,
+        /// The fingerprint asked for.
+        fingerprint: String,
+    },
+    /// Removing it would leave the participant without a usable certificate.
+    #[error(
+        "certificate {fingerprint} is the last usable certificate of `{participant}`; register its successor first (the operator may remove it regardless)"
+    )]
+    LastCertificate {
+        /// The participant.
+        participant: String,
+        /// The fingerprint asked for.
+        fingerprint: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl RegistryError {
+    /// The HTTP status and problem `code` the admin API answers with.
+    pub fn problem(&self) -> (StatusCode, &'static str) {
+        match self {
+            RegistryError::Certificate { refusal, .. } => (StatusCode::BAD_REQUEST, refusal.code()),
+            RegistryError::UnknownCertificate { .. } => {
+                (StatusCode::NOT_FOUND, "certificate.unknown")
+            }
+            RegistryError::LastCertificate { .. } => (StatusCode::CONFLICT, "certificate.last"),
+            RegistryError::Invalid(_)
+            | RegistryError::Unknown(_)
+            | RegistryError::CertificateTaken { .. }
+            | RegistryError::Store(_) => (StatusCode::BAD_REQUEST, "admin.invalid"),
+        }
+    }
+}
+
+/// A registered certificate's public key with what every use checks: its
+/// dates as integers, and whether it chains to the bus CA at all.
+struct CertificateKey {
+    key: VerifyingKey,
+    not_before: i64,
+    not_after: i64,
+    /// Set when the chain check failed at the snapshot build: such a key is
+    /// kept only so that its refusal can say why.
+    untrusted: Option<CertificateRefusal>,
 }
 
 /// A participant with its parsed public keys, ready for the hot path.
 pub struct ParticipantEntry {
     /// The document.
     pub participant: Participant,
-    /// Its certificates' public keys, by fingerprint.
-    pub keys: HashMap<String, VerifyingKey>,
+    /// Its certificates' public keys, by fingerprint; reached only through
+    /// the checked accessors below.
+    keys: HashMap<String, CertificateKey>,
+}
+
+/// Why a certificate of a participant may not be used now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRefusal {
+    /// The participant.
+    pub participant: String,
+    /// The certificate fingerprint asked for.
+    pub fingerprint: String,
+    /// Why; `None` when no such certificate is registered to the participant
+    /// (never was, or was removed).
+    pub reason: Option<CertificateRefusal>,
+}
+
+impl std::fmt::Display for KeyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            None => write!(
+                f,
+                "certificate {} is not registered to participant `{}` (never registered, or removed)",
+                self.fingerprint, self.participant
+            ),
+            Some(reason) => write!(
+                f,
+                "certificate {} of participant `{}` is not accepted: {reason}",
+                self.fingerprint, self.participant
+            ),
+        }
+    }
+}
+
+impl ParticipantEntry {
+    /// Parses the participant's certificates once: keys, dates, and the
+    /// chain checked against `anchors` at `now` (within each certificate's
+    /// own validity; the dates are left to each use).
+    pub fn new(
+        participant: Participant,
+        anchors: &TrustAnchors,
+        now: i64,
+    ) -> Result<ParticipantEntry, RegistryError> {
+        let mut keys = HashMap::new();
+        for cert in &participant.certificates {
+            let unusable = |e: &dyn std::fmt::Display| {
+                RegistryError::Invalid(format!(
+                    "certificate {} of `{}`: {e}",
+                    cert.fingerprint, participant.id
+                ))
+            };
+            let parsed = ParsedCertificate::from_pem(&cert.pem).map_err(|e| unusable(&e))?;
+            if certificate_fingerprint(parsed.leaf()) != cert.fingerprint {
+                return Err(unusable(&"the fingerprint does not match the certificate"));
+            }
+            let key =
+                VerifyingKey::from_certificate_der(parsed.leaf()).map_err(|e| unusable(&e))?;
+            keys.insert(
+                cert.fingerprint.clone(),
+                CertificateKey {
+                    key,
+                    not_before: parsed.not_before,
+                    not_after: anchors.chain_not_after(&parsed),
+                    untrusted: anchors.check_chain(&parsed, now).err(),
+                },
+            );
+        }
+        Ok(ParticipantEntry { participant, keys })
+    }
+
+    /// The public key of a registered certificate, only if that certificate
+    /// chains to the bus CA and is in date at `now` (unix seconds). Two
+    /// integer comparisons and a hash lookup: no parsing.
+    pub fn key_at(&self, fingerprint: &str, now: i64) -> Result<&VerifyingKey, KeyRefusal> {
+        let refuse = |reason| KeyRefusal {
+            participant: self.participant.id.clone(),
+            fingerprint: fingerprint.to_string(),
+            reason,
+        };
+        let entry = self.keys.get(fingerprint).ok_or_else(|| refuse(None))?;
+        if let Some(untrusted) = &entry.untrusted {
+            return Err(refuse(Some(untrusted.clone())));
+        }
+        check_dates(entry.not_before, entry.not_after, now).map_err(|r| refuse(Some(r)))?;
+        Ok(&entry.key)
+    }
+
+    /// Whether a registered certificate may identify the participant at
+    /// `now` (the TLS client identity, checked at each request because a
+    /// connection can outlive its certificate).
+    pub fn certificate_at(&self, fingerprint: &str, now: i64) -> Result<(), KeyRefusal> {
+        self.key_at(fingerprint, now).map(|_| ())
+    }
+
+    /// How many of its certificates are usable at `now`.
+    pub fn usable_certificates(&self, now: i64) -> usize {
+        self.keys
+            .keys()
+            .filter(|fp| self.key_at(fp, now).is_ok())
+            .count()
+    }
+
+    /// How many certificates it has registered, usable or not.
+    pub fn registered_certificates(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// An immutable view of the registry.
@@ -158,21 +328,16 @@ impl RegistrySnapshot {
         all
     }
 
-    fn build(participants: Vec<Participant>) -> Result<RegistrySnapshot, RegistryError> {
+    /// Indexes the participants; each certificate's chain is checked at
+    /// `now` (within its own validity), its dates kept for every use.
+    fn build(
+        participants: Vec<Participant>,
+        anchors: &TrustAnchors,
+        now: i64,
+    ) -> Result<RegistrySnapshot, RegistryError> {
         let mut snapshot = RegistrySnapshot::default();
         for participant in participants {
-            let mut keys = HashMap::new();
-            for cert in &participant.certificates {
-                let der = pem_to_der(&cert.pem)?;
-                let key = VerifyingKey::from_certificate_der(&der).map_err(|e| {
-                    RegistryError::Invalid(format!(
-                        "certificate {} of `{}`: {e}",
-                        cert.fingerprint, participant.id
-                    ))
-                })?;
-                keys.insert(cert.fingerprint.clone(), key);
-            }
-            let entry = Arc::new(ParticipantEntry { participant, keys });
+            let entry = Arc::new(ParticipantEntry::new(participant, anchors, now)?);
             for fp in entry.keys.keys() {
                 if let Some(other) = snapshot.by_fingerprint.insert(fp.clone(), entry.clone()) {
                     return Err(RegistryError::CertificateTaken {
@@ -192,14 +357,20 @@ impl RegistrySnapshot {
 /// The registry: durable documents plus the current snapshot.
 pub struct Registry {
     store: Arc<dyn StateStore>,
+    anchors: TrustAnchors,
     snapshot: ArcSwap<RegistrySnapshot>,
     /// Serialises writers so each change is computed from the latest state.
     write_lock: Mutex<()>,
 }
 
 impl Registry {
-    /// Loads every participant from the store.
-    pub fn open(store: Arc<dyn StateStore>) -> Result<Registry, RegistryError> {
+    /// Loads every participant from the store. Certificates are checked
+    /// against `anchors` (the bus CA of the broker's `tls.ca`): a stored one
+    /// that no longer chains or is out of date stays listed but signs nothing.
+    pub fn open(
+        store: Arc<dyn StateStore>,
+        anchors: TrustAnchors,
+    ) -> Result<Registry, RegistryError> {
         let mut participants = Vec::new();
         for (key, bytes) in store.scan(Collection::Participants)? {
             let p: Participant = serde_json::from_slice(&bytes).map_err(|e| {
@@ -207,11 +378,32 @@ impl Registry {
             })?;
             participants.push(p);
         }
+        let now = unix_now();
+        let snapshot = RegistrySnapshot::build(participants, &anchors, now)?;
+        for entry in snapshot.by_id.values() {
+            for fp in entry.keys.keys() {
+                if let Err(refusal) = entry.key_at(fp, now) {
+                    tracing::warn!(%refusal, "stored certificate will sign nothing; remove it or register a current one");
+                }
+            }
+        }
         Ok(Registry {
-            snapshot: ArcSwap::from_pointee(RegistrySnapshot::build(participants)?),
+            snapshot: ArcSwap::from_pointee(snapshot),
             store,
+            anchors,
             write_lock: Mutex::new(()),
         })
+    }
+
+    /// The bus CA certificates are checked against.
+    pub fn anchors(&self) -> &TrustAnchors {
+        &self.anchors
+    }
+
+    /// Reads a certificate offered for registration and checks it against
+    /// the bus CA at the current time.
+    pub fn check_new_certificate(&self, pem: &str) -> Result<RegisteredCertificate, RegistryError> {
+        admit(&self.anchors, pem, unix_now())
     }
 
     /// The state store the registry lives in, shared with the broker's other
@@ -225,9 +417,30 @@ impl Registry {
         self.snapshot.load_full()
     }
 
-    /// Registers or replaces a participant (an operator's act).
-    pub fn upsert(&self, participant: Participant) -> Result<(), RegistryError> {
+    /// Registers or replaces a participant (an operator's act). A
+    /// certificate the participant does not already hold must chain to the
+    /// bus CA and be in date now; one it holds is kept as it is (its use is
+    /// checked at every use anyway), so an operator can edit a participant
+    /// whose old certificate has since expired.
+    pub fn upsert(&self, mut participant: Participant) -> Result<(), RegistryError> {
         validate(&participant)?;
+        let now = unix_now();
+        let current = self.snapshot();
+        let held = current.get(&participant.id);
+        for cert in &mut participant.certificates {
+            if !held.is_some_and(|e| e.participant.certificates.contains(cert)) {
+                // The document's fingerprint and expiry are recomputed from
+                // the PEM, never taken from the caller.
+                let admitted = admit(&self.anchors, &cert.pem, now)?;
+                if admitted.fingerprint != cert.fingerprint {
+                    return Err(RegistryError::Invalid(format!(
+                        "fingerprint {} does not match its certificate ({})",
+                        cert.fingerprint, admitted.fingerprint
+                    )));
+                }
+                *cert = admitted;
+            }
+        }
         self.change(|all| {
             all.retain(|p| p.id != participant.id);
             all.push(participant.clone());
@@ -235,24 +448,30 @@ impl Registry {
         })
     }
 
-    /// Replaces a provider's endpoints (the provider's own act).
+    /// Replaces a provider's endpoints. Only providers have endpoints; each
+    /// service is named at most once. Which services the catalog lists for
+    /// the provider, and who may ask, is the admin API's check.
     pub fn set_endpoints(&self, id: &str, endpoints: Vec<Endpoint>) -> Result<(), RegistryError> {
-        for e in &endpoints {
-            validate_endpoint(e)?;
-        }
+        validate_endpoints(id, &endpoints)?;
         self.change(|all| {
             let p = all
                 .iter_mut()
                 .find(|p| p.id == id)
                 .ok_or_else(|| RegistryError::Unknown(id.to_string()))?;
+            if !endpoints.is_empty() && !p.has_role(Role::Provider) {
+                return Err(RegistryError::Invalid(format!(
+                    "participant `{id}` is not a provider, so it has no endpoints"
+                )));
+            }
             p.endpoints = endpoints.clone();
             Ok(())
         })
     }
 
-    /// Adds a certificate to a participant (rotation: the old one stays until removed).
+    /// Adds a certificate to a participant (rotation: the old one stays
+    /// until removed). It must chain to the bus CA and be in date now.
     pub fn add_certificate(&self, id: &str, pem: &str) -> Result<String, RegistryError> {
-        let cert = registered_certificate(pem)?;
+        let cert = admit(&self.anchors, pem, unix_now())?;
         let fp = cert.fingerprint.clone();
         self.change(|all| {
             let p = all
@@ -271,14 +490,46 @@ impl Registry {
         Ok(fp)
     }
 
-    /// Removes a certificate from a participant.
-    pub fn remove_certificate(&self, id: &str, fingerprint: &str) -> Result<(), RegistryError> {
+    /// Removes a certificate from a participant; its key signs nothing from
+    /// the moment the new snapshot is published. Unless `allow_last`, a
+    /// removal that would leave the participant without a usable certificate
+    /// is refused: it could then not even reach the admin API to add one.
+    pub fn remove_certificate(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        allow_last: bool,
+    ) -> Result<(), RegistryError> {
+        let now = unix_now();
+        let anchors = &self.anchors;
         self.change(|all| {
             let p = all
                 .iter_mut()
                 .find(|p| p.id == id)
                 .ok_or_else(|| RegistryError::Unknown(id.to_string()))?;
+            if !p.certificates.iter().any(|c| c.fingerprint == fingerprint) {
+                return Err(RegistryError::UnknownCertificate {
+                    participant: id.to_string(),
+                    fingerprint: fingerprint.to_string(),
+                });
+            }
             p.certificates.retain(|c| c.fingerprint != fingerprint);
+            // Counted here, under the write lock, so that two concurrent
+            // removals cannot each leave the other's certificate as the last.
+            let usable = p
+                .certificates
+                .iter()
+                .filter(|c| {
+                    ParsedCertificate::from_pem(&c.pem)
+                        .is_ok_and(|parsed| anchors.check(&parsed, now).is_ok())
+                })
+                .count();
+            if usable == 0 && !allow_last {
+                return Err(RegistryError::LastCertificate {
+                    participant: id.to_string(),
+                    fingerprint: fingerprint.to_string(),
+                });
+            }
             Ok(())
         })
     }
@@ -297,7 +548,7 @@ impl Registry {
         let before: Vec<Participant> = current.participants().into_iter().cloned().collect();
         let mut after = before.clone();
         f(&mut after)?;
-        let next = RegistrySnapshot::build(after.clone())?;
+        let next = RegistrySnapshot::build(after.clone(), &self.anchors, unix_now())?;
         let mut docs = Vec::new();
         for p in &after {
             if !before.contains(p) {
@@ -326,26 +577,54 @@ impl Registry {
     }
 }
 
-/// Builds a registered certificate from PEM, reading its fingerprint and expiry.
+/// Builds a registered certificate from PEM, reading its fingerprint and
+/// expiry. It does not judge the certificate: the registry does, with
+/// [`admit`], when the certificate enters.
 pub fn registered_certificate(pem: &str) -> Result<RegisteredCertificate, RegistryError> {
-    let der = pem_to_der(pem)?;
-    let (_, not_after) = crate::tls::validity(&der)
-        .ok_or_else(|| RegistryError::Invalid("certificate is not valid X.509".into()))?;
-    VerifyingKey::from_certificate_der(&der)
-        .map_err(|e| RegistryError::Invalid(format!("certificate key unusable: {e}")))?;
+    let parsed =
+        ParsedCertificate::from_pem(pem).map_err(|refusal| RegistryError::Certificate {
+            fingerprint: "(unreadable)".into(),
+            refusal,
+        })?;
+    let fingerprint = certificate_fingerprint(parsed.leaf());
+    VerifyingKey::from_certificate_der(parsed.leaf()).map_err(|e| RegistryError::Certificate {
+        fingerprint: fingerprint.clone(),
+        refusal: CertificateRefusal::Unreadable(format!("key unusable: {e}")),
+    })?;
     Ok(RegisteredCertificate {
         pem: pem.trim().to_string() + "\n",
-        fingerprint: certificate_fingerprint(&der),
-        not_after,
+        fingerprint,
+        not_after: parsed.not_after,
     })
 }
 
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, RegistryError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|c| c.to_vec())
-        .map_err(|e| RegistryError::Invalid(format!("certificate PEM unreadable: {e}")))
+/// A certificate entering the registry: readable, with a usable key,
+/// chained to the bus CA and in date at `now`.
+pub fn admit(
+    anchors: &TrustAnchors,
+    pem: &str,
+    now: i64,
+) -> Result<RegisteredCertificate, RegistryError> {
+    let cert = registered_certificate(pem)?;
+    let parsed =
+        ParsedCertificate::from_pem(&cert.pem).map_err(|refusal| RegistryError::Certificate {
+            fingerprint: cert.fingerprint.clone(),
+            refusal,
+        })?;
+    anchors
+        .check(&parsed, now)
+        .map_err(|refusal| RegistryError::Certificate {
+            fingerprint: cert.fingerprint.clone(),
+            refusal,
+        })?;
+    Ok(cert)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn validate(p: &Participant) -> Result<(), RegistryError> {
@@ -376,109 +655,48 @@ fn validate(p: &Participant) -> Result<(), RegistryError> {
             )));
         }
     }
-    for e in &p.endpoints {
+    if !p.endpoints.is_empty() && !p.has_role(Role::Provider) {
+        return Err(RegistryError::Invalid(format!(
+            "participant `{}` is not a provider, so it has no endpoints",
+            p.id
+        )));
+    }
+    validate_endpoints(&p.id, &p.endpoints)
+}
+
+fn validate_endpoints(id: &str, endpoints: &[Endpoint]) -> Result<(), RegistryError> {
+    for (i, e) in endpoints.iter().enumerate() {
         validate_endpoint(e)?;
+        if endpoints[..i].iter().any(|o| o.service == e.service) {
+            return Err(RegistryError::Invalid(format!(
+                "participant `{id}` names {} twice among its endpoints; give each service one endpoint",
+                e.service
+                    .as_deref()
+                    .map_or("the default endpoint".to_string(), |s| format!(
+                        "service `{s}`"
+                    ))
+            )));
+        }
     }
     Ok(())
 }
 
 fn validate_endpoint(e: &Endpoint) -> Result<(), RegistryError> {
+    // The broker appends the service path, subpath and query to this base,
+    // so it may carry no query, fragment or credentials of its own.
     let ok = e.url.starts_with("https://")
         && !e.url.ends_with('/')
+        && !e.url.contains(['?', '#', '@', '\\'])
         && e.url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
     if ok {
         Ok(())
     } else {
         Err(RegistryError::Invalid(format!(
-            "endpoint `{}` must be an https:// URL with a host and no trailing slash",
+            "endpoint `{}` must be an https:// URL with a host, no credentials, query or fragment, and no trailing slash",
             e.url
         )))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pki::{DevCa, KeyType};
-    use crate::store::RedbStore;
-
-    fn participant(ca: &DevCa, id: &str) -> Participant {
-        let issued = ca.issue(id, "Org", KeyType::Ed25519).unwrap();
-        Participant {
-            id: id.into(),
-            organisation: Organisation {
-                idno: "1003600000017".into(),
-                name: "Org".into(),
-            },
-            roles: vec![Role::Provider],
-            certificates: vec![registered_certificate(&issued.cert_pem).unwrap()],
-            endpoints: vec![Endpoint {
-                service: None,
-                url: "https://127.0.0.1:9000".into(),
-            }],
-            confidential: false,
-        }
-    }
-
-    #[test]
-    fn registry_survives_restart_and_indexes_certificates() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.redb");
-        let ca = DevCa::generate("ca").unwrap();
-        let p = participant(&ca, "asp-rsp");
-        let fp = p.certificates[0].fingerprint.clone();
-        {
-            let reg = Registry::open(Arc::new(RedbStore::open(&path).unwrap())).unwrap();
-            reg.upsert(p.clone()).unwrap();
-            let rotated = ca.issue("asp-rsp", "Org", KeyType::EcdsaP256).unwrap();
-            reg.add_certificate("asp-rsp", &rotated.cert_pem).unwrap();
-            reg.set_endpoints(
-                "asp-rsp",
-                vec![Endpoint {
-                    service: Some("person-by-idnp".into()),
-                    url: "https://127.0.0.1:9001".into(),
-                }],
-            )
-            .unwrap();
-        }
-        let reg = Registry::open(Arc::new(RedbStore::open(&path).unwrap())).unwrap();
-        let snap = reg.snapshot();
-        let entry = snap.by_fingerprint(&fp).unwrap();
-        assert_eq!(entry.participant.id, "asp-rsp");
-        assert_eq!(
-            entry.keys.len(),
-            2,
-            "both certificates active during rotation"
-        );
-        assert_eq!(
-            entry.participant.endpoint_for("person-by-idnp"),
-            Some("https://127.0.0.1:9001")
-        );
-        assert_eq!(entry.participant.endpoint_for("other"), None);
-    }
-
-    #[test]
-    fn refuses_invalid_documents_and_shared_certificates() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = Registry::open(Arc::new(
-            RedbStore::open(&dir.path().join("s.redb")).unwrap(),
-        ))
-        .unwrap();
-        let ca = DevCa::generate("ca").unwrap();
-        let mut bad = participant(&ca, "asp-rsp");
-        bad.organisation.idno = "1003600000018".into();
-        assert!(matches!(reg.upsert(bad), Err(RegistryError::Invalid(_))));
-        let a = participant(&ca, "a");
-        let mut b = participant(&ca, "b");
-        b.certificates = a.certificates.clone();
-        reg.upsert(a).unwrap();
-        assert!(matches!(
-            reg.upsert(b),
-            Err(RegistryError::CertificateTaken { .. })
-        ));
-        assert!(matches!(
-            reg.set_endpoints("nobody", vec![]),
-            Err(RegistryError::Unknown(_))
-        ));
-    }
-}
+mod tests;

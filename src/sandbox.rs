@@ -352,9 +352,26 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     // Registry: participants and certificates. Endpoints are set once the
     // providers listen, below; old ones from an earlier run are cleared.
     {
-        let registry = Registry::open(std::sync::Arc::new(RedbStore::open(&config.state_file)?))?;
+        let anchors = crate::trust::TrustAnchors::from_pem(ca.cert_pem())?;
+        let registry = Registry::open(
+            std::sync::Arc::new(RedbStore::open(&config.state_file)?),
+            anchors,
+        )?;
+        let now = crate::exchange::unix_now();
         for p in &definition.participants {
-            let pem = std::fs::read_to_string(pki_dir.join(format!("{}.cert.pem", p.id)))?;
+            let cert_file = pki_dir.join(format!("{}.cert.pem", p.id));
+            let mut pem = std::fs::read_to_string(&cert_file)?;
+            // A sandbox directory kept past its certificates' two years (or
+            // given another CA) gets fresh ones rather than refusing to start.
+            if crate::registry::admit(registry.anchors(), &pem, now).is_err() {
+                let key_type = KeyType::parse(&p.key)
+                    .with_context(|| format!("participant {}: unknown key `{}`", p.id, p.key))?;
+                let issued = ca.issue(&p.id, &p.organisation.name, key_type)?;
+                issued.write(&pki_dir, &p.id)?;
+                pem = issued.cert_pem;
+            }
+            // Certificates of an earlier run stay; those that no longer pass
+            // are kept listed by the registry but sign nothing.
             let mut certificates = registry
                 .snapshot()
                 .get(&p.id)

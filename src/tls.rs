@@ -137,16 +137,25 @@ pub fn server_config(
     identity: &Identity,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider.clone())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = client_verifier(cas)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The client-certificate verifier of the broker's listeners: chain to one of
+/// `cas`, validity dates, client-authentication purpose (rustls-webpki).
+/// `crate::trust` checks registered certificates with this same verifier, so
+/// a certificate is registrable exactly when it could complete a handshake.
+pub fn client_verifier(
+    cas: &[CertificateDer<'static>],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))
 }
 
 /// A client configuration that trusts `cas` and presents `identity`.

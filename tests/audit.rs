@@ -317,7 +317,11 @@ async fn an_unwritable_log_refuses_exchanges_and_leaks_no_provider_data() {
         support::spawn_register(&dir.join("pki"), "population", "asp-rsp", "ed25519", &[]).await;
     {
         let store = mconnect::store::RedbStore::open(&dir.join("state.redb")).unwrap();
-        let registry = mconnect::registry::Registry::open(Arc::new(store)).unwrap();
+        let anchors = mconnect::trust::TrustAnchors::from_pem(
+            &std::fs::read_to_string(dir.join("pki/ca.cert.pem")).unwrap(),
+        )
+        .unwrap();
+        let registry = mconnect::registry::Registry::open(Arc::new(store), anchors).unwrap();
         registry
             .set_endpoints(
                 "asp-rsp",

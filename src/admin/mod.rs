@@ -25,6 +25,7 @@ mod audit;
 mod catalog;
 mod connect;
 mod openapi;
+mod participants;
 
 pub use openapi::openapi;
 
@@ -220,25 +221,41 @@ impl AdminState {
                         "the id in the body must match the path",
                     ));
                 }
-                self.audited(caller, &format!("participant.upsert {id}"), || {
-                    self.broker.registry().upsert(participant.clone())
-                })
-                .await?;
-                Ok(json(StatusCode::OK, &public_view(&participant)))
+                let rules = self.broker.rules();
+                let mut why = None;
+                let upserted = self
+                    .audited(caller, &format!("participant.upsert {id}"), || {
+                        let checked = participants::check_endpoints(
+                            &rules.catalog,
+                            id,
+                            &participant.endpoints,
+                        )
+                        .and_then(|()| self.broker.registry().upsert(participant.clone()));
+                        participants::note(&mut why, checked)
+                    })
+                    .await;
+                participants::with_registry_problem(upserted, why)?;
+                // What was stored: expiry dates are read from the PEM, not
+                // taken from the body.
+                let snapshot = self.broker.registry().snapshot();
+                let stored = snapshot.get(id).map_or(&participant, |e| &e.participant);
+                Ok(json(StatusCode::OK, &public_view(stored)))
             }
             (Method::PUT, ["v1", "participants", id, "endpoints"]) => {
-                if caller.id != *id && !caller.has_role(Role::Operator) {
-                    return Err(refuse(
-                        StatusCode::FORBIDDEN,
-                        "admin.forbidden",
-                        "providers may change only their own endpoints",
-                    ));
-                }
+                participants::may_set_endpoints(caller, id)?;
                 let endpoints: Vec<Endpoint> = parse(body)?;
-                self.audited(caller, &format!("participant.endpoints {id}"), || {
-                    self.broker.registry().set_endpoints(id, endpoints.clone())
-                })
-                .await?;
+                let rules = self.broker.rules();
+                let mut why = None;
+                let set = self
+                    .audited(caller, &format!("participant.endpoints {id}"), || {
+                        let checked = participants::check_endpoints(&rules.catalog, id, &endpoints)
+                            .and_then(|()| {
+                                self.broker.registry().set_endpoints(id, endpoints.clone())
+                            });
+                        participants::note(&mut why, checked)
+                    })
+                    .await;
+                participants::with_registry_problem(set, why)?;
                 Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "endpoints": endpoints }),
@@ -258,11 +275,16 @@ impl AdminState {
                     pem: String,
                 }
                 let new: NewCert = parse(body)?;
-                let fp = self
+                let mut why = None;
+                let added = self
                     .audited(caller, &format!("participant.certificate.add {id}"), || {
-                        self.broker.registry().add_certificate(id, &new.pem)
+                        participants::note(
+                            &mut why,
+                            self.broker.registry().add_certificate(id, &new.pem),
+                        )
                     })
-                    .await?;
+                    .await;
+                let fp = participants::with_registry_problem(added, why)?;
                 Ok(json(
                     StatusCode::CREATED,
                     &serde_json::json!({ "fingerprint": fp }),
@@ -276,12 +298,25 @@ impl AdminState {
                         "participants may remove certificates only from themselves",
                     ));
                 }
-                self.audited(
-                    caller,
-                    &format!("participant.certificate.remove {id} {fp}"),
-                    || self.broker.registry().remove_certificate(id, fp),
-                )
-                .await?;
+                // A participant may not lock itself out by removing its last
+                // usable certificate; an operator may (a compromised key).
+                let allow_last = caller.has_role(Role::Operator) && caller.id != *id;
+                let mut why = None;
+                let removed = self
+                    .audited(
+                        caller,
+                        &format!("participant.certificate.remove {id} {fp}"),
+                        || {
+                            participants::note(
+                                &mut why,
+                                self.broker
+                                    .registry()
+                                    .remove_certificate(id, fp, allow_last),
+                            )
+                        },
+                    )
+                    .await;
+                participants::with_registry_problem(removed, why)?;
                 Ok(json(StatusCode::OK, &serde_json::json!({ "removed": fp })))
             }
             _ => Err(refuse(
@@ -301,16 +336,25 @@ impl AdminState {
             )
         })?;
         let snapshot = self.broker.registry().snapshot();
-        snapshot
-            .by_fingerprint(fp)
-            .map(|e| e.participant.clone())
-            .ok_or_else(|| {
+        let entry = snapshot.by_fingerprint(fp).ok_or_else(|| {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "client.unknown",
+                format!("certificate {fp} is not registered to any participant"),
+            )
+        })?;
+        // The handshake checked the dates; a kept-alive connection can
+        // outlive them, so they are checked again at each request.
+        entry
+            .certificate_at(fp, crate::exchange::unix_now())
+            .map_err(|refusal| {
                 refuse(
                     StatusCode::UNAUTHORIZED,
                     "client.unknown",
-                    format!("certificate {fp} is not registered to any participant"),
+                    format!("the TLS client certificate identifies no one: {refusal}"),
                 )
-            })
+            })?;
+        Ok(entry.participant.clone())
     }
 
     /// Runs a change and records it in the audit log; the change is acknowledged only once both hold.

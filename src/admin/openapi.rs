@@ -43,15 +43,15 @@ fn core() -> serde_json::Value {
             },
             "/v1/participants/{id}/endpoints": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "put": {"summary": "Replace a provider's endpoints (the provider itself or an operator)", "requestBody": {"content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}}}}}, "responses": {"200": {"description": "stored"}, "400": problem, "403": problem}}
+                "put": {"summary": "Replace a provider's endpoints (the provider itself or an operator); each names a service the catalog lists for that provider, https only", "requestBody": {"content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Endpoint"}}}}}, "responses": {"200": {"description": "stored"}, "400": problem, "403": problem}}
             },
             "/v1/participants/{id}/certificates": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "post": {"summary": "Add a certificate (rotation)", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"pem": {"type": "string"}}, "required": ["pem"]}}}}, "responses": {"201": {"description": "added"}, "400": problem, "403": problem}}
+                "post": {"summary": "Add a certificate (rotation); it must chain to the bus CA and be in date (400 certificate.expired, certificate.not_yet_valid, certificate.untrusted, certificate.invalid)", "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"pem": {"type": "string"}}, "required": ["pem"]}}}}, "responses": {"201": {"description": "added"}, "400": problem, "403": problem}}
             },
             "/v1/participants/{id}/certificates/{fingerprint}": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "fingerprint", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "delete": {"summary": "Remove a certificate", "responses": {"200": {"description": "removed"}, "403": problem}}
+                "delete": {"summary": "Remove a certificate; its key signs nothing from then on. A participant cannot remove its own last usable certificate (409 certificate.last)", "responses": {"200": {"description": "removed"}, "403": problem, "404": problem, "409": problem}}
             },
             "/v1/reload": {"post": {"summary": "Reload catalog and policies atomically (operator)", "responses": {"200": {"description": "reloaded"}, "400": problem}}}
         },

@@ -138,9 +138,8 @@ pub fn verify_submission(
         ))
     })?;
     let key = entry
-        .keys
-        .get(&keyid)
-        .ok_or_else(|| invalid(format!("keyid {keyid} has no usable key")))?;
+        .key_at(&keyid, now)
+        .map_err(|refusal| invalid(format!("keyid {keyid} signs nothing: {refusal}")))?;
     for name in REQUIRED_COMPONENTS {
         if !params.covers(name) {
             return Err(invalid(format!("the signature must cover `{name}`")));

@@ -445,8 +445,12 @@ fn the_store_holds_grants_only_while_they_are_or_were_in_force() {
 /// A registry with the sandbox participants an application may name, each
 /// with a fresh certificate; returns the keys too.
 fn registry_with(ca: &DevCa, dir: &std::path::Path) -> (Registry, Vec<(String, String, String)>) {
-    let registry =
-        Registry::open(Arc::new(RedbStore::open(&dir.join("state.redb")).unwrap())).unwrap();
+    let anchors = crate::trust::TrustAnchors::from_pem(ca.cert_pem()).unwrap();
+    let registry = Registry::open(
+        Arc::new(RedbStore::open(&dir.join("state.redb")).unwrap()),
+        anchors,
+    )
+    .unwrap();
     let mut keys = Vec::new();
     for (id, idno, key) in [
         ("mcabinet", "1003600000017", KeyType::Ed25519),

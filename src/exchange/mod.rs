@@ -278,7 +278,7 @@ impl Broker {
 
         // Identify: the certificate names the participant; the header must agree.
         let registry = self.registry.snapshot();
-        let consumer = identify(&registry, peer, &head.headers)?;
+        let consumer = identify(&registry, peer, &head.headers, unix_now())?;
         trace.consumer = Some(consumer.participant.id.clone());
         trace.consumer_idno = Some(consumer.participant.organisation.idno.clone());
 
@@ -723,11 +723,14 @@ fn denial_kind(code: &str) -> ErrorKind {
     }
 }
 
-/// Certificate → participant, and the `MConnect-Client` header must name the same one.
+/// Certificate → participant, and the `MConnect-Client` header must name the
+/// same one. The certificate's dates are checked again here, at `now`: the
+/// handshake checked them, but a kept-alive connection can outlive them.
 fn identify(
     registry: &crate::registry::RegistrySnapshot,
     peer: &Peer,
     headers: &HeaderMap,
+    now: i64,
 ) -> Result<Arc<ParticipantEntry>, ExchangeError> {
     let claimed = CallHeaders::client(headers)?;
     let fingerprint = peer.fingerprint.as_deref().ok_or_else(|| {
@@ -757,6 +760,12 @@ fn identify(
             ),
         });
     }
+    owner.certificate_at(fingerprint, now).map_err(|refusal| {
+        ExchangeError::new(
+            ErrorKind::ClientUnknown,
+            format!("the TLS client certificate identifies no one: {refusal}"),
+        )
+    })?;
     Ok(owner.clone())
 }
 
@@ -801,19 +810,32 @@ fn check_provider_answer(
     if h.get(headers::EXCHANGE_ID).and_then(|v| v.to_str().ok()) != Some(exchange_id) {
         return Err(bad("provider answer names another exchange id".into()));
     }
+    // A key whose certificate expired, was removed or no longer chains
+    // signs nothing; the refusal is kept to say so instead of "untrusted".
+    let now = unix_now();
+    let refused = std::cell::RefCell::new(None);
     crate::sdk::verify_signed_response(
         answer.head.status,
         h,
         &answer.body,
         labels::PROVIDER,
         &[],
-        |keyid| provider.keys.get(keyid),
+        |keyid| match provider.key_at(keyid, now) {
+            Ok(key) => Some(key),
+            Err(refusal) => {
+                *refused.borrow_mut() = Some(refusal);
+                None
+            }
+        },
     )
-    .map_err(|e| {
-        bad(format!(
+    .map_err(|e| match refused.take() {
+        Some(refusal) => bad(format!(
+            "provider answer signed by a key that signs nothing: {refusal}"
+        )),
+        None => bad(format!(
             "provider `{}` answer unusable: {e}",
             provider.participant.id
-        ))
+        )),
     })
 }
 

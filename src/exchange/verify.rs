@@ -71,12 +71,11 @@ pub fn verify_request(
     let keyid = params.keyid.as_deref().ok_or_else(|| {
         invalid("signature parameter `keyid` is required: the SHA-256 hex fingerprint of your certificate")
     })?;
-    let key = signer.keys.get(keyid).ok_or_else(|| {
-        invalid(format!(
-            "keyid {keyid} is not a certificate registered to participant `{}`",
-            signer.participant.id
-        ))
-    })?;
+    // Registered to this participant, chained to the bus CA, in date now:
+    // otherwise the key signs nothing, and the detail says which failed.
+    let key = signer
+        .key_at(keyid, now)
+        .map_err(|refusal| invalid(format!("keyid {keyid} signs nothing: {refusal}")))?;
     let created = params
         .created
         .ok_or_else(|| invalid("signature parameter `created` is required"))?;
