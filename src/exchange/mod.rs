@@ -821,6 +821,7 @@ impl Trace {
             keyids_checked: self.keyids_checked.clone(),
             keyids_made: self.keyids_made.clone(),
             duration_us: elapsed.as_micros() as u64,
+            refusal_count: None,
         }
     }
 }
