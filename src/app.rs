@@ -91,6 +91,11 @@ impl RunningBroker {
         self.maintenance.stop().await;
         self.data.shutdown().await;
         self.admin.shutdown().await;
+        // Refusals counted while the listeners drained are written too.
+        self.broker
+            .refusals()
+            .flush(self.broker.audit(), None)
+            .await;
         if let Err(e) = self.broker.audit().clone().close().await {
             tracing::error!(error = %e, "audit log close failed");
         }
@@ -203,6 +208,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
             ),
             // A retention pass at start, then daily.
             retention_interval: Some(std::time::Duration::from_secs(24 * 3600)),
+            min_free_bytes: config.audit.min_free_bytes,
             ..AuditConfig::new(config.audit_dir.clone())
         },
         Arc::new(BrokerTreeSigner {

@@ -95,6 +95,10 @@ pub struct AuditSettings {
     /// (`body_key_file`, 32 raw bytes, created with mode 0600 when missing);
     /// `None` means `body.key` in the audit directory.
     pub body_key_file: Option<PathBuf>,
+    /// Free bytes the audit filesystem keeps for management records
+    /// (`min_free_bytes`): below it no new exchange is taken. `None`: 5 % of
+    /// the filesystem, at most 256 MiB; `Some(0)` turns the watermark off.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Default for AuditSettings {
@@ -105,6 +109,7 @@ impl Default for AuditSettings {
             tree_head_interval: Some(Duration::from_secs(60)),
             record_retention: crate::audit::DEFAULT_RECORD_RETENTION,
             body_key_file: None,
+            min_free_bytes: None,
         }
     }
 }
@@ -122,6 +127,11 @@ pub struct Limits {
     pub created_skew: Duration,
     /// How many request ids the replay cache may hold before it narrows its window.
     pub replay_capacity: usize,
+    /// Refusals audited one by one per client certificate and second; the
+    /// rest are counted in one record per (certificate, code, second).
+    pub refusals_per_second: u32,
+    /// Burst of refusals audited one by one per client certificate.
+    pub refusals_burst: u32,
 }
 
 /// Timeouts towards providers.
@@ -141,6 +151,8 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             created_skew: Duration::from_secs(300),
             replay_capacity: 4_000_000,
+            refusals_per_second: crate::exchange::refusals::DEFAULT_REFUSALS_PER_SECOND,
+            refusals_burst: crate::exchange::refusals::DEFAULT_REFUSALS_BURST,
         }
     }
 }
@@ -178,6 +190,7 @@ struct RawAudit {
     tree_head_interval_secs: Option<u64>,
     retention_days: Option<u64>,
     body_key_file: Option<PathBuf>,
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +230,8 @@ struct RawLimits {
     max_header_bytes: Option<usize>,
     created_skew_secs: Option<u64>,
     replay_capacity: Option<usize>,
+    refusals_per_second: Option<u32>,
+    refusals_burst: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +292,16 @@ impl Config {
                 "limits.replay_capacity",
                 raw.limits.replay_capacity,
                 defaults.replay_capacity,
+            )?,
+            refusals_per_second: positive(
+                "limits.refusals_per_second",
+                raw.limits.refusals_per_second,
+                defaults.refusals_per_second,
+            )?,
+            refusals_burst: positive(
+                "limits.refusals_burst",
+                raw.limits.refusals_burst,
+                defaults.refusals_burst,
             )?,
         };
         if limits.max_header_bytes < 8192 {
@@ -364,6 +389,9 @@ fn audit_settings(raw: &RawAudit) -> Result<AuditSettings, ConfigError> {
         tree_head_interval,
         record_retention,
         body_key_file: None,
+        // Any value is coherent: 0 turns the watermark off (only a failed
+        // write stops appends), more than the disk refuses all exchanges.
+        min_free_bytes: raw.min_free_bytes,
     })
 }
 
