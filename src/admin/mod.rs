@@ -6,8 +6,9 @@
 //! - every participant may read the participant list, the catalog and its own grants;
 //! - `/healthz`, `/readyz`, `/metrics` and `/v1/openapi.json`.
 //!
-//! Invariants: every change is written to the audit log before it is
-//! acknowledged (event `admin.change`); a refused change leaves nothing
+//! Invariants: every change is validated, then written durably to the audit
+//! log (event `admin.change`), and only then applied (`change.rs`), so a 503
+//! `audit.unavailable` means nothing changed; a refused change leaves nothing
 //! behind; errors are RFC 9457 problem+json.
 
 use std::path::PathBuf;
@@ -17,12 +18,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::audit::{AuditRecord, Decision};
 use crate::exchange::{Broker, Peer};
 use crate::registry::{Endpoint, Participant, Role};
 
 mod audit;
 mod catalog;
+mod change;
 mod connect;
 mod openapi;
 
@@ -220,8 +221,8 @@ impl AdminState {
                         "the id in the body must match the path",
                     ));
                 }
-                self.audited(caller, &format!("participant.upsert {id}"), || {
-                    self.broker.registry().upsert(participant.clone())
+                self.audited(caller, &format!("participant.upsert {id}"), |r| {
+                    r.upsert(participant.clone())
                 })
                 .await?;
                 Ok(json(StatusCode::OK, &public_view(&participant)))
@@ -235,8 +236,8 @@ impl AdminState {
                     ));
                 }
                 let endpoints: Vec<Endpoint> = parse(body)?;
-                self.audited(caller, &format!("participant.endpoints {id}"), || {
-                    self.broker.registry().set_endpoints(id, endpoints.clone())
+                self.audited(caller, &format!("participant.endpoints {id}"), |r| {
+                    r.set_endpoints(id, endpoints.clone())
                 })
                 .await?;
                 Ok(json(
@@ -259,8 +260,8 @@ impl AdminState {
                 }
                 let new: NewCert = parse(body)?;
                 let fp = self
-                    .audited(caller, &format!("participant.certificate.add {id}"), || {
-                        self.broker.registry().add_certificate(id, &new.pem)
+                    .audited(caller, &format!("participant.certificate.add {id}"), |r| {
+                        r.add_certificate(id, &new.pem)
                     })
                     .await?;
                 Ok(json(
@@ -279,7 +280,7 @@ impl AdminState {
                 self.audited(
                     caller,
                     &format!("participant.certificate.remove {id} {fp}"),
-                    || self.broker.registry().remove_certificate(id, fp),
+                    |r| r.remove_certificate(id, fp),
                 )
                 .await?;
                 Ok(json(StatusCode::OK, &serde_json::json!({ "removed": fp })))
@@ -313,36 +314,15 @@ impl AdminState {
             })
     }
 
-    /// Runs a change and records it in the audit log; the change is acknowledged only once both hold.
-    async fn audited<T, E: std::fmt::Display>(
+    /// Validates a registry change, makes its audit record durable, and only
+    /// then applies it (see `change`): a 503 means nothing changed.
+    async fn audited<T>(
         &self,
         caller: &Participant,
         action: &str,
-        change: impl FnOnce() -> Result<T, E>,
+        change: impl FnOnce(&crate::registry::Registry) -> Result<T, crate::registry::RegistryError>,
     ) -> Result<T, AdminError> {
-        let started = std::time::Instant::now();
-        let received = std::time::SystemTime::now();
-        let result = change();
-        let (decision, status, problem) = match &result {
-            Ok(_) => (Decision::Accepted, 200u16, None),
-            Err(e) => (Decision::Refused, 400u16, Some(e.to_string())),
-        };
-        let record = AuditRecord {
-            consumer: Some(caller.id.clone()),
-            consumer_idno: Some(caller.organisation.idno.clone()),
-            decision,
-            problem_code: problem.as_ref().map(|_| "admin.invalid".to_string()),
-            http_status: status,
-            ..AuditRecord::management("admin.change", action, received, started)
-        };
-        if let Err(e) = self.broker.audit().append(record).await {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit.unavailable",
-                format!("the change could not be audited: {e}"),
-            ));
-        }
-        result.map_err(|e| refuse(StatusCode::BAD_REQUEST, "admin.invalid", e.to_string()))
+        change::audited(self, caller, action, change).await
     }
 
     fn readyz(&self) -> Response<Full<Bytes>> {
