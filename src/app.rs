@@ -124,6 +124,20 @@ pub fn load_rules(
     policies_dir: &Path,
     registry: &Registry,
 ) -> Result<Rules, StartError> {
+    let stored = crate::connect::stored_grant_documents(registry.store().as_ref())
+        .map_err(StartError::Rules)?;
+    load_rules_with(catalog_dir, policies_dir, registry, stored)
+}
+
+/// [`load_rules`] with the stored grant documents given: a connection-request
+/// transition checks that the rules would load with its change before the
+/// change is audited and stored.
+pub fn load_rules_with(
+    catalog_dir: &Path,
+    policies_dir: &Path,
+    registry: &Registry,
+    mut stored: Vec<(std::path::PathBuf, serde_json::Value)>,
+) -> Result<Rules, StartError> {
     let catalog = Catalog::load_dir(catalog_dir).map_err(|e| StartError::Rules(e.to_string()))?;
     let snapshot = registry.snapshot();
     let known = |id: &str| snapshot.get(id).is_some();
@@ -153,8 +167,6 @@ pub fn load_rules(
             .into_iter()
             .map(|file| (file.path, file.value))
             .collect();
-    let mut stored = crate::connect::stored_grant_documents(registry.store().as_ref())
-        .map_err(StartError::Rules)?;
     // A stored grant that no longer loads (its service left the catalog, its
     // consumer was removed) is left out with a warning rather than stopping
     // the broker: leaving it out denies what it allowed, the safe side, and
