@@ -494,6 +494,37 @@ dir = "policies"
     }
 
     #[test]
+    fn refusal_budget_and_free_space_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = example(dir.path());
+        let cfg = Config::from_toml(&base, dir.path()).unwrap();
+        assert_eq!(
+            (cfg.limits.refusals_per_second, cfg.limits.refusals_burst),
+            (20, 50)
+        );
+        assert_eq!(cfg.audit.min_free_bytes, None);
+        let text = format!(
+            "{base}[limits]\nrefusals_per_second = 5\nrefusals_burst = 7\n[audit]\nmin_free_bytes = 0\n"
+        );
+        let cfg = Config::from_toml(&text, dir.path()).unwrap();
+        assert_eq!(
+            (cfg.limits.refusals_per_second, cfg.limits.refusals_burst),
+            (5, 7)
+        );
+        assert_eq!(cfg.audit.min_free_bytes, Some(0));
+        for bad in ["refusals_per_second = 0", "refusals_burst = 0"] {
+            let text = format!("{base}[limits]\n{bad}\n");
+            assert!(
+                matches!(
+                    Config::from_toml(&text, dir.path()),
+                    Err(ConfigError::Invalid { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn audit_retention_and_body_key() {
         let dir = tempfile::tempdir().unwrap();
         let base = example(dir.path());
