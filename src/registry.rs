@@ -481,18 +481,24 @@ mod tests {
             service: None,
             url: "ftp://nowhere".into(),
         }];
-        assert!(reg.stage(|r| r.set_endpoints("asp-rsp", bad.clone())).is_err());
+        assert!(
+            reg.stage(|r| r.set_endpoints("asp-rsp", bad.clone()))
+                .is_err()
+        );
         // Valid: nothing visible, nothing stored until commit.
         let staged = reg
             .stage(|r| r.set_endpoints("asp-rsp", moved.clone()))
             .unwrap();
         assert_eq!(url(&reg), "https://127.0.0.1:9000");
-        let reopened = |path: &std::path::Path| {
-            Registry::open(Arc::new(RedbStore::open(path).unwrap()))
-        };
+        let reopened =
+            |path: &std::path::Path| Registry::open(Arc::new(RedbStore::open(path).unwrap()));
         drop(reg);
         let reg = reopened(&path).unwrap();
-        assert_eq!(url(&reg), "https://127.0.0.1:9000", "staging stored nothing");
+        assert_eq!(
+            url(&reg),
+            "https://127.0.0.1:9000",
+            "staging stored nothing"
+        );
         // A stage taken on another registry value is refused on this one.
         assert!(reg.commit(staged).is_err());
         let staged = reg
@@ -501,7 +507,9 @@ mod tests {
         // Something else changed the registry meanwhile: refused.
         reg.add_certificate(
             "asp-rsp",
-            &ca.issue("asp-rsp", "Org", KeyType::EcdsaP256).unwrap().cert_pem,
+            &ca.issue("asp-rsp", "Org", KeyType::EcdsaP256)
+                .unwrap()
+                .cert_pem,
         )
         .unwrap();
         assert!(reg.commit(staged).is_err());

@@ -92,7 +92,10 @@ fn free_bytes(dir: &Path) -> u64 {
 
 /// A GET from the sandbox's `try` list by `client`, which the shipped
 /// policies allow.
-fn allowed_call(manifest: &mconnect::sandbox::SandboxManifest, client: &str) -> mconnect::sdk::Call {
+fn allowed_call(
+    manifest: &mconnect::sandbox::SandboxManifest,
+    client: &str,
+) -> mconnect::sdk::Call {
     let t = manifest
         .tries
         .iter()
@@ -107,7 +110,11 @@ async fn read(client: &AdminClient, path: &str) -> (StatusCode, Value) {
 }
 
 /// An audit read on the admin API as the sandbox's auditor.
-async fn audit_read(client: &AdminClient, auditor: &(String, String), path: &str) -> (StatusCode, Value) {
+async fn audit_read(
+    client: &AdminClient,
+    auditor: &(String, String),
+    path: &str,
+) -> (StatusCode, Value) {
     let mut request = client.plain(Method::GET, path, None).unwrap();
     request
         .headers_mut()
@@ -155,7 +162,9 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     let mut args = support::args(&dir);
     args.catalog = rules.join("catalog");
     args.policies = rules.join("policies");
-    let sandbox = mconnect::sandbox::start(&args).await.expect("sandbox starts");
+    let sandbox = mconnect::sandbox::start(&args)
+        .await
+        .expect("sandbox starts");
     let manifest = &sandbox.manifest;
     let broker = sandbox.broker.broker.clone();
     let audit = broker.audit().clone();
@@ -165,7 +174,10 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     let good = manifest.consumer(&dir, good_client).unwrap();
     let call = allowed_call(manifest, good_client);
     let auditor = admin(&manifest.auditor.id);
-    let auditor_basis = (manifest.auditor.basis.clone(), manifest.auditor.reason.clone());
+    let auditor_basis = (
+        manifest.auditor.basis.clone(),
+        manifest.auditor.reason.clone(),
+    );
     let operator = admin("age-operator");
     let asp_rsp = admin("asp-rsp");
     let ungheni = admin("apl-ungheni");
@@ -180,7 +192,11 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let (flood, sent, data_url) = (flood.clone(), sent.clone(), manifest.broker.data_url.clone());
+        let (flood, sent, data_url) = (
+            flood.clone(),
+            sent.clone(),
+            manifest.broker.data_url.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut statuses = Vec::new();
             while started.elapsed() < FLOOD_DEADLINE {
@@ -211,7 +227,10 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     }
     let flood_secs = started.elapsed().as_secs_f64();
     assert_eq!(refused, sent.load(std::sync::atomic::Ordering::SeqCst));
-    assert!(refused >= 1_000, "the flood sent only {refused} requests in 20 s");
+    assert!(
+        refused >= 1_000,
+        "the flood sent only {refused} requests in 20 s"
+    );
     // Every counted refusal reaches the log (aggregates are written once their
     // second is over).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -239,15 +258,24 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     println!(
         "flood: {refused} refusals in {flood_secs:.1} s, {records} audit records ({aggregates} aggregates), {without_seq} answers without seq"
     );
-    assert_eq!(counted, refused as u64, "the counts must add up to every refusal");
+    assert_eq!(
+        counted, refused as u64,
+        "the counts must add up to every refusal"
+    );
     // Budget: burst 50 + 20/s one by one, plus one aggregate per second.
     let bound = 50 + 21 * (flood_secs.ceil() as u64 + 2);
-    assert!(records <= bound, "{records} records for {refused} refusals (bound {bound})");
+    assert!(
+        records <= bound,
+        "{records} records for {refused} refusals (bound {bound})"
+    );
     assert_eq!(without_seq as u64, counted - (records - aggregates));
 
     // ---- Item 8: below the watermark no new work, reads go on. ----
     let watermark = audit.space().watermark_bytes;
-    assert!(watermark > 0 && watermark < 16 * 1024 * 1024, "watermark {watermark}");
+    assert!(
+        watermark > 0 && watermark < 16 * 1024 * 1024,
+        "watermark {watermark}"
+    );
     let filler_path = audit_dir.join("filler");
     let mut filler = std::fs::File::create(&filler_path).unwrap();
     let chunk = vec![0u8; 64 * 1024];
@@ -319,12 +347,18 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
         }
         assert_eq!(status, StatusCode::OK);
     }
-    assert!(failed && audit.failure().is_some(), "the log should have failed closed on ENOSPC");
+    assert!(
+        failed && audit.failure().is_some(),
+        "the log should have failed closed on ENOSPC"
+    );
 
     // An endpoint change: 503, and nothing changed.
     let (_, before) = read(&operator, "/v1/participants/asp-rsp").await;
     let endpoints_before = before["endpoints"].clone();
-    assert!(endpoints_before.as_array().is_some_and(|a| !a.is_empty()), "{before}");
+    assert!(
+        endpoints_before.as_array().is_some_and(|a| !a.is_empty()),
+        "{before}"
+    );
     let put = asp_rsp
         .plain(
             Method::PUT,
@@ -333,9 +367,16 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
         )
         .unwrap();
     let (status, problem) = asp_rsp.send(put).await.unwrap();
-    assert_eq!((status.as_u16(), problem["code"].as_str()), (503, Some("audit.unavailable")), "{problem}");
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (503, Some("audit.unavailable")),
+        "{problem}"
+    );
     let (_, after) = read(&operator, "/v1/participants/asp-rsp").await;
-    assert_eq!(after["endpoints"], endpoints_before, "a refused change must change nothing");
+    assert_eq!(
+        after["endpoints"], endpoints_before,
+        "a refused change must change nothing"
+    );
 
     // A connection-request transition and a submission: 503, nothing changed.
     let review = operator
@@ -346,7 +387,11 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
         )
         .unwrap();
     let (status, problem) = operator.send(review).await.unwrap();
-    assert_eq!((status.as_u16(), problem["code"].as_str()), (503, Some("audit.unavailable")), "{problem}");
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (503, Some("audit.unavailable")),
+        "{problem}"
+    );
     let (_, shown) = read(&operator, &format!("/v1/connection-requests/{request_id}")).await;
     assert_eq!(shown["state"], "submitted", "{shown}");
     let ids = |list: &Value| -> Vec<String> {
@@ -359,9 +404,17 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     };
     let (_, listed_before) = read(&operator, "/v1/connection-requests").await;
     let (status, problem) = ungheni.send(submission()).await.unwrap();
-    assert_eq!((status.as_u16(), problem["code"].as_str()), (503, Some("audit.unavailable")), "{problem}");
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (503, Some("audit.unavailable")),
+        "{problem}"
+    );
     let (_, listed_after) = read(&operator, "/v1/connection-requests").await;
-    assert_eq!(ids(&listed_after), ids(&listed_before), "a refused submission must store nothing");
+    assert_eq!(
+        ids(&listed_after),
+        ids(&listed_before),
+        "a refused submission must store nothing"
+    );
 
     // A reload that would drop the good client's grants: 503, the grants stay.
     let good_policy = rules.join(format!("policies/{good_client}.json"));
@@ -369,7 +422,11 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     std::fs::remove_file(&good_policy).unwrap();
     let reload = operator.plain(Method::POST, "/v1/reload", None).unwrap();
     let (status, problem) = operator.send(reload).await.unwrap();
-    assert_eq!((status.as_u16(), problem["code"].as_str()), (503, Some("audit.unavailable")), "{problem}");
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (503, Some("audit.unavailable")),
+        "{problem}"
+    );
     // The running rules stay: the file is put back now and no reload runs,
     // so the good client's call succeeding once space is back (below) proves the
     // refused reload swapped nothing in (it would be 403 policy.denied).

@@ -62,7 +62,11 @@ pub(crate) async fn audited<T>(
                 .append(record(Decision::Refused, 400, Some("admin.invalid")))
                 .await
                 .map_err(unavailable)?;
-            return Err(refuse(StatusCode::BAD_REQUEST, "admin.invalid", e.to_string()));
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "admin.invalid",
+                e.to_string(),
+            ));
         }
     };
     state

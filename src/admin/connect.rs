@@ -205,7 +205,9 @@ fn commit(state: &AdminState, staged: &Staged) -> Result<(), AdminError> {
         refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
             "admin.apply_failed",
-            format!("the transition was audited but could not be applied, so it did not take effect (the audit log records that too): {detail}"),
+            format!(
+                "the transition was audited but could not be applied, so it did not take effect (the audit log records that too): {detail}"
+            ),
         )
     };
     connect::persist(store.as_ref(), &staged.after).map_err(|e| failed(e.to_string()))?;
@@ -526,9 +528,8 @@ fn transition(
     if reload {
         // The stored grant documents as they would be with this change.
         let path = connect::document_path(id);
-        let mut stored = connect::stored_grant_documents(store.as_ref()).map_err(|e| {
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, "connect.store", e)
-        })?;
+        let mut stored = connect::stored_grant_documents(store.as_ref())
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "connect.store", e))?;
         stored.retain(|(p, _)| *p != path);
         if after.grants_in_store() {
             let grants: Vec<Value> = connect::grant_values(&after)

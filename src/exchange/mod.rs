@@ -215,8 +215,12 @@ impl Broker {
                 ErrorKind::AuditUnavailable,
                 "the audit log cannot take new exchanges now (its disk is full or failing); try again later",
             );
-            self.refusals
-                .count(peer, &self.registry, refusal.code(), refusal.status().as_u16());
+            self.refusals.count(
+                peer,
+                &self.registry,
+                refusal.code(),
+                refusal.status().as_u16(),
+            );
             return self.seal_unrecorded(&trace, None, &refusal);
         }
         let outcome = self.exchange(&mut trace, peer, request).await;

@@ -76,7 +76,13 @@ impl Refusals {
 
     /// Whether a refusal of `peer` must go without its own record: `true` when
     /// the client's budget is spent, in which case it was counted.
-    pub fn over_budget(&self, peer: &Peer, registry: &Registry, code: &'static str, status: u16) -> bool {
+    pub fn over_budget(
+        &self,
+        peer: &Peer,
+        registry: &Registry,
+        code: &'static str,
+        status: u16,
+    ) -> bool {
         if self.budget.check_key(&client_key(peer)).is_ok() {
             return false;
         }
