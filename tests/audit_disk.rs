@@ -185,6 +185,38 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     let first = good.call(&call).await.unwrap();
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
 
+    // ---- Item 3: an invalid change is audited as refused, changes nothing. ----
+    let (_, before) = read(&operator, "/v1/participants/asp-rsp").await;
+    let size = audit.tree_size();
+    let put = asp_rsp
+        .plain(
+            Method::PUT,
+            "/v1/participants/asp-rsp/endpoints",
+            Some(&json!([{"url": "ftp://nowhere"}])),
+        )
+        .unwrap();
+    let (status, problem) = asp_rsp.send(put).await.unwrap();
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (400, Some("admin.invalid")),
+        "{problem}"
+    );
+    let (record, _) = audit.record(size).unwrap().unwrap();
+    assert_eq!(
+        (
+            record.event.as_str(),
+            record.decision,
+            record.problem_code.as_deref()
+        ),
+        (
+            "admin.change",
+            mconnect::audit::Decision::Refused,
+            Some("admin.invalid")
+        )
+    );
+    let (_, after) = read(&operator, "/v1/participants/asp-rsp").await;
+    assert_eq!(after["endpoints"], before["endpoints"]);
+
     // ---- Item 8: a flood of unsigned requests from one client. ----
     let flood: Arc<Consumer> = Arc::new(manifest.consumer(&dir, FLOOD_CLIENT).unwrap());
     let before_flood = audit.tree_size();
@@ -205,6 +237,8 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
                     break;
                 }
                 let out = flood.send(unsigned(&data_url)).await.unwrap();
+                // Over the budget or not, every refusal is a signed answer.
+                assert!(out.receipt.is_ok(), "{:?}", out.receipt);
                 statuses.push((out.status, support::code(&out), seq_of(&out).is_some()));
             }
             statuses
@@ -269,6 +303,10 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
         "{records} records for {refused} refusals (bound {bound})"
     );
     assert_eq!(without_seq as u64, counted - (records - aggregates));
+    assert!(
+        aggregates > 0 && without_seq > 0,
+        "the flood must exceed the budget"
+    );
 
     // ---- Item 8: below the watermark no new work, reads go on. ----
     let watermark = audit.space().watermark_bytes;
