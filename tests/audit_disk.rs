@@ -272,13 +272,14 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(broker.refusals().pending_count(), 0);
-    let (mut records, mut counted, mut aggregates) = (0u64, 0u64, 0u64);
+    let (mut records, mut counted, mut aggregates, mut bytes) = (0u64, 0u64, 0u64, 0usize);
     for seq in before_flood..audit.tree_size() {
-        let (record, _) = audit.record(seq).unwrap().unwrap();
+        let (record, leaf) = audit.record(seq).unwrap().unwrap();
         if record.consumer.as_deref() != Some(FLOOD_CLIENT) {
             continue;
         }
         records += 1;
+        bytes += leaf.len();
         assert_eq!(record.problem_code.as_deref(), Some("signature.missing"));
         match record.event.as_str() {
             "exchange" => counted += 1,
@@ -290,7 +291,7 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
         }
     }
     println!(
-        "flood: {refused} refusals in {flood_secs:.1} s, {records} audit records ({aggregates} aggregates), {without_seq} answers without seq"
+        "flood: {refused} refusals in {flood_secs:.1} s, {records} audit records ({aggregates} aggregates, {bytes} leaf bytes), {without_seq} answers without seq"
     );
     assert_eq!(
         counted, refused as u64,
