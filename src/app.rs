@@ -91,6 +91,11 @@ impl RunningBroker {
         self.maintenance.stop().await;
         self.data.shutdown().await;
         self.admin.shutdown().await;
+        // Refusals counted while the listeners drained are written too.
+        self.broker
+            .refusals()
+            .flush(self.broker.audit(), None)
+            .await;
         if let Err(e) = self.broker.audit().clone().close().await {
             tracing::error!(error = %e, "audit log close failed");
         }
@@ -118,6 +123,20 @@ pub fn load_rules(
     catalog_dir: &Path,
     policies_dir: &Path,
     registry: &Registry,
+) -> Result<Rules, StartError> {
+    let stored = crate::connect::stored_grant_documents(registry.store().as_ref())
+        .map_err(StartError::Rules)?;
+    load_rules_with(catalog_dir, policies_dir, registry, stored)
+}
+
+/// [`load_rules`] with the stored grant documents given: a connection-request
+/// transition checks that the rules would load with its change before the
+/// change is audited and stored.
+pub fn load_rules_with(
+    catalog_dir: &Path,
+    policies_dir: &Path,
+    registry: &Registry,
+    mut stored: Vec<(std::path::PathBuf, serde_json::Value)>,
 ) -> Result<Rules, StartError> {
     let catalog = Catalog::load_dir(catalog_dir).map_err(|e| StartError::Rules(e.to_string()))?;
     let snapshot = registry.snapshot();
@@ -148,8 +167,6 @@ pub fn load_rules(
             .into_iter()
             .map(|file| (file.path, file.value))
             .collect();
-    let mut stored = crate::connect::stored_grant_documents(registry.store().as_ref())
-        .map_err(StartError::Rules)?;
     // A stored grant that no longer loads (its service left the catalog, its
     // consumer was removed) is left out with a warning rather than stopping
     // the broker: leaving it out denies what it allowed, the safe side, and
@@ -205,6 +222,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
             ),
             // A retention pass at start, then daily.
             retention_interval: Some(std::time::Duration::from_secs(24 * 3600)),
+            min_free_bytes: config.audit.min_free_bytes,
             ..AuditConfig::new(config.audit_dir.clone())
         },
         Arc::new(BrokerTreeSigner {

@@ -95,6 +95,10 @@ pub struct AuditSettings {
     /// (`body_key_file`, 32 raw bytes, created with mode 0600 when missing);
     /// `None` means `body.key` in the audit directory.
     pub body_key_file: Option<PathBuf>,
+    /// Free bytes the audit filesystem keeps for management records
+    /// (`min_free_bytes`): below it no new exchange is taken. `None`: 5 % of
+    /// the filesystem, at most 256 MiB; `Some(0)` turns the watermark off.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Default for AuditSettings {
@@ -105,6 +109,7 @@ impl Default for AuditSettings {
             tree_head_interval: Some(Duration::from_secs(60)),
             record_retention: crate::audit::DEFAULT_RECORD_RETENTION,
             body_key_file: None,
+            min_free_bytes: None,
         }
     }
 }
@@ -125,6 +130,11 @@ pub struct Limits {
     /// Most JSON values one request body or provider answer may hold (a
     /// small body of empty arrays would otherwise become a large tree).
     pub max_json_values: usize,
+    /// Refusals audited one by one per client certificate and second; the
+    /// rest are counted in one record per (certificate, code, second).
+    pub refusals_per_second: u32,
+    /// Burst of refusals audited one by one per client certificate.
+    pub refusals_burst: u32,
 }
 
 /// Timeouts towards providers.
@@ -145,6 +155,8 @@ impl Default for Limits {
             created_skew: Duration::from_secs(300),
             replay_capacity: 4_000_000,
             max_json_values: 200_000,
+            refusals_per_second: crate::exchange::refusals::DEFAULT_REFUSALS_PER_SECOND,
+            refusals_burst: crate::exchange::refusals::DEFAULT_REFUSALS_BURST,
         }
     }
 }
@@ -182,6 +194,7 @@ struct RawAudit {
     tree_head_interval_secs: Option<u64>,
     retention_days: Option<u64>,
     body_key_file: Option<PathBuf>,
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +235,8 @@ struct RawLimits {
     created_skew_secs: Option<u64>,
     replay_capacity: Option<usize>,
     max_json_values: Option<usize>,
+    refusals_per_second: Option<u32>,
+    refusals_burst: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,6 +302,16 @@ impl Config {
                 "limits.max_json_values",
                 raw.limits.max_json_values,
                 defaults.max_json_values,
+            )?,
+            refusals_per_second: positive(
+                "limits.refusals_per_second",
+                raw.limits.refusals_per_second,
+                defaults.refusals_per_second,
+            )?,
+            refusals_burst: positive(
+                "limits.refusals_burst",
+                raw.limits.refusals_burst,
+                defaults.refusals_burst,
             )?,
         };
         if limits.max_header_bytes < 8192 {
@@ -385,6 +410,9 @@ fn audit_settings(raw: &RawAudit) -> Result<AuditSettings, ConfigError> {
         tree_head_interval,
         record_retention,
         body_key_file: None,
+        // Any value is coherent: 0 turns the watermark off (only a failed
+        // write stops appends), more than the disk refuses all exchanges.
+        min_free_bytes: raw.min_free_bytes,
     })
 }
 
@@ -484,6 +512,37 @@ dir = "policies"
             Config::from_toml(&text, dir.path()),
             Err(ConfigError::Invalid { key: "tls.ca", .. })
         ));
+    }
+
+    #[test]
+    fn refusal_budget_and_free_space_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = example(dir.path());
+        let cfg = Config::from_toml(&base, dir.path()).unwrap();
+        assert_eq!(
+            (cfg.limits.refusals_per_second, cfg.limits.refusals_burst),
+            (20, 50)
+        );
+        assert_eq!(cfg.audit.min_free_bytes, None);
+        let text = format!(
+            "{base}[limits]\nrefusals_per_second = 5\nrefusals_burst = 7\n[audit]\nmin_free_bytes = 0\n"
+        );
+        let cfg = Config::from_toml(&text, dir.path()).unwrap();
+        assert_eq!(
+            (cfg.limits.refusals_per_second, cfg.limits.refusals_burst),
+            (5, 7)
+        );
+        assert_eq!(cfg.audit.min_free_bytes, Some(0));
+        for bad in ["refusals_per_second = 0", "refusals_burst = 0"] {
+            let text = format!("{base}[limits]\n{bad}\n");
+            assert!(
+                matches!(
+                    Config::from_toml(&text, dir.path()),
+                    Err(ConfigError::Invalid { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

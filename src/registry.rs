@@ -32,6 +32,9 @@ use crate::ids::{is_valid_idno, is_valid_participant_id};
 use crate::store::{Collection, StateStore, StoreError};
 use crate::trust::{CertificateRefusal, ParsedCertificate, TrustAnchors, check_dates};
 
+mod stage;
+pub use stage::StagedChange;
+
 /// A participant's role on the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

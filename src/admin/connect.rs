@@ -6,17 +6,19 @@
 //! - submissions and resubmissions are accepted only with a verified
 //!   RFC 9421 signature by a certificate of the applicant (its system or
 //!   another system of its organisation); the signature is kept as evidence;
-//! - a transition is durable in the state store, then (when it changes what
-//!   is granted) in force in the policy index, then in the audit log
-//!   (event `connect.transition`) before it is acknowledged; if the new
-//!   rules do not load, the stored request is put back as it was;
-//! - one writer at a time: read-modify-write of requests, the rules reload
-//!   and the swap happen under one lock, so a slower writer never swaps in
-//!   rules older than the store;
+//! - a transition is validated first (state machine, and when it changes
+//!   what is granted, that the rules load with it), then its record (event
+//!   `connect.transition`) is made durable, and only then is it stored and
+//!   put in force in the policy index; a 503 `audit.unavailable` means
+//!   nothing changed. If storing or reloading fails after the record is
+//!   durable, the stored request is put back and a second record (refused,
+//!   500, `admin.apply_failed`) says the transition did not take effect;
+//! - one writer at a time: validation, audit, store write, rules reload and
+//!   swap happen under one lock, so records follow the order of changes and
+//!   a slower writer never swaps in rules older than the store;
 //! - refused transitions are audited too; reads are not changes and are not;
 //! - whoever cannot see a request gets 404, as if it did not exist.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
@@ -33,10 +35,12 @@ use crate::exchange::call::headers as h;
 use crate::exchange::{rfc3339, unix_now};
 use crate::registry::Participant;
 
-/// Serialises writers of connection requests (and the rules swap that
-/// follows). Process-wide because the admin state is built by `app.rs`;
-/// one broker per process is the norm, and a second one only waits longer.
-static WRITE_LOCK: Mutex<()> = Mutex::new(());
+/// Serialises writers of connection requests, from validation through the
+/// audit record to the store write and the rules swap. Process-wide because
+/// the admin state is built by `app.rs`; one broker per process is the norm,
+/// and a second one only waits longer. A tokio mutex: it is held across the
+/// audit append.
+static WRITE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Routes `/v1/connection-requests…`.
 pub(crate) async fn route(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
@@ -83,7 +87,7 @@ fn from_connect(e: &ConnectError) -> AdminError {
 }
 
 /// What one attempt leaves in the audit log besides who and what.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct AuditExtras<'a> {
     evidence: Option<&'a Evidence>,
     request_id: Option<String>,
@@ -136,26 +140,101 @@ async fn audit(
     Ok(())
 }
 
-/// Audits an attempt and turns it into the answer: a refusal stays a
-/// refusal (unless the audit itself fails), an acceptance is acknowledged
-/// only once audited.
+/// A validated change of one connection request, not yet stored.
+struct Staged {
+    /// The request as stored now (`None` for a new submission).
+    before: Option<ConnectionRequest>,
+    /// The request as the change leaves it.
+    after: ConnectionRequest,
+    /// Whether the grants in force change, so the rules must be reloaded.
+    reload: bool,
+    /// The answer's status and body.
+    status: StatusCode,
+    body: Value,
+}
+
+/// Audits an attempt and turns it into the answer: a refusal is audited and
+/// stays a refusal (unless the audit itself fails); a staged change is
+/// audited, and only once its record is durable stored and put in force.
+/// Runs under the write lock (the caller holds it).
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     state: &AdminState,
     caller: &Participant,
     target: &str,
-    result: Result<(StatusCode, Value), AdminError>,
+    staged: Result<Staged, AdminError>,
     extras: AuditExtras<'_>,
     received: SystemTime,
     started: Instant,
 ) -> AdminResult {
-    match result {
-        Ok((status, body)) => {
-            audit(state, caller, target, Ok(status), extras, received, started).await?;
-            Ok(json_response(status, &body))
-        }
+    let staged = match staged {
+        Ok(staged) => staged,
         Err(e) => {
             audit(state, caller, target, Err(&e), extras, received, started).await?;
+            return Err(e);
+        }
+    };
+    audit(
+        state,
+        caller,
+        target,
+        Ok(staged.status),
+        extras.clone(),
+        received,
+        started,
+    )
+    .await?;
+    match off_worker(|| commit(state, &staged)) {
+        Ok(()) => Ok(json_response(staged.status, &staged.body)),
+        Err(e) => {
+            if let Err(a) = audit(state, caller, target, Err(&e), extras, received, started).await {
+                tracing::error!(%target, error = %a.detail, "transition audited as accepted but not applied, and its failure could not be recorded");
+            }
             Err(e)
+        }
+    }
+}
+
+/// Stores a staged change and, when grants change, reloads and swaps the
+/// rules; if the rules no longer load (the files changed since the change was
+/// validated), the stored request is put back. An error means nothing changed
+/// (unless even putting it back failed, which the detail says).
+fn commit(state: &AdminState, staged: &Staged) -> Result<(), AdminError> {
+    let store = state.broker.registry().store().clone();
+    let failed = |detail: String| {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "admin.apply_failed",
+            format!(
+                "the transition was audited but could not be applied, so it did not take effect (the audit log records that too): {detail}"
+            ),
+        )
+    };
+    connect::persist(store.as_ref(), &staged.after).map_err(|e| failed(e.to_string()))?;
+    if !staged.reload {
+        return Ok(());
+    }
+    // The rules lock orders this load and swap with SIGHUP and `/v1/reload`,
+    // so nobody swaps in rules older than the store.
+    let _rules = crate::app::rules_write_lock();
+    match crate::app::load_rules(
+        &state.catalog_dir,
+        &state.policies_dir,
+        state.broker.registry(),
+    ) {
+        Ok(rules) => {
+            state.broker.swap_rules(rules);
+            Ok(())
+        }
+        Err(e) => {
+            let undone = connect::restore(store.as_ref(), &staged.after.id, staged.before.as_ref());
+            Err(failed(format!(
+                "the rules no longer load with it: {e}{}",
+                match undone {
+                    Ok(()) => String::new(),
+                    Err(u) => format!(" (undoing the stored change failed too: {u})"),
+                }
+            )))
         }
     }
 }
@@ -254,19 +333,11 @@ fn check_replay(all: &[ConnectionRequest], evidence: &Evidence) -> Result<(), Ad
     }
 }
 
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    match WRITE_LOCK.lock() {
-        Ok(guard) => guard,
-        // A panic while holding the lock leaves nothing half-written in the
-        // store (each write is one atomic batch), so carrying on is safe.
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 async fn submit(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
     let (received, started, now) = (SystemTime::now(), Instant::now(), unix_now());
     let caller = request.caller;
     let request_id = header(request, h::REQUEST_ID);
+    let _guard = WRITE_LOCK.lock().await;
     let (result, evidence, target) = match verified_application(state, request, now) {
         Err((e, evidence)) => (Err(e), evidence.map(|b| *b), "(new) submit".to_string()),
         Ok((application, mut evidence)) => {
@@ -276,7 +347,13 @@ async fn submit(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
                 Ok(r) => format!("{} submit", r.id),
                 Err(_) => "(new) submit".to_string(),
             };
-            let result = created.map(|r| (StatusCode::CREATED, full_view(&r, caller, now)));
+            let result = created.map(|r| Staged {
+                before: None,
+                status: StatusCode::CREATED,
+                body: full_view(&r, caller, now),
+                reload: false,
+                after: r,
+            });
             (result, Some(evidence), target)
         }
     };
@@ -295,17 +372,21 @@ fn create(
     caller: &Participant,
     now: i64,
 ) -> Result<ConnectionRequest, AdminError> {
+    // Not stored here: `finish` stores it once its record is durable.
     let store = state.broker.registry().store().clone();
-    let _guard = lock();
     let all = connect::load_all(store.as_ref()).map_err(|e| from_connect(&e))?;
     check_replay(&all, &evidence)?;
     let year = time::OffsetDateTime::from_unix_timestamp(now)
         .map(|t| t.year())
         .unwrap_or(1970);
     let id = connect::next_id(all.iter().map(|r| r.id.as_str()), year);
-    let created = ConnectionRequest::submitted(id, application, evidence, caller, now);
-    connect::persist(store.as_ref(), &created).map_err(|e| from_connect(&e))?;
-    Ok(created)
+    Ok(ConnectionRequest::submitted(
+        id,
+        application,
+        evidence,
+        caller,
+        now,
+    ))
 }
 
 async fn resubmit(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> AdminResult {
@@ -313,6 +394,7 @@ async fn resubmit(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> A
     let caller = request.caller;
     let target = format!("{id} resubmit");
     let request_id = header(request, h::REQUEST_ID);
+    let _guard = WRITE_LOCK.lock().await;
     // Visibility first, so strangers learn nothing about the request.
     let current = visible(state, request, id)?;
     let (result, evidence) = match verified_application(state, request, now) {
@@ -335,7 +417,6 @@ async fn resubmit(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> A
                     reason: request.query_param("reason"),
                 };
                 off_worker(|| transition(state, id, act, caller, now, Some(&evidence)))
-                    .map(|r| (StatusCode::OK, full_view(&r, caller, now)))
             };
             (result, Some(evidence))
         }
@@ -366,6 +447,7 @@ async fn decide(
 ) -> AdminResult {
     let (received, started, now) = (SystemTime::now(), Instant::now(), unix_now());
     let caller = request.caller;
+    let _guard = WRITE_LOCK.lock().await;
     visible(state, request, id)?;
     let body: Result<DecisionBody, AdminError> = if request.body.iter().all(u8::is_ascii_whitespace)
     {
@@ -390,7 +472,6 @@ async fn decide(
             Act::Plain(t, body.reason)
         };
         off_worker(|| transition(state, id, act, caller, now, None))
-            .map(|r| (StatusCode::OK, full_view(&r, caller, now)))
     });
     let extras = AuditExtras {
         body: request.body,
@@ -419,8 +500,9 @@ fn off_worker<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Applies one act under the write lock: state machine, durable write, then
-/// the rules when grants changed (undoing the write if they do not load).
+/// Validates one act (the caller holds the write lock): the state machine
+/// on a copy of the stored request and, when grants change, that the rules
+/// load with the changed grants. Nothing is stored: see [`finish`].
 fn transition(
     state: &AdminState,
     id: &str,
@@ -428,9 +510,8 @@ fn transition(
     caller: &Participant,
     now: i64,
     evidence: Option<&Evidence>,
-) -> Result<ConnectionRequest, AdminError> {
+) -> Result<Staged, AdminError> {
     let store = state.broker.registry().store().clone();
-    let _guard = lock();
     if let Some(evidence) = evidence {
         let all = connect::load_all(store.as_ref()).map_err(|e| from_connect(&e))?;
         check_replay(&all, evidence)?;
@@ -443,35 +524,43 @@ fn transition(
     after
         .apply(act, caller, now)
         .map_err(|e| from_connect(&e))?;
-    connect::persist(store.as_ref(), &after).map_err(|e| from_connect(&e))?;
-    if before.grants_in_store() || after.grants_in_store() {
-        // The rules lock orders this load and swap with SIGHUP and
-        // `/v1/reload`, so nobody swaps in rules older than the store.
-        let _rules = crate::app::rules_write_lock();
-        let reloaded = crate::app::load_rules(
+    let reload = before.grants_in_store() || after.grants_in_store();
+    if reload {
+        // The stored grant documents as they would be with this change.
+        let path = connect::document_path(id);
+        let mut stored = connect::stored_grant_documents(store.as_ref())
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, "connect.store", e))?;
+        stored.retain(|(p, _)| *p != path);
+        if after.grants_in_store() {
+            let grants: Vec<Value> = connect::grant_values(&after)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            stored.push((path, json!({ "grants": grants })));
+        }
+        crate::app::load_rules_with(
             &state.catalog_dir,
             &state.policies_dir,
             state.broker.registry(),
-        );
-        match reloaded {
-            Ok(rules) => state.broker.swap_rules(rules),
-            Err(e) => {
-                let undone = connect::restore(store.as_ref(), id, Some(&before));
-                return Err(refuse(
-                    StatusCode::CONFLICT,
-                    "connect.rules_refused",
-                    format!(
-                        "the grants of {id} do not load with the current catalog, policies and registry, so nothing changed{}: {e}",
-                        match undone {
-                            Ok(()) => String::new(),
-                            Err(u) => format!(" (undoing the stored change failed too: {u})"),
-                        }
-                    ),
-                ));
-            }
-        }
+            stored,
+        )
+        .map_err(|e| {
+            refuse(
+                StatusCode::CONFLICT,
+                "connect.rules_refused",
+                format!(
+                    "the grants of {id} do not load with the current catalog, policies and registry, so nothing changed: {e}"
+                ),
+            )
+        })?;
     }
-    Ok(after)
+    Ok(Staged {
+        status: StatusCode::OK,
+        body: full_view(&after, caller, now),
+        before: Some(before),
+        after,
+        reload,
+    })
 }
 
 /// The request if the caller may see it, else 404.

@@ -6,8 +6,9 @@
 //! - every participant may read the participant list, the catalog and its own grants;
 //! - `/healthz`, `/readyz`, `/metrics` and `/v1/openapi.json`.
 //!
-//! Invariants: every change is written to the audit log before it is
-//! acknowledged (event `admin.change`); a refused change leaves nothing
+//! Invariants: every change is validated, then written durably to the audit
+//! log (event `admin.change`), and only then applied (`change.rs`), so a 503
+//! `audit.unavailable` means nothing changed; a refused change leaves nothing
 //! behind; errors are RFC 9457 problem+json.
 
 use std::path::PathBuf;
@@ -17,12 +18,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::audit::{AuditRecord, Decision};
 use crate::exchange::{Broker, Peer};
 use crate::registry::{Endpoint, Participant, Role};
 
 mod audit;
 mod catalog;
+mod change;
 mod connect;
 mod openapi;
 mod participants;
@@ -224,13 +225,13 @@ impl AdminState {
                 let rules = self.broker.rules();
                 let mut why = None;
                 let upserted = self
-                    .audited(caller, &format!("participant.upsert {id}"), || {
+                    .audited(caller, &format!("participant.upsert {id}"), |r| {
                         let checked = participants::check_endpoints(
                             &rules.catalog,
                             id,
                             &participant.endpoints,
                         )
-                        .and_then(|()| self.broker.registry().upsert(participant.clone()));
+                        .and_then(|()| r.upsert(participant.clone()));
                         participants::note(&mut why, checked)
                     })
                     .await;
@@ -247,11 +248,9 @@ impl AdminState {
                 let rules = self.broker.rules();
                 let mut why = None;
                 let set = self
-                    .audited(caller, &format!("participant.endpoints {id}"), || {
+                    .audited(caller, &format!("participant.endpoints {id}"), |r| {
                         let checked = participants::check_endpoints(&rules.catalog, id, &endpoints)
-                            .and_then(|()| {
-                                self.broker.registry().set_endpoints(id, endpoints.clone())
-                            });
+                            .and_then(|()| r.set_endpoints(id, endpoints.clone()));
                         participants::note(&mut why, checked)
                     })
                     .await;
@@ -277,11 +276,8 @@ impl AdminState {
                 let new: NewCert = parse(body)?;
                 let mut why = None;
                 let added = self
-                    .audited(caller, &format!("participant.certificate.add {id}"), || {
-                        participants::note(
-                            &mut why,
-                            self.broker.registry().add_certificate(id, &new.pem),
-                        )
+                    .audited(caller, &format!("participant.certificate.add {id}"), |r| {
+                        participants::note(&mut why, r.add_certificate(id, &new.pem))
                     })
                     .await;
                 let fp = participants::with_registry_problem(added, why)?;
@@ -306,14 +302,7 @@ impl AdminState {
                     .audited(
                         caller,
                         &format!("participant.certificate.remove {id} {fp}"),
-                        || {
-                            participants::note(
-                                &mut why,
-                                self.broker
-                                    .registry()
-                                    .remove_certificate(id, fp, allow_last),
-                            )
-                        },
+                        |r| participants::note(&mut why, r.remove_certificate(id, fp, allow_last)),
                     )
                     .await;
                 participants::with_registry_problem(removed, why)?;
@@ -357,36 +346,15 @@ impl AdminState {
         Ok(entry.participant.clone())
     }
 
-    /// Runs a change and records it in the audit log; the change is acknowledged only once both hold.
-    async fn audited<T, E: std::fmt::Display>(
+    /// Validates a registry change, makes its audit record durable, and only
+    /// then applies it (see `change`): a 503 means nothing changed.
+    async fn audited<T>(
         &self,
         caller: &Participant,
         action: &str,
-        change: impl FnOnce() -> Result<T, E>,
+        change: impl FnOnce(&crate::registry::Registry) -> Result<T, crate::registry::RegistryError>,
     ) -> Result<T, AdminError> {
-        let started = std::time::Instant::now();
-        let received = std::time::SystemTime::now();
-        let result = change();
-        let (decision, status, problem) = match &result {
-            Ok(_) => (Decision::Accepted, 200u16, None),
-            Err(e) => (Decision::Refused, 400u16, Some(e.to_string())),
-        };
-        let record = AuditRecord {
-            consumer: Some(caller.id.clone()),
-            consumer_idno: Some(caller.organisation.idno.clone()),
-            decision,
-            problem_code: problem.as_ref().map(|_| "admin.invalid".to_string()),
-            http_status: status,
-            ..AuditRecord::management("admin.change", action, received, started)
-        };
-        if let Err(e) = self.broker.audit().append(record).await {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit.unavailable",
-                format!("the change could not be audited: {e}"),
-            ));
-        }
-        result.map_err(|e| refuse(StatusCode::BAD_REQUEST, "admin.invalid", e.to_string()))
+        change::audited(self, caller, action, change).await
     }
 
     fn readyz(&self) -> Response<Full<Bytes>> {

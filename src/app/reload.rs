@@ -147,10 +147,15 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Starts the SIGHUP reload handler and the rate-limit eviction timer.
+    /// Starts the SIGHUP reload handler, the rate-limit eviction timer and the
+    /// writer of refusal aggregates.
     pub fn start(broker: Arc<Broker>, catalog_dir: PathBuf, policies_dir: PathBuf) -> Maintenance {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::with_capacity(2);
+        let mut tasks = Vec::with_capacity(3);
+        tasks.push(tokio::spawn(crate::exchange::refusals::run_flusher(
+            Arc::clone(&broker),
+            stopped.clone(),
+        )));
         tasks.push(tokio::spawn(evict_idle_keys(
             Arc::clone(&broker),
             stopped.clone(),

@@ -35,6 +35,10 @@
 //!   after the fsync and before the callers are answered.
 //! - The Merkle tree (RFC 9162 2.1) is in memory; indexes in redb follow the log
 //!   and may lag it by a moment.
+//! - **A full disk is survived, not waited out.** Below the free-space
+//!   watermark work records are refused before they are written while
+//!   management records use the reserve; a log that failed closed reopens
+//!   in place once space is back, after its tail checks out (`space`).
 //! - **Retention never breaks the tree.** Records are pruned only in whole
 //!   sealed segments whose leaf hashes are kept (`retention`); bodies are
 //!   outside the tree altogether (`bodies`), committed to by the records'
@@ -57,6 +61,7 @@ pub mod merkle;
 pub mod record;
 pub mod retention;
 mod segment;
+pub mod space;
 pub mod verify;
 mod writer;
 
@@ -65,6 +70,7 @@ pub use index::{AuditEntry, AuditPage, AuditQuery};
 pub use merkle::{Hash, ProofError, verify_consistency, verify_inclusion};
 pub use record::{AuditRecord, Decision, format_timestamp, parse_timestamp};
 pub use retention::RetentionReport;
+pub use space::SpaceStatus;
 pub use verify::{
     VerifyProblem, VerifyReport, certificate_verifier, verify_dir, verify_dir_with_progress,
 };
@@ -109,6 +115,11 @@ pub struct AuditConfig {
     /// open and then this often (needs a tokio runtime at open); `None` runs
     /// one only when asked.
     pub retention_interval: Option<Duration>,
+    /// Free bytes the audit filesystem must keep for work records (exchanges)
+    /// to be taken; below it only management records are written. `None`:
+    /// 5 % of the filesystem, at most 256 MiB; `Some(0)`: only a real
+    /// write failure stops appends.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl AuditConfig {
@@ -122,6 +133,7 @@ impl AuditConfig {
             record_retention: DEFAULT_RECORD_RETENTION,
             body_key_file: None,
             retention_interval: None,
+            min_free_bytes: None,
         }
     }
 
@@ -372,6 +384,8 @@ pub(crate) struct Shared {
     bodies: Option<bodies::BodyStore>,
     /// Serialises retention passes.
     retention: Mutex<()>,
+    /// Free space of the audit filesystem and its watermark.
+    space: space::Space,
 }
 
 impl Shared {
@@ -411,6 +425,12 @@ impl Shared {
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
         self.failed.store(true, Ordering::Release);
     }
+
+    /// Called by the writer only, after a reopen checked the tail.
+    fn clear_failure(&self) {
+        self.failed.store(false, Ordering::Release);
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// A handle on the audit log; cheap to clone, `Send + Sync`.
@@ -444,6 +464,7 @@ impl AuditLog {
             Some(key_file) => Some(bodies::BodyStore::open(&dir, key_file)?),
             None => None,
         };
+        let space = space::Space::open(&dir, config.min_free_bytes)?;
         let shared = Arc::new(Shared {
             config,
             tree: RwLock::new(recovered.tree),
@@ -460,6 +481,7 @@ impl AuditLog {
             pruned_below: AtomicU64::new(pruned_below),
             bodies,
             retention: Mutex::new(()),
+            space,
         });
         // Bounded so that a stalled disk pushes back on callers instead of
         // queueing without limit.
@@ -480,11 +502,12 @@ impl AuditLog {
             "audit-indexer",
             Box::new(move || index::run_indexer(indexer_shared, index_rx)),
         )?;
+        let monitor_thread = space::spawn_monitor(Arc::downgrade(&shared), tx.downgrade())?;
         shared
             .threads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend([writer_thread, indexer_thread]);
+            .extend([writer_thread, indexer_thread, monitor_thread]);
         drop(index_tx);
         let log = AuditLog { shared, tx };
         if let Some(every) = log.shared.config.tree_head_interval {
@@ -513,6 +536,13 @@ impl AuditLog {
         if let Some(reason) = self.shared.failure() {
             return Err(AuditError::Unavailable(reason));
         }
+        let reserve = record.is_management();
+        if !reserve && self.shared.space.is_low() {
+            return Err(AuditError::Unavailable(
+                "the audit filesystem is below its free-space watermark; free space on it"
+                    .to_string(),
+            ));
+        }
         let hash = leaf_hash(&leaf);
         // The index keys travel with the record, so the indexer never has to
         // parse the leaf back.
@@ -524,6 +554,7 @@ impl AuditLog {
                 hash,
                 keys,
                 reply,
+                reserve,
             }))
             .await
             .map_err(|_| AuditError::Unavailable("the audit log is closed".to_string()))?;
@@ -715,6 +746,18 @@ impl AuditLog {
     /// Why appends are refused, if the log has failed closed.
     pub fn failure(&self) -> Option<String> {
         self.shared.failure()
+    }
+
+    /// Free space of the audit filesystem against its watermark (as last seen,
+    /// at most 250 ms ago or at the last batch written).
+    pub fn space(&self) -> SpaceStatus {
+        self.shared.space.status()
+    }
+
+    /// Whether new work (an exchange) can be taken now: the log has not failed
+    /// closed and its filesystem is above the watermark. Cheap: two atomics.
+    pub fn accepts_work(&self) -> bool {
+        !self.shared.failed.load(Ordering::Acquire) && !self.shared.space.is_low()
     }
 
     /// Finishes every queued append, stops the writer and the indexer, publishes

@@ -96,6 +96,11 @@ pub struct AuditRecord {
     pub keyids_made: Vec<String>,
     /// Time from receipt to answer, in microseconds.
     pub duration_us: u64,
+    /// For an aggregate of refusals (event `exchange.refusals`): how many
+    /// refused exchanges of this client, code and second it stands for. Absent
+    /// from every other record (and from its canonical bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_count: Option<u64>,
 }
 
 impl AuditRecord {
@@ -139,7 +144,15 @@ impl AuditRecord {
             keyids_checked: Vec::new(),
             keyids_made: Vec::new(),
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            refusal_count: None,
         }
+    }
+
+    /// True for a management record (admin change, transition, reload, audit
+    /// read), which may use the audit filesystem's reserve below the free-space
+    /// watermark; exchange records and refusal aggregates may not.
+    pub fn is_management(&self) -> bool {
+        !(self.event == "exchange" || self.event.starts_with("exchange."))
     }
 
     /// The canonical bytes: the Merkle leaf, stored and served as they are.
@@ -303,6 +316,7 @@ pub(crate) mod tests {
             keyids_checked: vec![],
             keyids_made: vec![],
             duration_us: 100,
+            refusal_count: None,
         }
     }
 

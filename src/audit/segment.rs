@@ -360,7 +360,7 @@ pub(crate) fn recover(segments_dir: &Path, signed_size: u64) -> Result<Recovered
     })
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)

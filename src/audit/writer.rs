@@ -26,7 +26,13 @@
 //!   have dropped dirty pages: retrying it could report success for data that
 //!   is gone) until the log is reopened, which re-reads what is really on disk.
 //!   The writer cuts unsynced frames off the file when it learns of the failure
-//!   (best effort: frames that survive over-report at reopen, never lose).
+//!   (best effort: frames that survive over-report at reopen, never lose);
+//! - a failed log is reopened in place only on [`Command::Reopen`] (sent by the
+//!   space monitor once free space is back): the sync thread is restarted and
+//!   the last segment's tail is checked against the tree (`space::check_tail`)
+//!   before anything more is written;
+//! - below the free-space watermark, work records (not `reserve`) are refused
+//!   before they are written; the writer reads the free space once per batch.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -57,6 +63,9 @@ pub(crate) struct Pending {
     pub hash: Hash,
     pub keys: IndexKeys,
     pub reply: oneshot::Sender<Result<u64, AuditError>>,
+    /// A management record (admin change, transition, reload, audit read),
+    /// which may use the space below the watermark.
+    pub reserve: bool,
 }
 
 /// What the writer is asked to do.
@@ -64,6 +73,9 @@ pub(crate) enum Command {
     Append(Pending),
     /// Finish what was queued before, then stop and say so.
     Close(oneshot::Sender<()>),
+    /// If the log has failed closed: check the tail, clear the failure and
+    /// resume; answers the tree size or why the log stays failed.
+    Reopen(oneshot::Sender<Result<u64, AuditError>>),
 }
 
 /// A written record waiting for its fsync: the leaf bytes are gone, the hash,
@@ -103,6 +115,8 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     sync_tx: Option<SyncSender<SyncWork>>,
     sync_thread: Option<JoinHandle<()>>,
+    /// Kept to start a new sync thread when a failed log is reopened.
+    index_tx: std::sync::mpsc::Sender<IndexMsg>,
     /// Set once the unsynced tail was cut after a failure.
     cut: bool,
 }
@@ -119,17 +133,6 @@ impl Writer {
         let next_seq = shared.size.load(Ordering::Acquire);
         let last = shared.layout_read().segments.last().cloned();
         let synced_len = Arc::new(AtomicU64::new(last_len));
-        let (sync_tx, sync_rx) = sync_channel(PIPELINE_DEPTH);
-        let syncer = Syncer {
-            shared: shared.clone(),
-            index_tx,
-            synced_len: synced_len.clone(),
-            broken: None,
-        };
-        let sync_thread = std::thread::Builder::new()
-            .name("audit-sync".to_string())
-            .spawn(move || syncer.run(sync_rx))
-            .map_err(|e| AuditError::Unavailable(format!("cannot start audit-sync: {e}")))?;
         let mut writer = Writer {
             shared,
             rx,
@@ -139,10 +142,12 @@ impl Writer {
             synced_len,
             next_seq,
             buf: Vec::new(),
-            sync_tx: Some(sync_tx),
-            sync_thread: Some(sync_thread),
+            sync_tx: None,
+            sync_thread: None,
+            index_tx,
             cut: false,
         };
+        writer.start_syncer()?;
         match last {
             Some(seg) => {
                 let file = OpenOptions::new()
@@ -169,6 +174,10 @@ impl Writer {
             match self.rx.blocking_recv() {
                 Some(Command::Append(p)) => batch.push(p),
                 Some(Command::Close(done)) => closing = Some(done),
+                Some(Command::Reopen(reply)) => {
+                    let _ = reply.send(self.reopen());
+                    continue;
+                }
                 None => break,
             }
             // Group commit: whatever queued up while the last batch was written
@@ -177,6 +186,14 @@ impl Writer {
                 match self.rx.try_recv() {
                     Ok(Command::Append(p)) => batch.push(p),
                     Ok(Command::Close(done)) => closing = Some(done),
+                    Ok(Command::Reopen(reply)) => {
+                        // Appends queued before the reopen go first (refused
+                        // while the log is failed), so order is kept.
+                        if !batch.is_empty() {
+                            self.write(&mut batch);
+                        }
+                        let _ = reply.send(self.reopen());
+                    }
                     Err(_) => break,
                 }
             }
@@ -187,10 +204,18 @@ impl Writer {
                 // Appends that raced with close are refused, never half-done.
                 self.rx.close();
                 while let Ok(cmd) = self.rx.try_recv() {
-                    if let Command::Append(p) = cmd {
-                        let _ = p.reply.send(Err(AuditError::Unavailable(
-                            "the audit log is closed".to_string(),
-                        )));
+                    match cmd {
+                        Command::Append(p) => {
+                            let _ = p.reply.send(Err(AuditError::Unavailable(
+                                "the audit log is closed".to_string(),
+                            )));
+                        }
+                        Command::Reopen(reply) => {
+                            let _ = reply.send(Err(AuditError::Unavailable(
+                                "the audit log is closed".to_string(),
+                            )));
+                        }
+                        Command::Close(_) => {}
                     }
                 }
                 self.finish();
@@ -221,6 +246,10 @@ impl Writer {
             for p in batch.drain(..) {
                 let _ = p.reply.send(Err(AuditError::Unavailable(reason.clone())));
             }
+            return;
+        }
+        self.hold_watermark(batch);
+        if batch.is_empty() {
             return;
         }
         let segment_bytes = self.shared.config.segment_bytes;
@@ -290,6 +319,85 @@ impl Writer {
                 let _ = p.reply.send(Err(AuditError::Unavailable(refusal.clone())));
             }
         }
+    }
+
+    /// Refuses the work records of `batch` that would take the filesystem
+    /// below its free-space watermark (one statvfs per batch; management
+    /// records may use the reserve and are kept).
+    fn hold_watermark(&mut self, batch: &mut Vec<Pending>) {
+        if batch.iter().all(|p| p.reserve) {
+            return;
+        }
+        let space = &self.shared.space;
+        let free = space.refresh(&self.shared.config.dir);
+        let mut used = 0u64;
+        let mut kept = Vec::with_capacity(batch.len());
+        for p in batch.drain(..) {
+            let bytes = (FRAME_HEADER + p.leaf.len()) as u64;
+            if p.reserve || space.admits(free, used, bytes) {
+                used += bytes;
+                kept.push(p);
+            } else {
+                let _ = p.reply.send(Err(AuditError::Unavailable(format!(
+                    "the audit filesystem is below its free-space watermark ({free} bytes free, {} kept free); free space on it",
+                    space.status().watermark_bytes
+                ))));
+            }
+        }
+        *batch = kept;
+    }
+
+    /// Starts the sync thread (at open, and again when a failed log reopens:
+    /// a sync thread that saw a failed fsync refuses everything for good).
+    fn start_syncer(&mut self) -> Result<(), AuditError> {
+        let (sync_tx, sync_rx) = sync_channel(PIPELINE_DEPTH);
+        let syncer = Syncer {
+            shared: self.shared.clone(),
+            index_tx: self.index_tx.clone(),
+            synced_len: self.synced_len.clone(),
+            broken: None,
+        };
+        let sync_thread = std::thread::Builder::new()
+            .name("audit-sync".to_string())
+            .spawn(move || syncer.run(sync_rx))
+            .map_err(|e| AuditError::Unavailable(format!("cannot start audit-sync: {e}")))?;
+        self.sync_tx = Some(sync_tx);
+        self.sync_thread = Some(sync_thread);
+        Ok(())
+    }
+
+    /// Reopens a failed log in place: lets the old sync thread answer what it
+    /// holds and stops it, checks the last segment's tail against the tree
+    /// (cutting frames that were never acknowledged), reopens the segment and
+    /// a new sync thread, and only then clears the failure. A log that has
+    /// not failed is left alone.
+    fn reopen(&mut self) -> Result<u64, AuditError> {
+        if self.shared.failure().is_none() {
+            return Ok(self.shared.size.load(Ordering::Acquire));
+        }
+        self.barrier();
+        drop(self.sync_tx.take());
+        if let Some(thread) = self.sync_thread.take() {
+            let _ = thread.join();
+        }
+        self.file = None;
+        // Read only now: batches synced before the failure may have been
+        // published while the old sync thread drained.
+        let size = self.shared.size.load(Ordering::Acquire);
+        let (path, len) = super::space::check_tail(&self.shared, size)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| AuditError::io(&path, e))?;
+        self.file = Some(Arc::new(file));
+        self.segment_path = path;
+        self.segment_len = len;
+        self.synced_len.store(len, Ordering::Release);
+        self.next_seq = size;
+        self.start_syncer()?;
+        self.cut = false;
+        self.shared.clear_failure();
+        Ok(size)
     }
 
     /// Writes the buffer (holding `records`) to the current segment and sends

@@ -53,7 +53,7 @@ use crate::store::{Collection, StateStore, Write};
 
 pub use application::{Application, ApplicationProblem, validate_application};
 pub use evidence::{Evidence, SignatureRefusal, verify_submission};
-pub use grants::{RateLimitSpec, grant_values, stored_grant_documents};
+pub use grants::{RateLimitSpec, document_path, grant_values, stored_grant_documents};
 
 /// How long the operator has to answer, from submission or resubmission
 /// (GD 211/2019: 30 days).

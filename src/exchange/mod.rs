@@ -26,6 +26,7 @@
 pub mod call;
 pub mod error;
 pub mod internal;
+pub mod refusals;
 pub mod replay;
 mod represent;
 pub mod route;
@@ -84,6 +85,7 @@ pub struct Broker {
     /// or `https://{bound address}` once the data listener is bound.
     public_data_url: std::sync::OnceLock<String>,
     default_timeout: Duration,
+    refusals: refusals::Refusals,
 }
 
 /// The parts a broker is made of.
@@ -149,6 +151,12 @@ impl Broker {
                 parts.limits.replay_capacity,
             ),
             audit: parts.audit,
+            refusals: refusals::Refusals::new(
+                std::num::NonZeroU32::new(parts.limits.refusals_per_second)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+                std::num::NonZeroU32::new(parts.limits.refusals_burst)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ),
             providers: parts.providers,
             sealer: parts.sealer,
             limits: parts.limits,
@@ -185,6 +193,11 @@ impl Broker {
         &self.sealer
     }
 
+    /// The refusal budget and the aggregates over it (flushed by the maintenance task).
+    pub fn refusals(&self) -> &refusals::Refusals {
+        &self.refusals
+    }
+
     /// The rate limiter (the admin API evicts idle keys periodically).
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.rate
@@ -202,6 +215,22 @@ impl Broker {
             ..Trace::default()
         };
         let started = std::time::Instant::now();
+        // No new work while the audit log cannot take it (failed closed, or its
+        // filesystem below the watermark): refused at once, counted in the
+        // refusal aggregates (see `refusals`), no seq.
+        if !self.audit.accepts_work() {
+            let refusal = ExchangeError::new(
+                ErrorKind::AuditUnavailable,
+                "the audit log cannot take new exchanges now (its disk is full or failing); try again later",
+            );
+            self.refusals.count(
+                peer,
+                &self.registry,
+                refusal.code(),
+                refusal.status().as_u16(),
+            );
+            return self.seal_unrecorded(&trace, None, &refusal);
+        }
         let outcome = self.exchange(&mut trace, peer, request).await;
         let (status, body, content_type, problem) = match outcome {
             Ok(d) => (d.status, d.body, d.content_type, None),
@@ -216,6 +245,15 @@ impl Broker {
         let record = trace.record(status, &body, problem.as_ref(), started.elapsed());
         let request_id = trace.call.as_ref().map(|c| c.request_id.to_string());
         let now = unix_now();
+        // Over its client's refusal budget: answered, counted in the aggregate
+        // of its (certificate, code, second), no record of its own, no seq.
+        if let Some(p) = &problem
+            && self
+                .refusals
+                .over_budget(peer, &self.registry, p.code(), status.as_u16())
+        {
+            return self.seal_unrecorded(&trace, request_id.as_deref(), p);
+        }
         // Bodies are kept only for a delivered answer of a service that opted
         // in, and only after the record is durable (`append_with_bodies`).
         let appended = match trace.store_bodies.take().filter(|_| problem.is_none()) {
@@ -262,6 +300,28 @@ impl Broker {
                 )
             }
         }
+    }
+
+    /// Seals a refusal that has no audit record of its own (it is counted in a
+    /// refusal aggregate): the answer carries no `MConnect-Audit-Seq`.
+    fn seal_unrecorded(
+        &self,
+        trace: &Trace,
+        request_id: Option<&str>,
+        refusal: &ExchangeError,
+    ) -> Response<Full<Bytes>> {
+        self.sealer.seal(
+            Answer {
+                status: refusal.status(),
+                body: Bytes::from(refusal.to_problem_json(Some(&trace.exchange_id))),
+                content_type: "application/problem+json",
+                exchange_id: &trace.exchange_id,
+                request_id,
+                audit_seq: None,
+                retry_after_secs: refusal.retry_after_secs(),
+            },
+            unix_now(),
+        )
     }
 
     async fn exchange<B>(
@@ -1005,6 +1065,7 @@ impl Trace {
             keyids_checked: self.keyids_checked.clone(),
             keyids_made: self.keyids_made.clone(),
             duration_us: elapsed.as_micros() as u64,
+            refusal_count: None,
         }
     }
 }

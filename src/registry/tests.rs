@@ -405,3 +405,66 @@ fn a_key_does_not_outlive_the_ca_that_vouched_for_it() {
         }
     );
 }
+
+#[test]
+fn a_staged_change_is_invisible_until_committed_and_never_overwrites_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let ca = DevCa::generate("ca").unwrap();
+    let reg = open(&path, &ca);
+    reg.upsert(participant(&ca, "asp-rsp")).unwrap();
+    let moved = vec![Endpoint {
+        service: None,
+        url: "https://127.0.0.1:9100".into(),
+    }];
+    let url = |reg: &Registry| {
+        reg.snapshot().get("asp-rsp").unwrap().participant.endpoints[0]
+            .url
+            .clone()
+    };
+    // Invalid: refused at staging, nothing written.
+    let bad = vec![Endpoint {
+        service: None,
+        url: "ftp://nowhere".into(),
+    }];
+    assert!(
+        reg.stage(|r| r.set_endpoints("asp-rsp", bad.clone()))
+            .is_err()
+    );
+    // Valid: nothing visible, nothing stored until commit.
+    let staged = reg
+        .stage(|r| r.set_endpoints("asp-rsp", moved.clone()))
+        .unwrap();
+    assert_eq!(url(&reg), "https://127.0.0.1:9000");
+    let reopened =
+        |path: &std::path::Path| Registry::open(Arc::new(RedbStore::open(path).unwrap()));
+    drop(reg);
+    let reg = reopened(&path).unwrap();
+    assert_eq!(
+        url(&reg),
+        "https://127.0.0.1:9000",
+        "staging stored nothing"
+    );
+    // A stage taken on another registry value is refused on this one.
+    assert!(reg.commit(staged).is_err());
+    let staged = reg
+        .stage(|r| r.set_endpoints("asp-rsp", moved.clone()))
+        .unwrap();
+    // Something else changed the registry meanwhile: refused.
+    reg.add_certificate(
+        "asp-rsp",
+        &ca.issue("asp-rsp", "Org", KeyType::EcdsaP256)
+            .unwrap()
+            .cert_pem,
+    )
+    .unwrap();
+    assert!(reg.commit(staged).is_err());
+    assert_eq!(url(&reg), "https://127.0.0.1:9000");
+    let staged = reg
+        .stage(|r| r.set_endpoints("asp-rsp", moved.clone()))
+        .unwrap();
+    reg.commit(staged).unwrap();
+    assert_eq!(url(&reg), "https://127.0.0.1:9100");
+    drop(reg);
+    assert_eq!(url(&reopened(&path).unwrap()), "https://127.0.0.1:9100");
+}
