@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod exchange;
 pub mod httpsig;
 pub mod ids;
+pub mod ops;
 pub mod pki;
 pub mod policy;
 pub mod registry;

@@ -37,6 +37,7 @@ pub fn args(dir: &Path) -> SandboxArgs {
         dir: dir.to_path_buf(),
         data_port: 0,
         admin_port: 0,
+        ops_port: 0,
         catalog: repo().join("catalog"),
         policies: repo().join("policies"),
         participants: repo().join("examples/sandbox/participants.json"),
