@@ -404,7 +404,9 @@ async fn http<IO, H, F>(
                         tracing::debug!(%remote, "closing idle connection");
                         break None;
                     }
-                    Some(idle) => wait = (idle_timeout - idle).max(Duration::from_millis(10)),
+                    Some(idle) => {
+                        wait = idle_timeout.saturating_sub(idle).max(Duration::from_millis(10));
+                    }
                     None => wait = idle_timeout,
                 }
             }
