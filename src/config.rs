@@ -626,6 +626,18 @@ dir = "policies"
     }
 
     #[test]
+    fn example_config_lists_the_server_defaults() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker.toml"),
+        )
+        .unwrap();
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        let limits = server_limits(&raw.server, Limits::default().max_header_bytes).unwrap();
+        assert_eq!(limits, crate::server::ServerLimits::default());
+        assert_eq!(raw.listen.ops.as_deref(), Some(DEFAULT_OPS_LISTEN));
+    }
+
+    #[test]
     fn audit_retention_and_body_key() {
         let dir = tempfile::tempdir().unwrap();
         let base = example(dir.path());

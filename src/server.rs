@@ -49,6 +49,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// finish what it has in flight before it is dropped outright.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long bus clients (the broker towards providers, the SDK's consumer,
+/// the admin client) keep an idle pooled connection: below the servers'
+/// default idle timeout, so a client lets a connection go before the server
+/// closes it and never sends a request into a connection being closed.
+pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Limits every connection of a listener obeys (the `[server]` section of
 /// the broker configuration; the SDK's provider server uses the defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
