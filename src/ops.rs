@@ -210,13 +210,7 @@ impl Operations {
             .iter()
             .map(|(name, stats)| (*name, stats.counts()))
             .collect();
-        let families: [(
-            &str,
-            &str,
-            &str,
-            fn(&crate::server::ListenerCounts) -> u64,
-            &str,
-        ); 7] = [
+        let families: [Series; 7] = [
             (
                 "mconnect_connections_open",
                 "gauge",
@@ -282,6 +276,16 @@ impl Operations {
         out
     }
 }
+
+/// One metric series per listener: name, type, help (empty when it continues
+/// the family of the series before it), the value, and extra labels.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::server::ListenerCounts) -> u64,
+    &'static str,
+);
 
 /// A real read transaction on the state store.
 fn probe_store(store: &dyn StateStore) -> Probe {

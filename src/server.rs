@@ -51,9 +51,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long bus clients (the broker towards providers, the SDK's consumer,
 /// the admin client) keep an idle pooled connection: below the servers'
-/// default idle timeout, so a client lets a connection go before the server
-/// closes it and never sends a request into a connection being closed.
-pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// default header-read timeout (which closes an idle HTTP/1 keep-alive
+/// connection, see [`ServerLimits::header_read_timeout`]) and idle timeout,
+/// so a client lets a connection go before the server closes it rather than
+/// send a request into a connection being closed.
+pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Limits every connection of a listener obeys (the `[server]` section of
 /// the broker configuration; the SDK's provider server uses the defaults).
@@ -61,7 +63,10 @@ pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct ServerLimits {
     /// Largest request head (HTTP/1 buffer, HTTP/2 header list).
     pub max_header_bytes: usize,
-    /// An HTTP/1 request head must be complete this long after it started.
+    /// An HTTP/1 request head must be complete this long after hyper starts
+    /// waiting for it. hyper starts that clock as soon as it waits for the
+    /// next request on a kept-alive connection, so an idle HTTP/1 connection
+    /// is closed after the shorter of this and `idle_timeout`.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
@@ -118,7 +123,8 @@ pub struct ListenerCounts {
     pub refused_certificate_cap: u64,
     /// TLS handshakes refused or timed out.
     pub handshake_failed: u64,
-    /// Closed because a request head did not arrive in time.
+    /// Closed because a request head did not arrive in time (HTTP/1; an
+    /// idle kept-alive connection waiting for its next head counts here).
     pub closed_header_timeout: u64,
     /// Closed after `idle_timeout` without a request in flight.
     pub closed_idle: u64,
