@@ -168,6 +168,8 @@ async fn slowloris_connections_are_cut_by_the_header_read_timeout() {
         open.len()
     );
     let slowest = closed.iter().flatten().max().unwrap();
+    let fastest = closed.iter().flatten().min().unwrap();
+    eprintln!("slowloris: first closed after {fastest:?}, last after {slowest:?}");
     assert!(
         *slowest < Duration::from_secs(20),
         "slowest closed after {slowest:?}"
@@ -446,4 +448,52 @@ async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32,
     let mut payload = vec![0u8; len];
     s.read_exact(&mut payload).await.unwrap();
     (head[3], head[4], stream, payload)
+}
+
+/// A measurement, not a regression test (run with `--ignored`): the issue's
+/// 2,000 idle TLS connections against the default limits, from eight
+/// certificates (256 each at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_two_thousand_idle_connections_with_default_limits() {
+    let (broker, dir) = broker_with("").await;
+    let addr = broker.data_addr();
+    let ids = [
+        "apl-cahul",
+        "apl-balti",
+        "apl-ungheni",
+        "mcabinet",
+        "mpower",
+        "msign",
+        "mpay",
+        "cnpdcp-audit",
+    ];
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..2000 {
+        match connect(&client(dir.path(), ids[i % ids.len()], b"http/1.1"), addr).await {
+            Ok(tls) => held.push(tls),
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!(
+        "opened {} ({refused} refused) in {:?}",
+        held.len(),
+        started.elapsed()
+    );
+    let opened = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for mut tls in held {
+        set.spawn(async move { closed_within(&mut tls, Duration::from_secs(90)).await });
+    }
+    let mut closed = 0;
+    while let Some(r) = set.join_next().await {
+        closed += usize::from(r.unwrap());
+    }
+    eprintln!(
+        "{closed} closed by the broker {:?} after the last was opened",
+        opened.elapsed()
+    );
+    broker.shutdown().await;
 }
