@@ -65,6 +65,8 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     data: RunningServer,
     admin: RunningServer,
+    /// The plain-HTTP operations listener (`/healthz`, `/readyz`, `/metrics`).
+    ops: RunningServer,
     config: Config,
     /// SIGHUP reloads and rate-limit eviction, stopped on shutdown.
     maintenance: reload::Maintenance,
@@ -79,6 +81,11 @@ impl RunningBroker {
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr()
+    }
+
+    /// The operations listener's bound address.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.local_addr()
     }
 
     /// The configuration it runs with.
@@ -96,6 +103,7 @@ impl RunningBroker {
             .refusals()
             .flush(self.broker.audit(), None)
             .await;
+        self.ops.shutdown().await;
         if let Err(e) = self.broker.audit().clone().close().await {
             tracing::error!(error = %e, "audit log close failed");
         }
@@ -187,7 +195,7 @@ pub fn load_rules_with(
     Ok(Rules { catalog, policy })
 }
 
-/// Opens everything and starts both listeners.
+/// Opens everything and starts the data, admin and operations listeners.
 pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let cas = tls::load_certificates(&config.ca_file)?;
     let identity = Identity::load(&config.cert_file, &config.key_file)?;
@@ -198,6 +206,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let key_pem = std::fs::read_to_string(&config.key_file)
         .map_err(|e| StartError::Key(format!("{}: {e}", config.key_file.display())))?;
     let key = Arc::new(SigningKey::from_pem(&key_pem).map_err(|e| StartError::Key(e.to_string()))?);
+    let certificate = leaf.to_vec();
 
     let store = Arc::new(RedbStore::open(&config.state_file)?);
     // Participant certificates must chain to the same CA the listeners trust.
@@ -247,44 +256,71 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
         default_timeout: config.provider.default_timeout,
     }));
 
+    // Counters exist before the listeners, so the operations endpoints
+    // (served by the admin listener too) can report all three.
+    let (data_stats, admin_stats, ops_stats) = (Arc::default(), Arc::default(), Arc::default());
+    let ops = Arc::new(crate::ops::Operations::new(
+        broker.clone(),
+        certificate,
+        vec![
+            ("data", Arc::clone(&data_stats)),
+            ("admin", Arc::clone(&admin_stats)),
+            ("ops", Arc::clone(&ops_stats)),
+        ],
+    ));
+    let bind_error = |addr: SocketAddr| move |source| StartError::Bind { addr, source };
     let data_broker = broker.clone();
-    let data = crate::server::serve(
+    let data = crate::server::serve_with(
         config.data_listen,
-        server_tls.clone(),
-        config.limits.max_header_bytes,
+        Some(server_tls.clone()),
+        config.server.clone(),
+        data_stats,
         move |peer, request| {
             let broker = data_broker.clone();
             async move { broker.handle(&peer, request).await }
         },
     )
     .await
-    .map_err(|source| StartError::Bind {
-        addr: config.data_listen,
-        source,
-    })?;
+    .map_err(bind_error(config.data_listen))?;
     let admin_state = Arc::new(crate::admin::AdminState::new(
         broker.clone(),
         config.catalog_dir.clone(),
         config.policies_dir.clone(),
+        ops.clone(),
     ));
-    let admin = crate::server::serve(
+    let admin = crate::server::serve_with(
         config.admin_listen,
-        server_tls,
-        config.limits.max_header_bytes,
+        Some(server_tls),
+        config.server.clone(),
+        admin_stats,
         move |peer, request| {
             let state = admin_state.clone();
             async move { state.handle(&peer, request).await }
         },
     )
     .await
-    .map_err(|source| StartError::Bind {
-        addr: config.admin_listen,
-        source,
-    })?;
+    .map_err(bind_error(config.admin_listen))?;
+    // Plain HTTP, no client certificate: probes and Prometheus must reach it.
+    // It serves only the three read-only operations endpoints.
+    let ops = crate::server::serve_with(
+        config.ops_listen,
+        None,
+        config.server.clone(),
+        ops_stats,
+        move |_peer, request| {
+            let ops = ops.clone();
+            async move {
+                let (head, _body) = request.into_parts();
+                crate::ops::handle(&ops, &head).await
+            }
+        },
+    )
+    .await
+    .map_err(bind_error(config.ops_listen))?;
     if !data.local_addr().ip().is_unspecified() {
         broker.default_public_data_url(format!("https://{}", data.local_addr()));
     }
-    tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), public = ?broker.public_data_url(), "broker listening");
+    tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), ops = %ops.local_addr(), public = ?broker.public_data_url(), "broker listening");
     let maintenance = reload::Maintenance::start(
         broker.clone(),
         config.catalog_dir.clone(),
@@ -294,6 +330,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
         broker,
         data,
         admin,
+        ops,
         config,
         maintenance,
     })

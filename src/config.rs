@@ -51,6 +51,9 @@ pub struct Config {
     pub data_listen: SocketAddr,
     /// Where the admin and metadata API listens.
     pub admin_listen: SocketAddr,
+    /// Where the plain-HTTP operations listener (`/healthz`, `/readyz`,
+    /// `/metrics`, no client certificate) listens; loopback by default.
+    pub ops_listen: SocketAddr,
     /// The public base URL of the data plane, used to check `@target-uri`
     /// when clients reach the broker through a name it cannot see.
     pub public_data_url: Option<String>,
@@ -74,6 +77,9 @@ pub struct Config {
     pub provider: ProviderSettings,
     /// How the audit log is written (the optional `[audit]` section).
     pub audit: AuditSettings,
+    /// Connection limits of every listener (the optional `[server]` section;
+    /// `max_header_bytes` comes from `[limits]`).
+    pub server: crate::server::ServerLimits,
 }
 
 /// The optional `[audit]` section: how the audit log writes segments and
@@ -184,6 +190,20 @@ struct RawConfig {
     provider: RawProvider,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_certificate: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+    h2_keepalive_interval_secs: Option<u64>,
+    h2_keepalive_timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +222,7 @@ struct RawAudit {
 struct RawListen {
     data: String,
     admin: String,
+    ops: Option<String>,
     public_data_url: Option<String>,
 }
 
@@ -332,6 +353,7 @@ impl Config {
                 provider_defaults.default_timeout.as_millis() as u64,
             )?),
         };
+        let server = server_limits(&raw.server, limits.max_header_bytes)?;
         let mut audit = audit_settings(&raw.audit)?;
         audit.body_key_file = raw.audit.body_key_file.clone().map(resolve);
         if let Some(url) = &raw.listen.public_data_url
@@ -356,6 +378,10 @@ impl Config {
         Ok(Config {
             data_listen,
             admin_listen: socket("listen.admin", &raw.listen.admin)?,
+            ops_listen: socket(
+                "listen.ops",
+                raw.listen.ops.as_deref().unwrap_or(DEFAULT_OPS_LISTEN),
+            )?,
             public_data_url: raw.listen.public_data_url,
             ca_file: existing("tls.ca", resolve(raw.tls.ca))?,
             cert_file: existing("tls.cert", resolve(raw.tls.cert))?,
@@ -367,8 +393,91 @@ impl Config {
             limits,
             provider,
             audit,
+            server,
         })
     }
+}
+
+/// The operations listener's address when `listen.ops` is not set: loopback,
+/// so probes and metrics are not exposed beyond the host by default.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:8445";
+
+/// Checks the `[server]` section. Every limit has a floor and a ceiling so
+/// that no value turns a limit off (a zero cap would refuse everything, a
+/// huge timeout would be no timeout).
+fn server_limits(
+    raw: &RawServer,
+    max_header_bytes: usize,
+) -> Result<crate::server::ServerLimits, ConfigError> {
+    let d = crate::server::ServerLimits::default();
+    let secs = |key: &'static str, value: Option<u64>, default: Duration, max: u64| match value {
+        None => Ok(default),
+        Some(v @ 1..) if v <= max => Ok(Duration::from_secs(v)),
+        Some(_) => Err(ConfigError::Invalid {
+            key,
+            reason: format!("must be between 1 and {max} seconds"),
+        }),
+    };
+    let count = |key: &'static str, value: Option<usize>, default: usize, max: usize| match value {
+        None => Ok(default),
+        Some(v @ 1..) if v <= max => Ok(v),
+        Some(_) => Err(ConfigError::Invalid {
+            key,
+            reason: format!("must be between 1 and {max}"),
+        }),
+    };
+    let limits = crate::server::ServerLimits {
+        max_header_bytes,
+        header_read_timeout: secs(
+            "server.header_read_timeout_secs",
+            raw.header_read_timeout_secs,
+            d.header_read_timeout,
+            300,
+        )?,
+        idle_timeout: secs(
+            "server.idle_timeout_secs",
+            raw.idle_timeout_secs,
+            d.idle_timeout,
+            3600,
+        )?,
+        max_connections: count(
+            "server.max_connections",
+            raw.max_connections,
+            d.max_connections,
+            1_000_000,
+        )?,
+        max_connections_per_certificate: count(
+            "server.max_connections_per_certificate",
+            raw.max_connections_per_certificate,
+            d.max_connections_per_certificate,
+            1_000_000,
+        )?,
+        max_concurrent_streams: count(
+            "server.max_concurrent_streams",
+            raw.max_concurrent_streams.map(|v| v as usize),
+            d.max_concurrent_streams as usize,
+            10_000,
+        )? as u32,
+        h2_keepalive_interval: secs(
+            "server.h2_keepalive_interval_secs",
+            raw.h2_keepalive_interval_secs,
+            d.h2_keepalive_interval,
+            3600,
+        )?,
+        h2_keepalive_timeout: secs(
+            "server.h2_keepalive_timeout_secs",
+            raw.h2_keepalive_timeout_secs,
+            d.h2_keepalive_timeout,
+            300,
+        )?,
+    };
+    if limits.max_connections_per_certificate > limits.max_connections {
+        return Err(ConfigError::Invalid {
+            key: "server.max_connections_per_certificate",
+            reason: "must not exceed server.max_connections".into(),
+        });
+    }
+    Ok(limits)
 }
 
 /// Checks the `[audit]` section against the bounds the audit log accepts.
@@ -543,6 +652,69 @@ dir = "policies"
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn server_limits_defaults_bounds_and_ops_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = example(dir.path());
+        let cfg = Config::from_toml(&base, dir.path()).unwrap();
+        assert_eq!(cfg.ops_listen, DEFAULT_OPS_LISTEN.parse().unwrap());
+        assert_eq!(cfg.server.max_header_bytes, cfg.limits.max_header_bytes);
+        assert_eq!(
+            cfg.server.header_read_timeout,
+            crate::server::ServerLimits::default().header_read_timeout
+        );
+        let text = base.replace(
+            "admin = \"127.0.0.1:8444\"",
+            "admin = \"127.0.0.1:8444\"\nops = \"127.0.0.1:0\"",
+        ) + "[server]\nheader_read_timeout_secs = 3\nidle_timeout_secs = 7\nmax_connections = 9\nmax_connections_per_certificate = 4\nmax_concurrent_streams = 5\n";
+        let cfg = Config::from_toml(&text, dir.path()).unwrap();
+        assert_eq!(cfg.ops_listen.port(), 0);
+        assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.server.idle_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.server.max_connections, 9);
+        assert_eq!(cfg.server.max_connections_per_certificate, 4);
+        assert_eq!(cfg.server.max_concurrent_streams, 5);
+        for (bad, key) in [
+            ("idle_timeout_secs = 0", "server.idle_timeout_secs"),
+            (
+                "header_read_timeout_secs = 301",
+                "server.header_read_timeout_secs",
+            ),
+            ("max_connections = 0", "server.max_connections"),
+            (
+                "max_concurrent_streams = 0",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "max_connections = 2\nmax_connections_per_certificate = 3",
+                "server.max_connections_per_certificate",
+            ),
+        ] {
+            let text = format!("{base}[server]\n{bad}\n");
+            match Config::from_toml(&text, dir.path()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let text = format!("{base}[server]\nmax_conections = 3\n");
+        assert!(matches!(
+            Config::from_toml(&text, dir.path()),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn example_config_lists_the_server_defaults() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/broker.toml"),
+        )
+        .unwrap();
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        let limits = server_limits(&raw.server, Limits::default().max_header_bytes).unwrap();
+        assert_eq!(limits, crate::server::ServerLimits::default());
+        assert_eq!(raw.listen.ops.as_deref(), Some(DEFAULT_OPS_LISTEN));
     }
 
     #[test]

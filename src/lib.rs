@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod httpsig;
 pub mod ids;
 pub mod json;
+pub mod ops;
 pub mod pki;
 pub mod policy;
 pub mod registry;

@@ -49,6 +49,9 @@ pub struct SandboxArgs {
     /// Admin API port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8444)]
     pub admin_port: u16,
+    /// Operations port (plain HTTP: /healthz, /readyz, /metrics) on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8445)]
+    pub ops_port: u16,
     /// The catalog directory (default: the shipped catalog, built into this
     /// binary and written to `{dir}/shipped/catalog` on every start).
     #[arg(long)]
@@ -122,6 +125,9 @@ pub struct ManifestBroker {
     pub data_url: String,
     /// Admin API base URL.
     pub admin_url: String,
+    /// Operations listener base URL (plain HTTP, no client certificate).
+    #[serde(default)]
+    pub ops_url: String,
     /// Broker certificate.
     pub cert: String,
     /// Its fingerprint.
@@ -340,9 +346,10 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     std::fs::write(
         &config_path,
         format!(
-            "# Written by `mconnect sandbox`; see examples/broker.toml for every key.\n[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[tls]\nca = \"pki/ca.cert.pem\"\ncert = \"pki/broker.cert.pem\"\nkey = \"pki/broker.key.pem\"\n\n[storage]\nstate = \"state.redb\"\naudit_dir = \"audit\"\n\n[catalog]\ndir = {:?}\n\n[policies]\ndir = {:?}\n",
+            "# Written by `mconnect sandbox`; see examples/broker.toml for every key.\n[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\nops = \"127.0.0.1:{}\"\n\n[tls]\nca = \"pki/ca.cert.pem\"\ncert = \"pki/broker.cert.pem\"\nkey = \"pki/broker.key.pem\"\n\n[storage]\nstate = \"state.redb\"\naudit_dir = \"audit\"\n\n[catalog]\ndir = {:?}\n\n[policies]\ndir = {:?}\n",
             args.data_port,
             args.admin_port,
+            args.ops_port,
             absolute(&catalog_dir)?,
             absolute(&policies_dir)?,
         ),
@@ -688,6 +695,7 @@ fn manifest(
         broker: ManifestBroker {
             data_url: format!("https://127.0.0.1:{}", broker.data_addr().port()),
             admin_url: format!("https://127.0.0.1:{}", broker.admin_addr().port()),
+            ops_url: format!("http://127.0.0.1:{}", broker.ops_addr().port()),
             cert: "pki/broker.cert.pem".into(),
             keyid,
         },

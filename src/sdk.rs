@@ -408,6 +408,7 @@ impl Consumer {
             .wrap_connector(http);
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
                 .build(https);
         Ok(Consumer {
             credentials,

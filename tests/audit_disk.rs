@@ -160,8 +160,8 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     copy_dir(&support::repo().join("catalog"), &rules.join("catalog"));
     copy_dir(&support::repo().join("policies"), &rules.join("policies"));
     let mut args = support::args(&dir);
-    args.catalog = rules.join("catalog");
-    args.policies = rules.join("policies");
+    args.catalog = Some(rules.join("catalog"));
+    args.policies = Some(rules.join("policies"));
     let sandbox = mconnect::sandbox::start(&args)
         .await
         .expect("sandbox starts");

@@ -59,6 +59,8 @@ const MAX_ADMIN_BODY: usize = 1024 * 1024;
 /// State of the admin listener.
 pub struct AdminState {
     pub(crate) broker: Arc<Broker>,
+    /// `/healthz`, `/readyz`, `/metrics`: the same answers as the operations listener.
+    ops: Arc<crate::ops::Operations>,
     catalog_dir: PathBuf,
     policies_dir: PathBuf,
 }
@@ -96,21 +98,17 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Fu
     r
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    r
-}
-
 impl AdminState {
     /// The admin API over a broker.
-    pub fn new(broker: Arc<Broker>, catalog_dir: PathBuf, policies_dir: PathBuf) -> Self {
+    pub fn new(
+        broker: Arc<Broker>,
+        catalog_dir: PathBuf,
+        policies_dir: PathBuf,
+        ops: Arc<crate::ops::Operations>,
+    ) -> Self {
         AdminState {
             broker,
+            ops,
             catalog_dir,
             policies_dir,
         }
@@ -148,17 +146,13 @@ impl AdminState {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (head, body) = request.into_parts();
+        if let Some(answer) = self.ops.respond(&head.method, head.uri.path()).await {
+            return Ok(answer);
+        }
         let path = head.uri.path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = head.method.clone();
         match (method.clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "text/plain", "ok\n".into())),
-            (Method::GET, ["readyz"]) => Ok(self.readyz()),
-            (Method::GET, ["metrics"]) => Ok(text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics(),
-            )),
             (Method::GET, ["v1", "openapi.json"]) => Ok(json(StatusCode::OK, &openapi())),
             _ => {
                 let caller = self.caller(peer)?;
@@ -355,34 +349,6 @@ impl AdminState {
         change: impl FnOnce(&crate::registry::Registry) -> Result<T, crate::registry::RegistryError>,
     ) -> Result<T, AdminError> {
         change::audited(self, caller, action, change).await
-    }
-
-    fn readyz(&self) -> Response<Full<Bytes>> {
-        let audit_ok = self.broker.audit().signed_tree_head().is_ok();
-        let status = if audit_ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        json(
-            status,
-            &serde_json::json!({
-                "store": true,
-                "audit": audit_ok,
-                "keys": true,
-                "participants": self.broker.registry().snapshot().participants().len(),
-            }),
-        )
-    }
-
-    fn metrics(&self) -> String {
-        let rules = self.broker.rules();
-        format!(
-            "# HELP mconnect_audit_tree_size Records in the audit log.\n# TYPE mconnect_audit_tree_size gauge\nmconnect_audit_tree_size {}\n# HELP mconnect_participants Registered participants.\n# TYPE mconnect_participants gauge\nmconnect_participants {}\n# HELP mconnect_catalog_services Catalogued services.\n# TYPE mconnect_catalog_services gauge\nmconnect_catalog_services {}\n",
-            self.broker.audit().tree_size(),
-            self.broker.registry().snapshot().participants().len(),
-            rules.catalog.services().count(),
-        )
     }
 }
 

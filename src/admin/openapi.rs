@@ -33,7 +33,7 @@ fn core() -> serde_json::Value {
         "info": {"title": "MConnect admin and metadata API", "version": "1"},
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "Readiness: store, audit log and keys usable", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/readyz": {"get": {"summary": "Readiness: probes the store, the audit log (not failed closed, signs a tree head) and the broker key and certificate; each probe reported", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format 0.0.4"}}}},
             "/v1/participants": {"get": {"summary": "List participants", "responses": {"200": {"description": "participants"}}}},
             "/v1/participants/{id}": {

@@ -67,7 +67,9 @@ impl AdminClient {
         Ok(AdminClient {
             credentials,
             base: admin_url.trim_end_matches('/').to_string(),
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
+                .build(https),
         })
     }
 

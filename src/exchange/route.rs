@@ -46,7 +46,7 @@ impl ProviderClient {
             .enable_http2()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(64)
             .build(https);
         ProviderClient { client }

@@ -29,6 +29,11 @@ pub(crate) fn welcome(sandbox: &RunningSandbox) -> String {
         "  admin API  : {}  (OpenAPI at /v1/openapi.json)",
         m.broker.admin_url
     );
+    let _ = writeln!(
+        out,
+        "  operations : {}/readyz  (plain HTTP)",
+        m.broker.ops_url
+    );
     let _ = writeln!(out, "  directory  : {}", dir.display());
     let _ = writeln!(out, "  manifest   : {}", dir.join("sandbox.json").display());
     let _ = writeln!(out);

@@ -37,6 +37,7 @@ pub fn args(dir: &Path) -> SandboxArgs {
         dir: dir.to_path_buf(),
         data_port: 0,
         admin_port: 0,
+        ops_port: 0,
         catalog: Some(repo().join("catalog")),
         policies: Some(repo().join("policies")),
         participants: Some(repo().join("examples/sandbox/participants.json")),
