@@ -171,6 +171,11 @@ pub struct ManifestTry {
     pub reason: String,
     /// Subject.
     pub subject: Option<String>,
+    /// The IDNP of the user on whose action the call is made, when it must
+    /// be a particular person (a power of attorney changes only with its
+    /// grantor's consent); otherwise [`SANDBOX_CALLING_USER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calling_user: Option<String>,
 }
 
 /// The auditor in `sandbox.json`.
@@ -650,6 +655,7 @@ fn manifest(
                     .map(|p| p.code.clone())
                     .unwrap_or_default(),
                 subject,
+                calling_user: None,
             });
         }
     }

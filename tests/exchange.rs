@@ -186,12 +186,24 @@ async fn refusals_carry_the_protocol_codes() {
             "schema",
             post(
                 "/r1/asp-rsp/persons-lookup",
-                r#"{"idnps":["12"]}"#,
+                r#"{"idnps":[]}"#,
                 SOCIAL_BASIS,
                 SOCIAL_REASON,
             ),
             422,
             "schema.request_invalid",
+        ),
+        (
+            // A person id in the body is typed like one in the query.
+            "malformed id in the body",
+            post(
+                "/r1/asp-rsp/persons-lookup",
+                r#"{"idnps":["12"]}"#,
+                SOCIAL_BASIS,
+                SOCIAL_REASON,
+            ),
+            400,
+            "request.malformed",
         ),
     ];
     for (name, call, status, expected) in cases {

@@ -129,6 +129,8 @@ impl Sandbox {
                 "0",
                 "--admin-port",
                 "0",
+                "--ops-port",
+                "0",
             ])
             .env("MCONNECT_LOG", "warn")
             .stdin(Stdio::null())
@@ -359,6 +361,8 @@ fn sigterm_stops_cleanly_the_banner_calls_work_and_a_restart_keeps_the_log() {
             "0",
             "--admin-port",
             "0",
+            "--ops-port",
+            "0",
         ])
         .stdin(Stdio::null())
         .output()
@@ -433,6 +437,8 @@ fn missing_binaries_are_named_with_the_build_command_before_anything_starts() {
             "--data-port",
             "0",
             "--admin-port",
+            "0",
+            "--ops-port",
             "0",
         ])
         .args(["--examples-dir", "nowhere/examples"])

@@ -271,6 +271,9 @@ async fn call(args: CallArgs) -> Result<ExitCode> {
         call.basis = entry.basis.clone();
         call.reason = entry.reason.clone();
         call.subject = entry.subject.clone();
+        if let Some(user) = &entry.calling_user {
+            call.calling_user = user.clone();
+        }
         client = Some(entry.client.clone());
     }
     let client = client.context("name the calling participant with --client or use --try N")?;

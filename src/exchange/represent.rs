@@ -168,8 +168,8 @@ impl Broker {
                 answer.head.status
             )));
         }
-        let verdict: serde_json::Value = serde_json::from_slice(&answer.body)
-            .map_err(|_| denied("MPower's answer is not JSON".to_string()))?;
+        let verdict = crate::json::parse(&answer.body, self.limits.max_json_values)
+            .map_err(|e| denied(format!("MPower's answer is not acceptable JSON: {e}")))?;
         let confirmed = confirms(&verdict, user, party, kind);
         if !confirmed {
             return Err(denied(format!(

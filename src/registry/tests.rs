@@ -436,8 +436,9 @@ fn a_staged_change_is_invisible_until_committed_and_never_overwrites_a_newer_one
         .stage(|r| r.set_endpoints("asp-rsp", moved.clone()))
         .unwrap();
     assert_eq!(url(&reg), "https://127.0.0.1:9000");
-    let reopened =
-        |path: &std::path::Path| Registry::open(Arc::new(RedbStore::open(path).unwrap()), anchors(&ca));
+    let reopened = |path: &std::path::Path| {
+        Registry::open(Arc::new(RedbStore::open(path).unwrap()), anchors(&ca))
+    };
     drop(reg);
     let reg = reopened(&path).unwrap();
     assert_eq!(

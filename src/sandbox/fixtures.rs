@@ -6,9 +6,12 @@
 //! every entry succeeds when the list is run in order, and again when it is
 //! run a second time (PROTOCOL.md section 9).
 //!
-//! Invariant: a fixture that cannot be made fails the sandbox's start with
+//! Invariants: a fixture that cannot be made fails the sandbox's start with
 //! the call's answer in the error, so a `try` list is never written with an
-//! entry known not to work.
+//! entry known not to work; fixtures are about two people of their own
+//! ([`FIXTURE_PERSON`], [`FIXTURE_AGENT`]), so they never show in the access
+//! history, the powers of attorney or the payments of the people the
+//! example registers and the scenarios use.
 
 use std::path::Path;
 
@@ -47,8 +50,21 @@ struct Prerequisite {
 /// server sees it apart from the bus's real mail.
 pub const FIXTURE_MAILBOX: &str = "try-list@sandbox.mconnect.md";
 
+/// The person the fixtures are about: payer, signer, grantor (and the
+/// calling user of the fixture calls, so the portal acts for them).
+pub const FIXTURE_PERSON: &str = "2009900000015";
+
+/// The person the fixture powers of attorney are given to.
+pub const FIXTURE_AGENT: &str = "2009900000026";
+
 /// The citizen portal participant, which acts for its signed-in user.
 const PORTAL: &str = "mcabinet";
+
+/// A fixture power of attorney: from the fixture person to the fixture agent.
+const GRANT_OVERRIDES: &[(&str, &str)] = &[
+    ("/authorising/id", FIXTURE_PERSON),
+    ("/authorised_idnp", FIXTURE_AGENT),
+];
 
 const PREREQUISITES: &[Prerequisite] = &[
     Prerequisite {
@@ -62,35 +78,40 @@ const PREREQUISITES: &[Prerequisite] = &[
     Prerequisite {
         service: "msign/sign-result",
         make: "msign/sign-request",
-        overrides: &[],
+        overrides: &[("/signer_idnp", FIXTURE_PERSON)],
         ids: &[(Target::Query("request_id"), "/request_id")],
         portal_only: false,
     },
     Prerequisite {
         service: "mpower/authorisation-by-code",
         make: "mpower/authorisation-grant",
-        overrides: &[],
+        overrides: GRANT_OVERRIDES,
         ids: &[(Target::Query("code"), "/code")],
         portal_only: false,
     },
     Prerequisite {
         service: "mpower/authorisation-revoke",
         make: "mpower/authorisation-grant",
-        overrides: &[],
+        overrides: GRANT_OVERRIDES,
         ids: &[(Target::Body("/code"), "/code")],
         portal_only: true,
     },
     Prerequisite {
         service: "mpower/authorisation-transition",
         make: "mpower/authorisation-grant",
-        overrides: &[],
+        overrides: GRANT_OVERRIDES,
         ids: &[(Target::Body("/code"), "/code")],
         portal_only: true,
     },
     Prerequisite {
         service: "mpay/order-details",
         make: "mpay/order-create",
-        overrides: &[],
+        // Each its own order key: the order-create entry itself uses the
+        // catalog's example key, and an order key names one content.
+        overrides: &[
+            ("/order_key", "CH-TRY-DETAILS"),
+            ("/payer/idnp", FIXTURE_PERSON),
+        ],
         ids: &[
             (Target::Query("service_id"), "/service_id"),
             (Target::Query("order_key"), "/order_key"),
@@ -102,7 +123,10 @@ const PREREQUISITES: &[Prerequisite] = &[
         // that entry fail.
         service: "mpay/order-cancel",
         make: "mpay/order-create",
-        overrides: &[("/order_key", "CH-2026-000124")],
+        overrides: &[
+            ("/order_key", "CH-TRY-CANCEL"),
+            ("/payer/idnp", FIXTURE_PERSON),
+        ],
         ids: &[
             (Target::Body("/service_id"), "/service_id"),
             (Target::Body("/order_key"), "/order_key"),
@@ -112,7 +136,10 @@ const PREREQUISITES: &[Prerequisite] = &[
     Prerequisite {
         service: "mpay/payment-confirm",
         make: "mpay/order-create",
-        overrides: &[],
+        overrides: &[
+            ("/order_key", "CH-TRY-CONFIRM"),
+            ("/payer/idnp", FIXTURE_PERSON),
+        ],
         ids: &[
             (Target::Body("/service_id"), "/service_id"),
             (Target::Body("/order_key"), "/order_key"),
@@ -153,6 +180,10 @@ pub(super) async fn prepare(manifest: &mut SandboxManifest, dir: &Path) -> Resul
             .clone();
         let answer = make(manifest, dir, &maker, need.overrides).await?;
         let entry = &mut manifest.tries[index];
+        if need.portal_only {
+            // The portal acts for its signed-in user, who must be the grantor.
+            entry.calling_user = Some(FIXTURE_PERSON.to_string());
+        }
         for (target, from) in need.ids {
             let id = answer
                 .pointer(from)
@@ -189,10 +220,12 @@ async fn make(
         method: maker.method.parse().context("try.method")?,
         path: maker.path.clone(),
         body: Some(bytes::Bytes::from(body.to_string())),
-        calling_user: super::SANDBOX_CALLING_USER.to_string(),
+        // The fixture person acts (the portal files for its own user).
+        calling_user: FIXTURE_PERSON.to_string(),
         basis: maker.basis.clone(),
         reason: maker.reason.clone(),
-        subject: maker.subject.clone(),
+        // The body now names the fixture person where it named anyone.
+        subject: maker.subject.as_ref().map(|_| FIXTURE_PERSON.to_string()),
         represented_party: None,
         request_id: None,
     };

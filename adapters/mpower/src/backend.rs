@@ -693,12 +693,15 @@ mod tests {
             .transition(&a.code, 0, Action::Revoke, g(), None)
             .await
             .unwrap();
-        assert!(matches!(
-            backend
-                .transition(&a.code, 1, Action::Revoke, g(), None)
-                .await,
-            Err(PowerError::Conflict(_))
-        ));
+        // Revoking again changes nothing, not even the revision.
+        let again = backend
+            .transition(&a.code, 1, Action::Revoke, g(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.status, again.revision),
+            (AuthorisationStatus::Revoked, 1)
+        );
         assert!(
             backend
                 .check("2003000000027", "2000000000015", "AT-SOCIAL-AID", day)
