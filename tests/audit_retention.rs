@@ -74,6 +74,7 @@ fn record(i: u64, at: SystemTime) -> AuditRecord {
         keyids_checked: vec![],
         keyids_made: vec![],
         duration_us: 100,
+        replay_ids: Vec::new(),
     }
 }
 

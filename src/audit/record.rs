@@ -2,7 +2,9 @@
 //!
 //! Invariants: the canonical bytes of a record are `serde_json` of [`AuditRecord`]
 //! in field declaration order, with every field present (`null` for an unknown
-//! optional value). Those bytes are the Merkle leaf, are stored verbatim in the
+//! optional value; the one exception is a field added after records were
+//! first written, which is left out while empty so that every earlier leaf
+//! stays canonical). Those bytes are the Merkle leaf, are stored verbatim in the
 //! segment files and are served verbatim, so anyone can recompute the leaf hash.
 //! Changing the order, names or types of the fields changes every leaf hash that
 //! follows: it is a format change, never a refactoring.
@@ -90,6 +92,16 @@ pub struct AuditRecord {
     pub keyids_made: Vec<String>,
     /// Time from receipt to answer, in microseconds.
     pub duration_us: u64,
+    /// The single-use ids this exchange used up, once its signature had
+    /// verified and the replay check passed: the request id, and
+    /// `nonce:{hex}` (the first 16 bytes of the SHA-256 of the signature's
+    /// `nonce`) when it had one. The broker refuses them from the same
+    /// consumer for 24 hours, across restarts (PROTOCOL.md section 2); the
+    /// audit index rebuilds that knowledge from this field. Left out while
+    /// empty (records refused before the replay check, management events),
+    /// so leaves written before the field existed stay canonical.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replay_ids: Vec<String>,
 }
 
 impl AuditRecord {
@@ -132,6 +144,7 @@ impl AuditRecord {
             keyids_checked: Vec::new(),
             keyids_made: Vec::new(),
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            replay_ids: Vec::new(),
         }
     }
 
@@ -295,6 +308,7 @@ pub(crate) mod tests {
             keyids_checked: vec![],
             keyids_made: vec![],
             duration_us: 100,
+            replay_ids: Vec::new(),
         }
     }
 
