@@ -92,7 +92,8 @@ pub struct EmbeddedReplayStore {
 /// Ids in memory, keyed by hashes of (client, id).
 #[derive(Default)]
 struct Front {
-    held: HashMap<(u64, u64), Held>,
+    /// What is known of each id, and when (unix seconds) it was claimed.
+    held: HashMap<(u64, u64), (Held, i64)>,
     /// Recorded ids by the seq of their record, to drop once indexed.
     recorded: BTreeMap<u64, Vec<(u64, u64)>>,
     /// Unrecorded ids with the unix second they may be dropped, oldest first.
@@ -148,7 +149,7 @@ impl EmbeddedReplayStore {
     fn release(&self, keys: &[(u64, u64)]) {
         let mut front = self.lock();
         for key in keys {
-            if front.held.get(key) == Some(&Held::Pending) {
+            if front.held.get(key).map(|h| h.0) == Some(Held::Pending) {
                 front.held.remove(key);
             }
         }
@@ -165,7 +166,7 @@ impl Front {
             }
             let seq = *entry.key();
             for key in entry.remove() {
-                if self.held.get(&key) == Some(&Held::Recorded(seq)) {
+                if self.held.get(&key).map(|h| h.0) == Some(Held::Recorded(seq)) {
                     self.held.remove(&key);
                 }
             }
@@ -175,7 +176,7 @@ impl Front {
                 break;
             }
             self.unrecorded.pop_front();
-            if self.held.get(&key) == Some(&Held::Unrecorded) {
+            if self.held.get(&key).map(|h| h.0) == Some(Held::Unrecorded) {
                 self.held.remove(&key);
             }
         }
@@ -188,7 +189,22 @@ impl ReplayStore for EmbeddedReplayStore {
         {
             let mut front = self.lock();
             front.prune(now);
-            if keys.iter().any(|k| front.held.contains_key(k)) {
+            let recorded_hit = keys
+                .iter()
+                .any(|k| matches!(front.held.get(k), Some((Held::Recorded(_), _))));
+            if recorded_hit && let Ok(indexed) = self.audit.indexed() {
+                // The index may cover it by now: then the index, with the
+                // record's time, decides (an id may be used again after 24 h).
+                front.indexed = front.indexed.max(indexed);
+                front.prune(now);
+            }
+            // An id claimed more than 24 hours ago is free again, in memory
+            // as in the index.
+            let window_start = now.saturating_sub(REPLAY_WINDOW_SECS);
+            if keys
+                .iter()
+                .any(|k| front.held.get(k).is_some_and(|(_, at)| *at > window_start))
+            {
                 return Err(ReplayRefusal::Replayed);
             }
             if front.held.len() + keys.len() > self.capacity {
@@ -205,7 +221,7 @@ impl ReplayStore for EmbeddedReplayStore {
                 )));
             }
             for key in &keys {
-                front.held.insert(*key, Held::Pending);
+                front.held.insert(*key, (Held::Pending, now));
             }
         }
         // The index second: an id that left the front was already covered
@@ -246,19 +262,19 @@ impl ReplayStore for EmbeddedReplayStore {
         let mut front = self.lock();
         for id in ids {
             let key = self.key(client, id);
-            if front.held.get(&key) != Some(&Held::Pending) {
+            let Some((Held::Pending, at)) = front.held.get(&key).copied() else {
                 continue;
-            }
+            };
             match outcome {
                 Settled::Recorded(seq) => {
-                    front.held.insert(key, Held::Recorded(seq));
+                    front.held.insert(key, (Held::Recorded(seq), at));
                     front.recorded.entry(seq).or_default().push(key);
                 }
                 Settled::Unrecorded => {
-                    front.held.insert(key, Held::Unrecorded);
+                    front.held.insert(key, (Held::Unrecorded, at));
                     front
                         .unrecorded
-                        .push_back((now.saturating_add(REPLAY_WINDOW_SECS), key));
+                        .push_back((at.saturating_add(REPLAY_WINDOW_SECS), key));
                 }
             }
         }
