@@ -44,8 +44,8 @@ impl Signed {
         nonce: Option<&str>,
     ) -> Signed {
         use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
-        let creds = mconnect::sdk::Credentials::from_pki_dir(&dir.join("pki"), "apl-cahul", "")
-            .unwrap();
+        let creds =
+            mconnect::sdk::Credentials::from_pki_dir(&dir.join("pki"), "apl-cahul", "").unwrap();
         let uri = format!("{data_url}{PATH}");
         let mut h = HeaderMap::new();
         for (k, v) in [
@@ -275,8 +275,7 @@ async fn a_replay_after_a_kill_9_is_still_refused() {
 
     let mut child = spawn_broker(dir.path(), args.data_port).await;
     let consumer = Consumer::new(
-        mconnect::sdk::Credentials::from_pki_dir(&dir.path().join("pki"), "apl-cahul", "")
-            .unwrap(),
+        mconnect::sdk::Credentials::from_pki_dir(&dir.path().join("pki"), "apl-cahul", "").unwrap(),
         &url,
         mconnect::sdk::TrustedKeys::broker_in_pki_dir(&dir.path().join("pki")).unwrap(),
     )
@@ -299,7 +298,11 @@ async fn a_provider_serves_a_broker_exchange_id_once() {
         .registry()
         .snapshot()
         .get("asp-rsp")
-        .and_then(|p| p.participant.endpoint_for("person-by-idnp").map(str::to_string))
+        .and_then(|p| {
+            p.participant
+                .endpoint_for("person-by-idnp")
+                .map(str::to_string)
+        })
         .unwrap();
     let service_path = bus
         .sandbox

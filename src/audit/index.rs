@@ -437,7 +437,9 @@ fn apply_replay(txn: &redb::WriteTransaction, keys: &[IndexKeys]) -> Result<(), 
                 by_time.remove((t, consumer, id.as_str())).map_err(ix)?;
             }
             replay.insert((consumer, id.as_str()), k.time).map_err(ix)?;
-            by_time.insert((k.time, consumer, id.as_str()), ()).map_err(ix)?;
+            by_time
+                .insert((k.time, consumer, id.as_str()), ())
+                .map_err(ix)?;
         }
     }
     let keep = u64::try_from(REPLAY_KEEP.as_micros()).unwrap_or(u64::MAX);
@@ -460,7 +462,9 @@ fn apply_replay(txn: &redb::WriteTransaction, keys: &[IndexKeys]) -> Result<(), 
             .map_err(ix)?
             .map(|v| v.value());
         if current == Some(*t) {
-            replay.remove((consumer.as_str(), id.as_str())).map_err(ix)?;
+            replay
+                .remove((consumer.as_str(), id.as_str()))
+                .map_err(ix)?;
         }
     }
     Ok(())

@@ -82,7 +82,11 @@ async fn an_id_is_used_once_per_client_and_a_refused_claim_uses_up_nothing() {
         store.claim("apl-cahul", &ids(&["r1"]), now()),
         Err(ReplayRefusal::Replayed)
     );
-    assert_eq!(store.held(), 3, "r2, r3 and apl-orhei's r1 are still running");
+    assert_eq!(
+        store.held(),
+        3,
+        "r2, r3 and apl-orhei's r1 are still running"
+    );
     // 24 hours later the id may be used again.
     assert_eq!(
         store.claim("apl-cahul", &ids(&["r1"]), now() + REPLAY_WINDOW_SECS + 1),
