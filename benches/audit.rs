@@ -1,6 +1,7 @@
 //! Audit log benchmarks: durable appends with group commit (1, 64 and 1024
-//! concurrent appenders), proof generation at one million leaves, and a probe
-//! of the disk's own fsync latency and bandwidth, which bounds everything else.
+//! concurrent appenders), proof generation at one million leaves, the
+//! broker's replay check over the audit index, and a probe of the disk's own
+//! fsync latency and bandwidth, which bounds everything else.
 //!
 //! Every append measured is durable: `append` returns only after the batch
 //! holding the record was fsynced. The log lives under the target directory
@@ -147,5 +148,65 @@ fn fsync_probe(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fsync_probe, durable_appends, proofs);
+/// The broker's replay check (`exchange::replay_store`) with 100,000 used
+/// ids in the audit index: a fresh id (front, then index, then settled and
+/// dropped from the front as the exchange does) and an id already used.
+fn replay_check(c: &mut Criterion) {
+    use mconnect::exchange::replay_store::{EmbeddedReplayStore, ReplayStore, Settled};
+    const USED: u64 = 100_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let (log, _) = runtime
+        .block_on(async { AuditLog::open(AuditConfig::new(dir.path()), Arc::new(NullSigner)) })
+        .unwrap();
+    let received = mconnect::audit::format_timestamp(time::OffsetDateTime::now_utc());
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..256u64 {
+            let log = log.clone();
+            let received = received.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (t..USED).step_by(256) {
+                    let mut record = records::exchange_record(i);
+                    record.received_at = received.clone();
+                    record.replay_ids = vec![uuid::Uuid::from_u128(u128::from(i)).to_string()];
+                    log.append(record).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    log.sync_index().unwrap();
+    let store = EmbeddedReplayStore::new(log.clone(), 4_000_000);
+    let now = mconnect::exchange::unix_now();
+    let mut group = c.benchmark_group("replay_check");
+    group.throughput(Throughput::Elements(1));
+    let mut n = u128::from(USED);
+    group.bench_function("fresh_id_claim_and_settle", |b| {
+        b.iter(|| {
+            n += 1;
+            let ids = [uuid::Uuid::from_u128(n).to_string()];
+            store.claim("apl-cahul", &ids, now).unwrap();
+            store.settle("apl-cahul", &ids, Settled::Recorded(0), now);
+        })
+    });
+    let mut i = 0u128;
+    group.bench_function("used_id_refused_from_index", |b| {
+        b.iter(|| {
+            i = (i + 7919) % u128::from(USED);
+            let ids = [uuid::Uuid::from_u128(i).to_string()];
+            assert!(store.claim("apl-cahul", &ids, now).is_err());
+        })
+    });
+    group.finish();
+    runtime.block_on(async { log.close().await.unwrap() });
+}
+
+criterion_group!(benches, fsync_probe, durable_appends, proofs, replay_check);
 criterion_main!(benches);

@@ -241,6 +241,14 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     )
     .map_err(|e| StartError::Audit(e.to_string()))?;
     tracing::info!(?recovery, "audit log open");
+    // The replay check needs every request id used before this start in
+    // the index, also those of records a crash left unindexed: catch up now,
+    // before any port is bound (exchange::replay_store).
+    let catch_up = audit.clone();
+    tokio::task::spawn_blocking(move || catch_up.sync_index())
+        .await
+        .map_err(|e| StartError::Audit(format!("indexing the audit log: {e}")))?
+        .map_err(|e| StartError::Audit(format!("indexing the audit log: {e}")))?;
 
     let server_tls = tls::server_config(&cas, &identity)?;
     let client_tls = tls::client_config(&cas, &identity)?;
@@ -277,7 +285,20 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
         data_stats,
         move |peer, request| {
             let broker = data_broker.clone();
-            async move { broker.handle(&peer, request).await }
+            // Its own task, so that a client hanging up cannot cancel an
+            // exchange half-way: once forwarded, it must reach its audit
+            // record, which also keeps its request id used up.
+            let exchange = tokio::spawn(async move { broker.handle(&peer, request).await });
+            async move {
+                exchange.await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "exchange task failed");
+                    let mut response = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"{\"code\":\"internal\"}"),
+                    ));
+                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                })
+            }
         },
     )
     .await

@@ -131,7 +131,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How far `created` may be from the broker's clock.
     pub created_skew: Duration,
-    /// How many request ids the replay cache may hold before it narrows its window.
+    /// How many request ids the replay check may hold in memory (ids not yet
+    /// in the audit index); when full, requests are refused with 503.
     pub replay_capacity: usize,
     /// Most JSON values one request body or provider answer may hold (a
     /// small body of empty arrays would otherwise become a large tree).

@@ -51,6 +51,9 @@ pub enum SdkError {
     /// A signature or digest did not verify.
     #[error("verification: {0}")]
     Verification(String),
+    /// A broker-signed request that was already served.
+    #[error("replayed: {0}")]
+    Replayed(String),
 }
 
 /// A participant's credentials: its key and certificate, and the CA.
@@ -604,6 +607,10 @@ impl ProviderResponse {
 }
 
 /// Verifies a request forwarded by the broker (label `mconnect`, keyid of a trusted broker certificate).
+///
+/// This checks one request on its own; a provider must also refuse a
+/// request it has already seen, which [`serve_provider`] does with an
+/// [`ExchangeIds`].
 pub fn verify_broker_request(
     method: &str,
     target_uri: &str,
@@ -612,6 +619,81 @@ pub fn verify_broker_request(
     broker: &TrustedKeys,
     max_skew: Duration,
 ) -> Result<String, SdkError> {
+    verify_broker_signature(method, target_uri, request_headers, body, broker, max_skew)
+        .map(|(keyid, _)| keyid)
+}
+
+/// The exchange ids a provider has served, so that a broker-signed request
+/// is acted on once: the same `MConnect-Exchange-Id` to the same method and
+/// target is refused (409 `request.replayed`).
+///
+/// Memory is bounded (see [`crate::exchange::replay::ReplayCache`]): ids are
+/// kept for the broker signature's `created` window, after which the
+/// signature itself is refused as too old; when full, the window narrows
+/// instead of any id being forgotten. Nothing is written to disk: instead a
+/// new process refuses broker signatures created before it started, so a
+/// request an earlier process may have served cannot be played to it again.
+/// The key includes method and target because the broker asks MPower about
+/// representation under the exchange id of the call it checks.
+pub struct ExchangeIds {
+    cache: crate::exchange::replay::ReplayCache,
+    max_skew: i64,
+}
+
+impl ExchangeIds {
+    /// Remembers ids for signatures at most `max_skew` from the provider's
+    /// clock, at most `capacity` of them, refusing signatures made before now.
+    pub fn new(max_skew: Duration, capacity: usize) -> ExchangeIds {
+        let max_skew = i64::try_from(max_skew.as_secs()).unwrap_or(i64::MAX);
+        let cache = crate::exchange::replay::ReplayCache::new(max_skew, capacity);
+        cache.raise_floor(crate::exchange::unix_now());
+        ExchangeIds { cache, max_skew }
+    }
+
+    /// Checks a request whose broker signature verified (`created` from it)
+    /// and remembers it; an error says why it must not be served.
+    pub fn check(
+        &self,
+        method: &str,
+        target_uri: &str,
+        exchange_id: &str,
+        created: i64,
+    ) -> Result<(), SdkError> {
+        let id = uuid::Uuid::parse_str(exchange_id).map_err(|_| {
+            SdkError::Verification(format!("exchange id {exchange_id:?} is not a UUID"))
+        })?;
+        let now = crate::exchange::unix_now();
+        if (now - created).abs() > self.max_skew {
+            return Err(SdkError::Verification(
+                "broker signature is outside the time window".into(),
+            ));
+        }
+        match self
+            .cache
+            .check_and_insert(&format!("{method} {target_uri}"), id, created, now)
+        {
+            crate::exchange::replay::ReplayVerdict::Fresh => Ok(()),
+            crate::exchange::replay::ReplayVerdict::Replayed => Err(SdkError::Replayed(format!(
+                "exchange {exchange_id} was already served"
+            ))),
+            crate::exchange::replay::ReplayVerdict::TooOld { floor } => {
+                Err(SdkError::Replayed(format!(
+                    "exchange {exchange_id}: this provider accepts broker signatures created from {floor} on"
+                )))
+            }
+        }
+    }
+}
+
+/// Verifies the broker's signature; returns its keyid and `created`.
+fn verify_broker_signature(
+    method: &str,
+    target_uri: &str,
+    request_headers: &HeaderMap,
+    body: &[u8],
+    broker: &TrustedKeys,
+    max_skew: Duration,
+) -> Result<(String, i64), SdkError> {
     let v = |s: String| SdkError::Verification(s);
     let parsed = httpsig::parse_signature(request_headers, labels::REQUEST)
         .map_err(|e| v(format!("no broker signature: {e}")))?;
@@ -666,7 +748,7 @@ pub fn verify_broker_request(
         httpsig::digest::verify_content_digest(digest, body)
             .map_err(|e| v(format!("digest: {e}")))?;
     }
-    Ok(keyid)
+    Ok((keyid, created))
 }
 
 /// Signs a provider's answer (label `mconnect-provider`) and returns its headers.
@@ -708,6 +790,9 @@ pub fn sign_response(
     httpsig::attach(&mut h, sig);
     Ok(h)
 }
+
+/// Exchange ids a provider server remembers at most (about 50 bytes each).
+const EXCHANGE_IDS_CAPACITY: usize = 1_000_000;
 
 /// Settings of a provider server.
 pub struct ProviderSettings {
@@ -767,10 +852,15 @@ where
     let broker = Arc::new(settings.broker);
     let max_body = settings.max_body_bytes;
     let listen = settings.listen;
+    let seen = Arc::new(ExchangeIds::new(
+        Duration::from_secs(300),
+        EXCHANGE_IDS_CAPACITY,
+    ));
     crate::server::serve(listen, tls, 32 * 1024, move |_peer, request| {
         let handler = handler.clone();
         let credentials = credentials.clone();
         let broker = broker.clone();
+        let seen = seen.clone();
         async move {
             let (head, body) = request.into_parts();
             let exchange_id = head
@@ -793,20 +883,27 @@ where
                 Ok(collected) => {
                     let body = collected.to_bytes();
                     let target = target_uri(&head);
-                    match verify_broker_request(
+                    let checked = verify_broker_signature(
                         head.method.as_str(),
                         &target,
                         &head.headers,
                         &body,
                         &broker,
                         Duration::from_secs(300),
-                    ) {
+                    )
+                    .and_then(|(_, created)| {
+                        seen.check(head.method.as_str(), &target, &exchange_id, created)
+                    });
+                    match checked {
+                        Err(e @ SdkError::Replayed(_)) => {
+                            refusal(StatusCode::CONFLICT, "request.replayed", &e.to_string())
+                        }
                         Err(e) => refusal(
                             StatusCode::UNAUTHORIZED,
                             "signature.invalid",
                             &e.to_string(),
                         ),
-                        Ok(_) => {
+                        Ok(()) => {
                             handler(ProviderRequest {
                                 method: head.method.clone(),
                                 uri: head.uri.clone(),

@@ -76,6 +76,7 @@ fn record(i: u64, at: SystemTime) -> AuditRecord {
         keyids_made: vec![],
         duration_us: 100,
         refusal_count: None,
+        replay_ids: Vec::new(),
     }
 }
 

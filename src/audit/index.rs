@@ -52,6 +52,20 @@ const BY_PROVIDER: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new(
 const BY_SERVICE: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_service");
 /// Every record under the empty key: the index for queries by time alone.
 const BY_TIME: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_time");
+/// (consumer, single-use id) -> received µs of the latest record that used it
+/// up (see [`AuditRecord::replay_ids`]); the durable half of the broker's
+/// replay check (`exchange::replay_store`).
+const REPLAY: TableDefinition<(&str, &str), u64> = TableDefinition::new("replay");
+/// (received µs, consumer, id) -> (): the same rows by age, so that rows
+/// past [`REPLAY_KEEP`] are dropped oldest first.
+const REPLAY_BY_TIME: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("replay_by_time");
+/// How long used-up ids are kept: the protocol's 24 hours plus a margin for
+/// clock steps, so a lookup never misses an id that is still in force.
+pub(crate) const REPLAY_KEEP: Duration = Duration::from_secs(25 * 3600);
+/// Expired replay rows dropped per index transaction, so a backlog never
+/// makes one transaction long.
+const REPLAY_PURGE_BATCH: usize = 1024;
 
 /// A search of the log. Every given filter must match; newest first (by
 /// `received_at`, then seq).
@@ -115,6 +129,8 @@ pub(crate) struct IndexKeys {
     pub provider: Option<String>,
     /// `provider/code`, whichever form the record carries the service in.
     pub service: Option<String>,
+    /// The single-use ids the record used up (indexed under its consumer).
+    pub replay_ids: Vec<String>,
 }
 
 impl IndexKeys {
@@ -143,6 +159,7 @@ impl IndexKeys {
             consumer: nonempty(record.consumer),
             provider,
             service,
+            replay_ids: record.replay_ids,
         }
     }
 }
@@ -203,6 +220,8 @@ impl Index {
             for table in [BY_SUBJECT, BY_CONSUMER, BY_PROVIDER, BY_SERVICE, BY_TIME] {
                 txn.open_table(table).map_err(ix)?;
             }
+            txn.open_table(REPLAY).map_err(ix)?;
+            txn.open_table(REPLAY_BY_TIME).map_err(ix)?;
         }
         txn.commit().map_err(ix)?;
         Ok(Index { db })
@@ -266,6 +285,7 @@ impl Index {
                 }
                 by_time.insert(("", time, seq), ()).map_err(ix)?;
             }
+            apply_replay(&txn, keys)?;
             let mut meta = txn.open_table(META).map_err(ix)?;
             let next = first + keys.len() as u64;
             let current = meta.get("next").map_err(ix)?.map_or(0, |v| v.value());
@@ -274,6 +294,26 @@ impl Index {
             }
         }
         txn.commit().map_err(ix)
+    }
+
+    /// The latest time (received µs) a record used up any of `ids` for
+    /// `consumer`, and how many records the index covered when it looked.
+    fn replay_seen(&self, consumer: &str, ids: &[&str]) -> Result<ReplaySeen, AuditError> {
+        let txn = self.db.begin_read().map_err(ix)?;
+        let indexed = txn
+            .open_table(META)
+            .map_err(ix)?
+            .get("next")
+            .map_err(ix)?
+            .map_or(0, |v| v.value());
+        let table = txn.open_table(REPLAY).map_err(ix)?;
+        let mut latest = None;
+        for id in ids {
+            if let Some(at) = table.get((consumer, *id)).map_err(ix)? {
+                latest = latest.max(Some(at.value()));
+            }
+        }
+        Ok(ReplaySeen { indexed, latest })
     }
 
     /// Makes every earlier non-durable commit durable.
@@ -386,6 +426,88 @@ impl Index {
             next_cursor,
             indexed,
         })
+    }
+}
+
+/// Records the used-up ids of a batch (keeping the latest time of an id, so
+/// that applying an old record again never shortens its ban) and drops rows
+/// older than [`REPLAY_KEEP`], a bounded number per transaction.
+fn apply_replay(txn: &redb::WriteTransaction, keys: &[IndexKeys]) -> Result<(), AuditError> {
+    let mut replay = txn.open_table(REPLAY).map_err(ix)?;
+    let mut by_time = txn.open_table(REPLAY_BY_TIME).map_err(ix)?;
+    for k in keys {
+        let Some(consumer) = k.consumer.as_deref() else {
+            continue;
+        };
+        for id in &k.replay_ids {
+            let before = replay
+                .get((consumer, id.as_str()))
+                .map_err(ix)?
+                .map(|v| v.value());
+            if before.is_some_and(|t| t >= k.time) {
+                continue;
+            }
+            if let Some(t) = before {
+                by_time.remove((t, consumer, id.as_str())).map_err(ix)?;
+            }
+            replay.insert((consumer, id.as_str()), k.time).map_err(ix)?;
+            by_time
+                .insert((k.time, consumer, id.as_str()), ())
+                .map_err(ix)?;
+        }
+    }
+    let keep = u64::try_from(REPLAY_KEEP.as_micros()).unwrap_or(u64::MAX);
+    let cutoff = micros_of(OffsetDateTime::now_utc()).saturating_sub(keep);
+    let mut expired: Vec<(u64, String, String)> = Vec::new();
+    for row in by_time.range(..(cutoff, "", "")).map_err(ix)? {
+        let (key, _) = row.map_err(ix)?;
+        let (t, consumer, id) = key.value();
+        expired.push((t, consumer.to_string(), id.to_string()));
+        if expired.len() >= REPLAY_PURGE_BATCH {
+            break;
+        }
+    }
+    for (t, consumer, id) in &expired {
+        by_time
+            .remove((*t, consumer.as_str(), id.as_str()))
+            .map_err(ix)?;
+        let current = replay
+            .get((consumer.as_str(), id.as_str()))
+            .map_err(ix)?
+            .map(|v| v.value());
+        if current == Some(*t) {
+            replay
+                .remove((consumer.as_str(), id.as_str()))
+                .map_err(ix)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the index knows of a consumer's used-up ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySeen {
+    /// How many records (from seq 0) the index covered when it looked.
+    pub indexed: u64,
+    /// The latest `received_at` (µs since the Unix epoch) of a record that
+    /// used up one of the ids, if any did.
+    pub latest: Option<u64>,
+}
+
+impl super::AuditLog {
+    /// Looks up single-use ids of `consumer` in the index (see
+    /// [`AuditRecord::replay_ids`]). Ids of records not yet indexed are not
+    /// found: the caller holds those itself until [`AuditLog::indexed`] covers
+    /// them.
+    ///
+    /// [`AuditLog::indexed`]: super::AuditLog::indexed
+    pub fn replay_seen(&self, consumer: &str, ids: &[&str]) -> Result<ReplaySeen, AuditError> {
+        self.shared.index.replay_seen(consumer, ids)
+    }
+
+    /// How many records (from seq 0) the index covers.
+    pub fn indexed(&self) -> Result<u64, AuditError> {
+        self.shared.index.indexed()
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Invariants: the canonical bytes of a record are `serde_json` of [`AuditRecord`]
 //! in field declaration order, with every field present (`null` for an unknown
-//! optional value). Those bytes are the Merkle leaf, are stored verbatim in the
+//! optional value; the one exception is a field added after records were
+//! first written, which is left out while empty so that every earlier leaf
+//! stays canonical). Those bytes are the Merkle leaf, are stored verbatim in the
 //! segment files and are served verbatim, so anyone can recompute the leaf hash.
 //! Changing the order, names or types of the fields changes every leaf hash that
 //! follows: it is a format change, never a refactoring.
@@ -101,6 +103,16 @@ pub struct AuditRecord {
     /// from every other record (and from its canonical bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal_count: Option<u64>,
+    /// The single-use ids this exchange used up, once its signature had
+    /// verified and the replay check passed: the request id, and
+    /// `nonce:{hex}` (the first 16 bytes of the SHA-256 of the signature's
+    /// `nonce`) when it had one. The broker refuses them from the same
+    /// consumer for 24 hours, across restarts (PROTOCOL.md section 2); the
+    /// audit index rebuilds that knowledge from this field. Left out while
+    /// empty (records refused before the replay check, management events),
+    /// so leaves written before the field existed stay canonical.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replay_ids: Vec<String>,
 }
 
 impl AuditRecord {
@@ -145,6 +157,7 @@ impl AuditRecord {
             keyids_made: Vec::new(),
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             refusal_count: None,
+            replay_ids: Vec::new(),
         }
     }
 
@@ -317,6 +330,7 @@ pub(crate) mod tests {
             keyids_made: vec![],
             duration_us: 100,
             refusal_count: None,
+            replay_ids: Vec::new(),
         }
     }
 

@@ -69,6 +69,9 @@ pub(crate) struct Pending {
 }
 
 /// What the writer is asked to do.
+// Nearly every command is an append and `Close` comes once: boxing the
+// append would cost an allocation per record to save bytes on the one close.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     Append(Pending),
     /// Finish what was queued before, then stop and say so.

@@ -17,8 +17,10 @@
 //!   durable the consumer gets 503 `audit.unavailable` instead (fail closed);
 //! - identification and signature checks come before anything that costs the
 //!   provider or reveals whether data exists;
-//! - the replay cache is touched only by authenticated requests, so a stranger
-//!   cannot burn another client's request ids;
+//! - the replay store is touched only by authenticated requests, so a stranger
+//!   cannot burn another client's request ids; the ids an exchange used up are
+//!   listed in its audit record, which is durable before the answer leaves,
+//!   so they stay used up across restarts (see `replay_store`);
 //! - nothing from the consumer's request reaches the provider except the
 //!   method, subpath, query, body and the protocol headers: the forwarded
 //!   request is built from a whitelist, which is the hop-by-hop hygiene.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod internal;
 pub mod refusals;
 pub mod replay;
+pub mod replay_store;
 mod represent;
 pub mod route;
 pub mod seal;
@@ -50,7 +53,7 @@ use crate::policy::{Decision, DecisionRequest, PolicyIndex, RateLimiter};
 use crate::registry::{ParticipantEntry, Registry};
 use call::{CallHeaders, Route, headers, labels};
 use error::{ErrorKind, ExchangeError};
-use replay::{ReplayCache, ReplayVerdict};
+use replay_store::{EmbeddedReplayStore, ReplayRefusal, ReplayStore, Settled};
 use route::ProviderClient;
 use seal::{Answer, Sealer};
 
@@ -76,7 +79,9 @@ pub struct Broker {
     registry: Arc<Registry>,
     rules: ArcSwap<Rules>,
     rate: RateLimiter,
-    replay: ReplayCache,
+    replay: Arc<dyn ReplayStore>,
+    /// Seconds added to the system clock (see [`Broker::shift_clock`]).
+    clock_shift: std::sync::atomic::AtomicI64,
     audit: AuditLog,
     providers: ProviderClient,
     sealer: Sealer,
@@ -130,6 +135,38 @@ struct Trace {
     /// Every person the call asks about (header, id-typed query parameters,
     /// the catalog's body locations), each once.
     subjects: Vec<String>,
+    /// The single-use ids this exchange used up (listed in its record).
+    replay_ids: Vec<String>,
+    /// Tells the replay store how the exchange ended, even if it is dropped.
+    claim: Option<Claim>,
+}
+
+/// Ids claimed by a running exchange; settles as unrecorded if dropped
+/// before its audit record was made, so the store never waits forever.
+struct Claim {
+    store: Arc<dyn ReplayStore>,
+    client: String,
+    ids: Vec<String>,
+    /// The broker's clock when the ids were claimed.
+    now: i64,
+    settled: bool,
+}
+
+impl Claim {
+    fn settle(mut self, outcome: Settled) {
+        self.store
+            .settle(&self.client, &self.ids, outcome, self.now);
+        self.settled = true;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.store
+                .settle(&self.client, &self.ids, Settled::Unrecorded, self.now);
+        }
+    }
 }
 
 /// A successful exchange's answer before sealing.
@@ -146,10 +183,11 @@ impl Broker {
             registry: parts.registry,
             rules: ArcSwap::from_pointee(parts.rules),
             rate: RateLimiter::new(),
-            replay: ReplayCache::new(
-                parts.limits.created_skew.as_secs() as i64,
+            replay: Arc::new(EmbeddedReplayStore::new(
+                parts.audit.clone(),
                 parts.limits.replay_capacity,
-            ),
+            )),
+            clock_shift: std::sync::atomic::AtomicI64::new(0),
             audit: parts.audit,
             refusals: refusals::Refusals::new(
                 std::num::NonZeroU32::new(parts.limits.refusals_per_second)
@@ -196,6 +234,20 @@ impl Broker {
     /// The refusal budget and the aggregates over it (flushed by the maintenance task).
     pub fn refusals(&self) -> &refusals::Refusals {
         &self.refusals
+    }
+
+    /// Moves the broker's data-plane clock (signature window, replay window,
+    /// grant dates, rate limits; not the receipts' `created`) `secs` further from the system
+    /// clock. For tests that need hours to pass through the real broker; a
+    /// broker in service never calls it.
+    pub fn shift_clock(&self, secs: i64) {
+        self.clock_shift
+            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The data plane's clock: unix seconds.
+    fn now(&self) -> i64 {
+        unix_now() + self.clock_shift.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The rate limiter (the admin API evicts idle keys periodically).
@@ -267,6 +319,12 @@ impl Broker {
             }
             None => self.audit.append(record).await,
         };
+        if let Some(claim) = trace.claim.take() {
+            claim.settle(match &appended {
+                Ok(seq) => Settled::Recorded(*seq),
+                Err(_) => Settled::Unrecorded,
+            });
+        }
         match appended {
             Ok(seq) => self.sealer.seal(
                 Answer {
@@ -382,7 +440,7 @@ impl Broker {
 
         // Verify: signature by a key of this participant, window, digest.
         let target_uri = self.target_uri(&head)?;
-        let now = unix_now();
+        let now = self.now();
         let verified = verify::verify_request(
             &verify::SignedRequest {
                 method: head.method.as_str(),
@@ -397,7 +455,7 @@ impl Broker {
         trace.keyids_checked.push(verified.keyid.clone());
 
         // Replay: only now, so that unauthenticated requests cannot burn ids.
-        self.check_replay(&call, &verified, now)?;
+        self.check_replay(trace, &call, &verified, now)?;
 
         // Bind: the typed query, the body parsed once, and the people the
         // call asks about; MConnect-Subject must be one of them.
@@ -540,44 +598,43 @@ impl Broker {
 
     fn check_replay(
         &self,
+        trace: &mut Trace,
         call: &CallHeaders,
         verified: &verify::VerifiedSignature,
         now: i64,
     ) -> Result<(), ExchangeError> {
-        let mut ids = vec![call.request_id];
+        let mut ids = vec![replay_store::replay_id_of_request(&call.request_id)];
         if let Some(nonce) = &verified.nonce {
             // A signature nonce is honoured as a second single-use id.
-            let digest = crate::crypto::sha256(nonce.as_bytes());
-            let mut raw = [0u8; 16];
-            raw.copy_from_slice(&digest[..16]);
-            ids.push(uuid::Uuid::from_bytes(raw));
+            ids.push(replay_store::replay_id_of_nonce(nonce));
         }
-        for id in ids {
-            match self
-                .replay
-                .check_and_insert(&call.client, id, verified.created, now)
-            {
-                ReplayVerdict::Fresh => {}
-                ReplayVerdict::Replayed => {
-                    return Err(ExchangeError::new(
-                        ErrorKind::Replayed,
-                        format!(
-                            "request id {} (or signature nonce) was already used by `{}`; use a fresh UUID per request",
-                            call.request_id, call.client
-                        ),
-                    ));
-                }
-                ReplayVerdict::TooOld { floor } => {
-                    return Err(ExchangeError::new(
-                        ErrorKind::SignatureExpired,
-                        format!(
-                            "the broker accepts signatures created after {floor} right now; sign again"
-                        ),
-                    ));
-                }
+        match self.replay.claim(&call.client, &ids, now) {
+            Ok(()) => {
+                trace.replay_ids = ids.clone();
+                trace.claim = Some(Claim {
+                    store: self.replay.clone(),
+                    client: call.client.clone(),
+                    ids,
+                    now,
+                    settled: false,
+                });
+                Ok(())
+            }
+            Err(ReplayRefusal::Replayed) => Err(ExchangeError::new(
+                ErrorKind::Replayed,
+                format!(
+                    "request id {} (or signature nonce) was already used by `{}` in the last 24 hours; use a fresh UUID per request",
+                    call.request_id, call.client
+                ),
+            )),
+            Err(ReplayRefusal::Unavailable(why)) => {
+                tracing::warn!(reason = %why, "replay check cannot answer; refusing the exchange");
+                Err(ExchangeError::new(
+                    ErrorKind::AuditUnavailable,
+                    "the broker cannot check this request id against the ones already used; try again later",
+                ))
             }
         }
-        Ok(())
     }
 
     /// Sets the public base URL when the configuration named none; the first
@@ -1066,6 +1123,7 @@ impl Trace {
             keyids_made: self.keyids_made.clone(),
             duration_us: elapsed.as_micros() as u64,
             refusal_count: None,
+            replay_ids: self.replay_ids.clone(),
         }
     }
 }

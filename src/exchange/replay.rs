@@ -1,9 +1,12 @@
-//! Replay protection on `MConnect-Request-Id`, in bounded memory.
+//! Replay protection over a signature's `created` window, in bounded memory:
+//! what a provider uses to serve each broker-signed `MConnect-Exchange-Id`
+//! once (`sdk::ExchangeIds`). (The broker's own check of request ids, which
+//! must hold for 24 hours and across restarts, is `replay_store`.)
 //!
 //! A request is only accepted while its signature's `created` lies within the
-//! skew window around the broker's clock, so an id needs remembering only for
-//! that window: anything older is refused as `signature.expired` before it
-//! reaches this cache. Ids are kept in one-minute buckets by `created` time;
+//! skew window around the verifier's clock, so an id needs remembering only for
+//! that window: anything older is refused as too old before it reaches this
+//! cache. Ids are kept in one-minute buckets by `created` time;
 //! buckets that fall out of the window are dropped whole.
 //!
 //! Invariant: memory is bounded by `capacity`. When the cache is full it drops
@@ -111,6 +114,16 @@ impl ReplayCache {
         }
         inner.len += 1;
         ReplayVerdict::Fresh
+    }
+
+    /// Refuses every `created` below `floor` from now on (a process that
+    /// starts with an empty cache refuses what an earlier one may have seen).
+    pub fn raise_floor(&self, floor: i64) {
+        let mut inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inner.floor = inner.floor.max(floor);
     }
 
     /// How many ids are remembered now.
