@@ -346,7 +346,7 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(audit.failure().is_none(), "the watermark is not a failure");
     // Readiness says so: a load balancer sends no traffic here meanwhile.
-    let (status, ready) = plain_get(sandbox.broker.ops_addr(), "/readyz").await;
+    let (status, ready) = support::plain_get(sandbox.broker.ops_addr(), "/readyz").await;
     assert_eq!(status, 503, "{ready}");
     assert!(ready.contains("watermark"), "{ready}");
 
@@ -525,26 +525,4 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     assert!(report.is_ok(), "{:?}", report.problems);
     assert!(report.records > before_flood);
     drop(tmpfs);
-}
-
-/// A plain-HTTP GET on the operations listener: (status, body).
-async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -409,11 +409,6 @@ async fn identity_signature_digest_and_replay_are_enforced() {
 
 /// A request signed correctly but with `created` `age_secs` in the past.
 fn stale_request(bus: &Bus, age_secs: i64) -> http::Request<Full<Bytes>> {
-    use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
-    let key_pem = std::fs::read_to_string(bus.pki().join("apl-cahul.key.pem")).unwrap();
-    let cert_pem = std::fs::read_to_string(bus.pki().join("apl-cahul.cert.pem")).unwrap();
-    let key = mconnect::crypto::SigningKey::from_pem(&key_pem).unwrap();
-    let der = mconnect::sdk::parse_certs(&cert_pem).unwrap();
     let uri = format!(
         "{}/r1/asp-rsp/person-by-idnp?idnp={PERSON}",
         bus.sandbox.manifest.broker.data_url
@@ -432,30 +427,8 @@ fn stale_request(bus: &Bus, age_secs: i64) -> http::Request<Full<Bytes>> {
         "mconnect-request-id",
         HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap(),
     );
-    let mut params = SignatureParams::new(&[
-        "@method",
-        "@target-uri",
-        "mconnect-client",
-        "mconnect-calling-user",
-        "mconnect-call-basis",
-        "mconnect-call-reason",
-        "mconnect-request-id",
-        "mconnect-subject",
-    ]);
-    params.created = Some(mconnect::exchange::unix_now() - age_secs);
-    params.keyid = Some(mconnect::crypto::certificate_fingerprint(&der[0]));
-    let sig = httpsig::sign(
-        &MessageView::Request(RequestView {
-            method: "GET",
-            target_uri: &uri,
-            headers: &h,
-        }),
-        "mconnect",
-        &params,
-        &key,
-    )
-    .unwrap();
-    httpsig::attach(&mut h, sig);
+    let created = mconnect::exchange::unix_now() - age_secs;
+    support::sign_as(&bus.pki(), "apl-cahul", "GET", &uri, &mut h, created, None);
     let mut req = http::Request::new(Full::new(Bytes::new()));
     *req.uri_mut() = uri.parse().unwrap();
     *req.headers_mut() = h;

@@ -10,33 +10,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use http::{Method, StatusCode};
 use mconnect::config::Config;
 use mconnect::sandbox::SandboxManifest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A plain-HTTP GET (no TLS, no certificate): status and body.
-async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
+use support::plain_get;
 
 fn ops_addr(url: &str) -> SocketAddr {
     url.strip_prefix("http://").unwrap().parse().unwrap()

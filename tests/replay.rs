@@ -43,9 +43,6 @@ impl Signed {
         created: i64,
         nonce: Option<&str>,
     ) -> Signed {
-        use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
-        let creds =
-            mconnect::sdk::Credentials::from_pki_dir(&dir.join("pki"), "apl-cahul", "").unwrap();
         let uri = format!("{data_url}{PATH}");
         let mut h = HeaderMap::new();
         for (k, v) in [
@@ -61,31 +58,15 @@ impl Signed {
             "mconnect-request-id",
             HeaderValue::from_str(&request_id.to_string()).unwrap(),
         );
-        let mut params = SignatureParams::new(&[
-            "@method",
-            "@target-uri",
-            "mconnect-client",
-            "mconnect-calling-user",
-            "mconnect-call-basis",
-            "mconnect-call-reason",
-            "mconnect-request-id",
-            "mconnect-subject",
-        ]);
-        params.created = Some(created);
-        params.keyid = Some(creds.keyid.clone());
-        params.nonce = nonce.map(str::to_string);
-        let sig = httpsig::sign(
-            &MessageView::Request(RequestView {
-                method: "GET",
-                target_uri: &uri,
-                headers: &h,
-            }),
-            "mconnect",
-            &params,
-            &creds.key,
-        )
-        .unwrap();
-        httpsig::attach(&mut h, sig);
+        support::sign_as(
+            &dir.join("pki"),
+            "apl-cahul",
+            "GET",
+            &uri,
+            &mut h,
+            created,
+            nonce,
+        );
         Signed { uri, headers: h }
     }
 
@@ -287,7 +268,6 @@ async fn a_replay_after_a_kill_9_is_still_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_serves_a_broker_exchange_id_once() {
-    use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
     let bus = Bus::start().await;
     let pki = bus.pki();
     let broker = mconnect::sdk::Credentials::from_pki_dir(&pki, "broker", "").unwrap();
@@ -335,31 +315,7 @@ async fn a_provider_serves_a_broker_exchange_id_once() {
             "mconnect-exchange-id",
             HeaderValue::from_str(exchange_id).unwrap(),
         );
-        let mut params = SignatureParams::new(&[
-            "@method",
-            "@target-uri",
-            "mconnect-client",
-            "mconnect-calling-user",
-            "mconnect-call-basis",
-            "mconnect-call-reason",
-            "mconnect-request-id",
-            "mconnect-exchange-id",
-            "mconnect-subject",
-        ]);
-        params.created = Some(now());
-        params.keyid = Some(broker.keyid.clone());
-        let sig = httpsig::sign(
-            &MessageView::Request(RequestView {
-                method: "GET",
-                target_uri: &uri,
-                headers: &h,
-            }),
-            "mconnect",
-            &params,
-            &broker.key,
-        )
-        .unwrap();
-        httpsig::attach(&mut h, sig);
+        support::sign_as(&pki, "broker", "GET", &uri, &mut h, now(), None);
         h
     };
     let request = |h: &HeaderMap| {

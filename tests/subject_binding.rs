@@ -400,45 +400,18 @@ async fn subpath_authority_and_digest_tricks_are_refused() {
 /// Signs a request head again as apl-cahul, covering the headers it now has,
 /// for its own URI or for `target` when given.
 fn resign(bus: &Bus, parts: &mut http::request::Parts, target: Option<&str>) {
-    use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
-    let pki = bus.pki();
-    let key_pem = std::fs::read_to_string(pki.join("apl-cahul.key.pem")).unwrap();
-    let cert_pem = std::fs::read_to_string(pki.join("apl-cahul.cert.pem")).unwrap();
-    let key = mconnect::crypto::SigningKey::from_pem(&key_pem).unwrap();
-    let der = mconnect::sdk::parse_certs(&cert_pem).unwrap();
-    parts.headers.remove("signature");
-    parts.headers.remove("signature-input");
-    let mut covered = vec![
-        "@method",
-        "@target-uri",
-        "mconnect-client",
-        "mconnect-calling-user",
-        "mconnect-call-basis",
-        "mconnect-call-reason",
-        "mconnect-request-id",
-    ];
-    for optional in ["content-digest", "mconnect-subject"] {
-        if parts.headers.contains_key(optional) {
-            covered.push(optional);
-        }
-    }
-    let mut params = SignatureParams::new(&covered);
-    params.created = Some(mconnect::exchange::unix_now());
-    params.keyid = Some(mconnect::crypto::certificate_fingerprint(&der[0]));
     let own = parts.uri.to_string();
-    let target = target.unwrap_or(&own);
-    let sig = httpsig::sign(
-        &MessageView::Request(RequestView {
-            method: parts.method.as_str(),
-            target_uri: target,
-            headers: &parts.headers,
-        }),
-        "mconnect",
-        &params,
-        &key,
-    )
-    .unwrap();
-    httpsig::attach(&mut parts.headers, sig);
+    let method = parts.method.to_string();
+    let created = mconnect::exchange::unix_now();
+    support::sign_as(
+        &bus.pki(),
+        "apl-cahul",
+        &method,
+        target.unwrap_or(&own),
+        &mut parts.headers,
+        created,
+        None,
+    );
 }
 
 trait WithSuffix {

@@ -344,24 +344,14 @@ impl Broker {
                     ErrorKind::AuditUnavailable,
                     "the exchange could not be recorded in the audit log and was not delivered; try again later",
                 );
-                self.sealer.seal(
-                    Answer {
-                        status: refusal.status(),
-                        body: Bytes::from(refusal.to_problem_json(Some(&trace.exchange_id))),
-                        content_type: "application/problem+json",
-                        exchange_id: &trace.exchange_id,
-                        request_id: request_id.as_deref(),
-                        audit_seq: None,
-                        retry_after_secs: None,
-                    },
-                    now,
-                )
+                self.seal_unrecorded(&trace, request_id.as_deref(), &refusal)
             }
         }
     }
 
-    /// Seals a refusal that has no audit record of its own (it is counted in a
-    /// refusal aggregate): the answer carries no `MConnect-Audit-Seq`.
+    /// Seals a refusal that has no audit record of its own (counted in a
+    /// refusal aggregate, or refused because no record could be made): the
+    /// answer carries no `MConnect-Audit-Seq`.
     fn seal_unrecorded(
         &self,
         trace: &Trace,

@@ -179,3 +179,84 @@ pub fn admin_client(
     .unwrap();
     mconnect::connect::client::AdminClient::new(credentials, admin_url).unwrap()
 }
+
+/// Signs `headers` in place (label `mconnect`) as `participant`, whose key
+/// is in `pki`, for `method` and `target_uri`: covers the required
+/// components and each optional protocol header present, with `created`
+/// and an optional `nonce`. For requests the SDK would not build: stale,
+/// replayed, signed for another authority, with headers added after, or
+/// forwarded as the broker (`participant` "broker", with an exchange id).
+pub fn sign_as(
+    pki: &Path,
+    participant: &str,
+    method: &str,
+    target_uri: &str,
+    headers: &mut http::HeaderMap,
+    created: i64,
+    nonce: Option<&str>,
+) {
+    use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
+    let creds = mconnect::sdk::Credentials::from_pki_dir(pki, participant, "").unwrap();
+    headers.remove("signature");
+    headers.remove("signature-input");
+    let mut covered = vec![
+        "@method",
+        "@target-uri",
+        "mconnect-client",
+        "mconnect-calling-user",
+        "mconnect-call-basis",
+        "mconnect-call-reason",
+        "mconnect-request-id",
+    ];
+    for optional in [
+        "mconnect-exchange-id",
+        "mconnect-subject",
+        "mconnect-represented-party",
+        "content-digest",
+    ] {
+        if headers.contains_key(optional) {
+            covered.push(optional);
+        }
+    }
+    let mut params = SignatureParams::new(&covered);
+    params.created = Some(created);
+    params.keyid = Some(creds.keyid.clone());
+    params.nonce = nonce.map(str::to_string);
+    let sig = httpsig::sign(
+        &MessageView::Request(RequestView {
+            method,
+            target_uri,
+            headers,
+        }),
+        "mconnect",
+        &params,
+        &creds.key,
+    )
+    .unwrap();
+    httpsig::attach(headers, sig);
+}
+
+/// A plain-HTTP GET (the operations listener): status and body.
+pub async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tcp.read_to_string(&mut out),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
