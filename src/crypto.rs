@@ -469,6 +469,71 @@ pub fn certificate_fingerprint(cert_der: &[u8]) -> String {
     hex::encode(sha256(cert_der))
 }
 
+/// `r || s` (32 + 32 bytes) to DER `ECDSA-Sig-Value`, the form openssl reads.
+pub fn ecdsa_p256_fixed_to_der(raw: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let start = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
+        let mut v = bytes[start..].to_vec();
+        if v.first().is_some_and(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    if raw.len() != 64 {
+        return raw.to_vec();
+    }
+    let mut body = integer(&raw[..32]);
+    body.extend(integer(&raw[32..]));
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+/// DER `ECDSA-Sig-Value` back to `r || s` (what [`VerifyingKey::verify`]
+/// takes for P-256); `None` when it is not one.
+pub fn ecdsa_p256_der_to_fixed(der: &[u8]) -> Option<Vec<u8>> {
+    fn integer(input: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&len, rest) = rest.split_first()?;
+        let len = usize::from(len);
+        if tag != 0x02 || len > 33 || rest.len() < len {
+            return None;
+        }
+        Some((&rest[..len], &rest[len..]))
+    }
+    fn fixed(v: &[u8]) -> Option<[u8; 32]> {
+        let v = if v.len() == 33 && v[0] == 0 {
+            &v[1..]
+        } else {
+            v
+        };
+        if v.len() > 32 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        out[32 - v.len()..].copy_from_slice(v);
+        Some(out)
+    }
+    let (&tag, rest) = der.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    if tag != 0x30 || usize::from(len) != rest.len() {
+        return None;
+    }
+    let (r, rest) = integer(rest)?;
+    let (s, rest) = integer(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let mut out = fixed(r)?.to_vec();
+    out.extend(fixed(s)?);
+    Some(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // A failed unwrap is how a test reports failure.
 mod tests {
@@ -680,5 +745,19 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<SigningKey>();
         check::<VerifyingKey>();
+    }
+
+    #[test]
+    fn ecdsa_encodings_round_trip() {
+        for raw in [[0x80u8; 64], [0x01u8; 64], {
+            let mut r = [0u8; 64];
+            r[5] = 7;
+            r[40] = 0xff;
+            r
+        }] {
+            let der = ecdsa_p256_fixed_to_der(&raw);
+            assert_eq!(ecdsa_p256_der_to_fixed(&der).unwrap(), raw.to_vec());
+        }
+        assert!(ecdsa_p256_der_to_fixed(b"\x30\x00junk").is_none());
     }
 }

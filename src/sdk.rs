@@ -22,7 +22,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
-pub use crate::crypto::{Algorithm, SigningKey, VerifyingKey, certificate_fingerprint, sha256};
+pub use crate::crypto::{
+    Algorithm, SigningKey, VerifyingKey, certificate_fingerprint, ecdsa_p256_der_to_fixed,
+    ecdsa_p256_fixed_to_der, sha256,
+};
 use crate::exchange::call::{headers, labels};
 use crate::httpsig::{self, MessageView, RequestView, SignatureParams};
 /// `sandbox.json` (PROTOCOL.md section 9): participant tools read the

@@ -21,7 +21,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::{Method, StatusCode};
 use mconnect::sdk::{
-    Algorithm, Call, Consumer, ProviderRequest, VerifyingKey, certificate_fingerprint, parse_certs,
+    Algorithm, Call, Consumer, ProviderRequest, VerifyingKey, certificate_fingerprint,
+    ecdsa_p256_der_to_fixed, parse_certs,
 };
 use serde_json::Value;
 
@@ -198,7 +199,7 @@ pub fn check_result(
         "ed25519" => (Algorithm::Ed25519, signature),
         "ecdsa-p256-sha256-der" => (
             Algorithm::EcdsaP256Sha256,
-            ecdsa_der_to_raw(&signature).unwrap_or_default(),
+            ecdsa_p256_der_to_fixed(&signature).unwrap_or_default(),
         ),
         other => return invalid(format!("unknown MSign signature format {other:?}")),
     };
@@ -211,44 +212,6 @@ pub fn check_result(
                 .into(),
         )
     })
-}
-
-/// DER `ECDSA-Sig-Value` to `r || s`; `None` when it is not one.
-fn ecdsa_der_to_raw(der: &[u8]) -> Option<Vec<u8>> {
-    fn integer(input: &[u8]) -> Option<(&[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&len, rest) = rest.split_first()?;
-        let len = usize::from(len);
-        if tag != 0x02 || len > 33 || rest.len() < len {
-            return None;
-        }
-        Some((&rest[..len], &rest[len..]))
-    }
-    fn fixed(v: &[u8]) -> Option<[u8; 32]> {
-        let v = match v {
-            [0, rest @ ..] if v.len() == 33 => rest,
-            _ => v,
-        };
-        if v.len() > 32 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        out[32 - v.len()..].copy_from_slice(v);
-        Some(out)
-    }
-    let (&tag, rest) = der.split_first()?;
-    let (&len, rest) = rest.split_first()?;
-    if tag != 0x30 || usize::from(len) != rest.len() {
-        return None;
-    }
-    let (r, rest) = integer(rest)?;
-    let (s, rest) = integer(rest)?;
-    if !rest.is_empty() {
-        return None;
-    }
-    let mut out = fixed(r)?.to_vec();
-    out.extend(fixed(s)?);
-    Some(out)
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use mconnect::sdk::{Algorithm, SigningKey, VerifyingKey, certificate_fingerprint, parse_certs};
+use mconnect::sdk::{
+    Algorithm, SigningKey, VerifyingKey, certificate_fingerprint, ecdsa_p256_der_to_fixed,
+    ecdsa_p256_fixed_to_der, parse_certs,
+};
 use serde::{Deserialize, Serialize};
 
 /// What the caller asks to have signed.
@@ -233,7 +236,7 @@ impl LocalBackend {
             Ok(raw) => {
                 let alg = self.key.algorithm();
                 let encoded = match alg {
-                    Algorithm::EcdsaP256Sha256 => ecdsa_raw_to_der(&raw),
+                    Algorithm::EcdsaP256Sha256 => ecdsa_p256_fixed_to_der(&raw),
                     _ => raw,
                 };
                 SignResponse {
@@ -361,7 +364,7 @@ impl SignBackend for LocalBackend {
             alg
         };
         let raw = match alg {
-            Algorithm::EcdsaP256Sha256 => ecdsa_der_to_raw(&signature).unwrap_or_default(),
+            Algorithm::EcdsaP256Sha256 => ecdsa_p256_der_to_fixed(&signature).unwrap_or_default(),
             _ => signature,
         };
         let outcome = key.verify(alg, &message, &raw);
@@ -422,70 +425,6 @@ fn format_name(alg: Algorithm) -> &'static str {
     }
 }
 
-/// `r || s` (32 + 32 bytes) to DER `ECDSA-Sig-Value`, the form openssl reads.
-fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let start = bytes
-            .iter()
-            .position(|&b| b != 0)
-            .unwrap_or(bytes.len() - 1);
-        let mut v = bytes[start..].to_vec();
-        if v.first().is_some_and(|b| b & 0x80 != 0) {
-            v.insert(0, 0);
-        }
-        let mut out = vec![0x02, v.len() as u8];
-        out.extend(v);
-        out
-    }
-    if raw.len() != 64 {
-        return raw.to_vec();
-    }
-    let mut body = integer(&raw[..32]);
-    body.extend(integer(&raw[32..]));
-    let mut out = vec![0x30, body.len() as u8];
-    out.extend(body);
-    out
-}
-
-/// DER `ECDSA-Sig-Value` back to `r || s`; `None` when it is not one.
-fn ecdsa_der_to_raw(der: &[u8]) -> Option<Vec<u8>> {
-    fn integer(input: &[u8]) -> Option<(&[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&len, rest) = rest.split_first()?;
-        let len = usize::from(len);
-        if tag != 0x02 || len > 33 || rest.len() < len {
-            return None;
-        }
-        Some((&rest[..len], &rest[len..]))
-    }
-    fn fixed(v: &[u8]) -> Option<[u8; 32]> {
-        let v = if v.len() == 33 && v[0] == 0 {
-            &v[1..]
-        } else {
-            v
-        };
-        if v.len() > 32 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        out[32 - v.len()..].copy_from_slice(v);
-        Some(out)
-    }
-    let (&tag, rest) = der.split_first()?;
-    let (&len, rest) = rest.split_first()?;
-    if tag != 0x30 || usize::from(len) != rest.len() {
-        return None;
-    }
-    let (r, rest) = integer(rest)?;
-    let (s, rest) = integer(rest)?;
-    if !rest.is_empty() {
-        return None;
-    }
-    let mut out = fixed(r)?.to_vec();
-    out.extend(fixed(s)?);
-    Some(out)
-}
-
 /// A 13-digit IDNP with the Moldovan control digit.
 pub fn is_idnp(id: &str) -> bool {
     let b = id.as_bytes();
@@ -510,20 +449,6 @@ fn now_rfc3339() -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn ecdsa_encodings_round_trip() {
-        for raw in [[0x80u8; 64], [0x01u8; 64], {
-            let mut r = [0u8; 64];
-            r[5] = 7;
-            r[40] = 0xff;
-            r
-        }] {
-            let der = ecdsa_raw_to_der(&raw);
-            assert_eq!(ecdsa_der_to_raw(&der).unwrap(), raw.to_vec());
-        }
-        assert!(ecdsa_der_to_raw(b"\x30\x00junk").is_none());
-    }
 
     /// A P-256 key and a self-signed certificate made by openssl, so the
     /// ECDSA path (DER conversion both ways) is checked by an outside tool.
