@@ -455,8 +455,36 @@ impl AuditLog {
         create_dir_synced(&dir)?;
         create_dir_synced(&segments_dir)?;
         let lock = take_lock(&dir)?;
-        let last_published = read_tree_heads(&dir)?.iter().map(|h| h.tree_size).max();
+        let heads = read_tree_heads(&dir)?;
+        let newest = heads.iter().max_by_key(|h| h.tree_size);
+        let last_published = newest.map(|h| h.tree_size);
         let recovered = segment::recover(&segments_dir, last_published.unwrap_or(0))?;
+        // Frame checksums (CRC-32C) catch accidental damage only: a record
+        // rewritten with a fresh checksum passes them. The records the newest
+        // published head covers must still hash to its root, or the log was
+        // changed after it was published, and it is not opened.
+        if let Some(head) = newest {
+            let root = recovered
+                .tree
+                .root(head.tree_size)
+                .map_err(|e| AuditError::Corrupt {
+                    segment: segments_dir.clone(),
+                    offset: 0,
+                    seq: head.tree_size,
+                    reason: format!("no root for the published tree size: {e}"),
+                })?;
+            if root != head.root_hash {
+                return Err(AuditError::Corrupt {
+                    segment: segments_dir.clone(),
+                    offset: 0,
+                    seq: head.tree_size,
+                    reason: format!(
+                        "the first {} records do not hash to the root of the tree head published at {}: the log was changed after it was published",
+                        head.tree_size, head.timestamp
+                    ),
+                });
+            }
+        }
         let size = recovered.tree.len();
         let pruned_below = recovered.report.pruned;
         let index = Index::open(&index::index_path(&dir), size)?;

@@ -326,6 +326,33 @@ async fn tampering_with_a_valid_checksum_is_caught_by_the_signed_head() {
 }
 
 #[tokio::test]
+async fn a_log_changed_below_its_published_head_is_not_opened() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (log, _) = open(config(tmp.path()));
+    append_n(&log, 0..5).await;
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+    // The same forgery as above: checksums hold, only the signed root catches it.
+    let seg = segment_files(tmp.path()).pop().unwrap_or_default();
+    let bytes = fs::read(&seg).unwrap_or_default();
+    let (start, end) = (frame_offset(&seg, 2), frame_offset(&seg, 3));
+    let mut forged = record(2);
+    forged.http_status = 201;
+    let mut frame = Vec::new();
+    segment::encode_frame(&mut frame, 2, &forged.canonical_bytes().unwrap_or_default());
+    let mut out = bytes[..start].to_vec();
+    out.extend_from_slice(&frame);
+    out.extend_from_slice(&bytes[end..]);
+    fs::write(&seg, out).unwrap_or_else(|e| panic!("{e}"));
+    match AuditLog::open(config(tmp.path()), TestSigner::new()) {
+        Err(AuditError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("changed after it was published"), "{reason}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a forged log was opened"),
+    }
+}
+
+#[tokio::test]
 async fn failing_disk_refuses_appends_and_never_reports_false_success() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(tmp.path());
