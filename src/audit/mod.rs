@@ -57,6 +57,9 @@ pub mod merkle;
 pub mod record;
 pub mod retention;
 mod segment;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use segment::fuzz_recover_and_read;
 pub mod verify;
 mod writer;
 
