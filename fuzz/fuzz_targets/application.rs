@@ -59,8 +59,7 @@ fuzz_target!(|data: &[u8]| {
     match validate_application(data, &world.catalog, &world.snapshot) {
         Ok(application) => {
             let again = serde_json::to_vec(&application).expect("an application serializes");
-            if let Err(problems) = validate_application(&again, &world.catalog, &world.snapshot)
-            {
+            if let Err(problems) = validate_application(&again, &world.catalog, &world.snapshot) {
                 panic!("accepted application refused after a round trip: {problems:?}");
             }
         }

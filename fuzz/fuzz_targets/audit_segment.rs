@@ -59,7 +59,11 @@ fn name(base: u64) -> String {
 
 fn leaf(seq: u64) -> Vec<u8> {
     // Records of varied length, like canonical JSON audit records.
-    format!(r#"{{"seq":{seq},"pad":"{}"}}"#, "x".repeat((seq as usize * 7) % 40)).into_bytes()
+    format!(
+        r#"{{"seq":{seq},"pad":"{}"}}"#,
+        "x".repeat((seq as usize * 7) % 40)
+    )
+    .into_bytes()
 }
 
 fn raw(dir: &Path, data: &[u8]) {
@@ -67,18 +71,24 @@ fn raw(dir: &Path, data: &[u8]) {
     for (i, chunk) in rest.split(|b| *b == 0xff).take(3).enumerate() {
         // Name the file after the base its header claims, so that recovery
         // gets past the name check and into the frames.
-        let base = chunk
-            .get(8..16)
-            .map_or(i as u64, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()) % 64);
+        let base = chunk.get(8..16).map_or(i as u64, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or_default()) % 64
+        });
         let _ = std::fs::write(dir.join(name(base)), chunk);
     }
     let _ = fuzz_recover_and_read(dir, u64::from(*signed % 8), |seq, hash, leaf| {
-        assert_eq!(hash, Some(leaf_hash(leaf)), "record {seq} read back differs from the tree");
+        assert_eq!(
+            hash,
+            Some(leaf_hash(leaf)),
+            "record {seq} read back differs from the tree"
+        );
     });
 }
 
 fn damage(dir: &Path, data: &[u8]) {
-    let [count, split, signed, cut, flips @ ..] = data else { return };
+    let [count, split, signed, cut, flips @ ..] = data else {
+        return;
+    };
     let count = u64::from(*count % 24) + 1;
     let split = u64::from(*split) % (count + 1);
     let signed = u64::from(*signed) % (count + 1);
@@ -116,13 +126,24 @@ fn damage(dir: &Path, data: &[u8]) {
         std::fs::write(dir.join(name(*base)), bytes).expect("write segment");
     }
     let result = fuzz_recover_and_read(dir, signed, |seq, hash, read| {
-        assert_eq!(hash, Some(leaf_hash(read)), "record {seq} read back differs from the tree");
-        assert_eq!(read, leaf(seq), "record {seq} was damaged and accepted as valid");
+        assert_eq!(
+            hash,
+            Some(leaf_hash(read)),
+            "record {seq} read back differs from the tree"
+        );
+        assert_eq!(
+            read,
+            leaf(seq),
+            "record {seq} was damaged and accepted as valid"
+        );
     });
     match result {
         Ok(size) => {
             assert!(size <= count, "recovered {size} records of {count} written");
-            assert!(size >= signed, "recovered {size} records, a tree head covers {signed}");
+            assert!(
+                size >= signed,
+                "recovered {size} records, a tree head covers {signed}"
+            );
             if !damaged {
                 assert_eq!(size, count, "an undamaged log lost records");
             }

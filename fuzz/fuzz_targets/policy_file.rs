@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = grant.in_date(i64::MAX);
         for key in grant.services.iter().take(4) {
             let Some(service) = CATALOG.service_by_key(key) else {
-                panic!("grant {} names {key}, which the catalog does not have", grant.id);
+                panic!(
+                    "grant {} names {key}, which the catalog does not have",
+                    grant.id
+                );
             };
             let now = grant.valid_from;
             for basis in grant.legal_bases.iter().take(2) {

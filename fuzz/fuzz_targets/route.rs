@@ -74,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
         let first = query.split('&').next().unwrap_or_default();
         let name = first.split_once('=').map_or(first, |(k, _)| k);
         let value = query_param(query, name);
-        assert!(value.is_some(), "first parameter {name:?} not found in {query:?}");
+        assert!(
+            value.is_some(),
+            "first parameter {name:?} not found in {query:?}"
+        );
         let _ = query_param(query, "idnp");
     }
 });

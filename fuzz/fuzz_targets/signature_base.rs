@@ -24,7 +24,9 @@ fn headers_from<'a>(lines: impl Iterator<Item = &'a [u8]>) -> HeaderMap {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
-        let value = line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]);
+        let value = line[colon + 1..]
+            .strip_prefix(b" ")
+            .unwrap_or(&line[colon + 1..]);
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&line[..colon]),
             HeaderValue::from_bytes(value),
@@ -41,7 +43,9 @@ fn parse(signature_input: &[u8]) -> Option<SignatureParams> {
     value.extend_from_slice(signature_input);
     headers.insert("signature-input", HeaderValue::from_bytes(&value).ok()?);
     headers.insert("signature", HeaderValue::from_static("mconnect=:AAAA:"));
-    httpsig::parse_signature(&headers, "mconnect").ok().map(|p| p.params)
+    httpsig::parse_signature(&headers, "mconnect")
+        .ok()
+        .map(|p| p.params)
 }
 
 fn check(view: &MessageView<'_>, params: &SignatureParams) {
@@ -61,7 +65,10 @@ fn check(view: &MessageView<'_>, params: &SignatureParams) {
         .unwrap_or_else(|| panic!("serialized parameters do not parse back: {serialized:?}"));
     let again = httpsig::signature_base(view, &reparsed)
         .unwrap_or_else(|e| panic!("reparsed parameters fail: {e}; base was {base:?}"));
-    assert_eq!(base, again, "the base does not survive a round trip of its parameters");
+    assert_eq!(
+        base, again,
+        "the base does not survive a round trip of its parameters"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

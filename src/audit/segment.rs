@@ -543,7 +543,10 @@ mod tests {
         truncate(&path, frame_end(&path, 1)).unwrap();
         match recover(dir.path(), 2) {
             Err(AuditError::Corrupt { seq: 1, reason, .. }) => {
-                assert!(reason.contains("acknowledged records are missing"), "{reason}");
+                assert!(
+                    reason.contains("acknowledged records are missing"),
+                    "{reason}"
+                );
             }
             Err(e) => panic!("wrong error: {e}"),
             Ok(r) => panic!("recovered {} records below a head of 2", r.tree.len()),
