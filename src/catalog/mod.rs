@@ -548,11 +548,15 @@ fn first_violation(validator: &jsonschema::Validator, body: &Value) -> Result<()
         // Masking hides values but still quotes unexpected property names,
         // and a name can itself be personal data (an object keyed by IDNP).
         ValidationErrorKind::AdditionalProperties { unexpected }
-        | ValidationErrorKind::UnevaluatedProperties { unexpected } => format!(
-            "{} propert{} not allowed by the schema",
-            unexpected.len(),
-            if unexpected.len() == 1 { "y is" } else { "ies are" }
-        ),
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let count = unexpected.len();
+            let noun = if count == 1 {
+                "property is"
+            } else {
+                "properties are"
+            };
+            format!("{count} {noun} not allowed by the schema")
+        }
         _ => error.masked().to_string(),
     };
     Err(SchemaViolation {
