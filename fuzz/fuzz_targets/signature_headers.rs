@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     };
     headers.insert("signature-input", input);
     headers.insert("signature", signature);
-    headers.insert("content-digest", http::HeaderValue::from_static("sha-256=:AA==:"));
+    headers.insert(
+        "content-digest",
+        http::HeaderValue::from_static("sha-256=:AA==:"),
+    );
     if let Ok(parsed) = httpsig::parse_signature(&headers, "mconnect") {
         let view = MessageView::Request(RequestView {
             method: "GET",

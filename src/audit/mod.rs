@@ -62,6 +62,9 @@ pub mod record;
 pub mod retention;
 mod segment;
 pub mod space;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use segment::fuzz_recover_and_read;
 pub mod verify;
 mod writer;
 

@@ -349,6 +349,23 @@ pub(crate) fn recover(segments_dir: &Path, signed_size: u64) -> Result<Recovered
         last_len = offset as u64;
         kept.push(seg);
     }
+    // The segments can also end cleanly on a frame boundary short of a
+    // published tree head (a last segment cut at a frame or removed): those
+    // records were acknowledged, so this is damage, never a torn tail.
+    if tree.len() < signed_size {
+        return Err(AuditError::Corrupt {
+            segment: kept
+                .last()
+                .map_or_else(|| segments_dir.to_path_buf(), |s| s.path.clone()),
+            offset: last_len,
+            seq: tree.len(),
+            reason: format!(
+                "the log ends at record {}, and a published tree head covers {signed_size} \
+                 records: acknowledged records are missing",
+                tree.len()
+            ),
+        });
+    }
     report.segments = kept.len();
     report.records = tree.len();
     layout.segments = kept;
@@ -463,4 +480,92 @@ pub(crate) fn read_range(
         }
     }
     Ok(())
+}
+
+/// Fuzzing entry point (built only under `cfg(fuzzing)`, which cargo-fuzz
+/// sets): recovers `segments_dir` as opening the log does, then reads every
+/// recovered record back through the reader, calling `f(seq, the leaf hash the
+/// rebuilt tree holds, the leaf read)`. Returns the recovered tree size.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_recover_and_read(
+    segments_dir: &Path,
+    signed_size: u64,
+    mut f: impl FnMut(u64, Option<super::Hash>, &[u8]),
+) -> Result<u64, AuditError> {
+    let recovered = recover(segments_dir, signed_size)?;
+    let size = recovered.tree.len();
+    let tree = recovered.tree;
+    let layout = std::sync::RwLock::new(recovered.layout);
+    read_range(&layout, recovered.report.pruned, size, |seq, leaf| {
+        f(seq, tree.leaf(seq), leaf);
+        Ok(())
+    })?;
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Writes one segment starting at `base` holding records `base..end`.
+    fn write_segment(dir: &Path, base: u64, end: u64) -> PathBuf {
+        let mut bytes = encode_header(base).to_vec();
+        for seq in base..end {
+            encode_frame(&mut bytes, seq, format!(r#"{{"seq":{seq}}}"#).as_bytes());
+        }
+        let path = dir.join(segment_name(base));
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn frame_end(path: &Path, records: usize) -> u64 {
+        let bytes = fs::read(path).unwrap();
+        let mut offset = HEADER_LEN as usize;
+        for _ in 0..records {
+            match decode_frame(&bytes, offset) {
+                Decoded::Frame { next, .. } => offset = next,
+                _ => panic!("test segment is malformed"),
+            }
+        }
+        offset as u64
+    }
+
+    // Found by fuzz/fuzz_targets/audit_segment.rs: a last segment cut exactly
+    // at a frame boundary below the published tree size was recovered as a
+    // clean, shorter log, silently dropping acknowledged records (and letting
+    // their sequence numbers be reused).
+    #[test]
+    fn a_log_cut_at_a_frame_boundary_below_a_published_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 0, 2);
+        assert_eq!(recover(dir.path(), 2).unwrap().tree.len(), 2);
+        truncate(&path, frame_end(&path, 1)).unwrap();
+        match recover(dir.path(), 2) {
+            Err(AuditError::Corrupt { seq: 1, reason, .. }) => {
+                assert!(
+                    reason.contains("acknowledged records are missing"),
+                    "{reason}"
+                );
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(r) => panic!("recovered {} records below a head of 2", r.tree.len()),
+        }
+        // Without a head covering record 1, the same bytes are a clean log.
+        assert_eq!(recover(dir.path(), 1).unwrap().tree.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_last_segment_below_a_published_head_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 0, 2);
+        let second = write_segment(dir.path(), 2, 4);
+        assert_eq!(recover(dir.path(), 4).unwrap().tree.len(), 4);
+        fs::remove_file(second).unwrap();
+        assert!(matches!(
+            recover(dir.path(), 4),
+            Err(AuditError::Corrupt { seq: 2, .. })
+        ));
+        assert_eq!(recover(dir.path(), 2).unwrap().tree.len(), 2);
+    }
 }

@@ -594,13 +594,29 @@ fn display_pointer(pointer: &str) -> &str {
 /// Returns the first schema error, masked so the offending value (possibly
 /// personal data) is not repeated in the reason.
 fn first_violation(validator: &jsonschema::Validator, body: &Value) -> Result<(), SchemaViolation> {
-    match validator.iter_errors(body).next() {
-        None => Ok(()),
-        Some(error) => Err(SchemaViolation {
-            pointer: error.instance_path().as_str().to_owned(),
-            reason: error.masked().to_string(),
-        }),
-    }
+    use jsonschema::error::ValidationErrorKind;
+    let Some(error) = validator.iter_errors(body).next() else {
+        return Ok(());
+    };
+    let reason = match error.kind() {
+        // Masking hides values but still quotes unexpected property names,
+        // and a name can itself be personal data (an object keyed by IDNP).
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let count = unexpected.len();
+            let noun = if count == 1 {
+                "property is"
+            } else {
+                "properties are"
+            };
+            format!("{count} {noun} not allowed by the schema")
+        }
+        _ => error.masked().to_string(),
+    };
+    Err(SchemaViolation {
+        pointer: error.instance_path().as_str().to_owned(),
+        reason,
+    })
 }
 
 /// Compiles a schema the way every catalog and policy schema is compiled:

@@ -442,3 +442,25 @@ fn search_folds_case_and_diacritics_in_every_language() {
     }
     assert_eq!(fold("Şţ ș ț Ăâî Ё"), "st s t aai е");
 }
+
+// Found by fuzz/fuzz_targets/request_body.rs: masking hid values but the
+// reason still quoted unexpected property names, and a name can be personal
+// data (a provider answering with an object keyed by IDNP).
+#[test]
+fn reasons_never_quote_unexpected_property_names() {
+    let catalog = shipped();
+    let Some(lookup) = catalog.service("asp-rsp", "persons-lookup") else {
+        panic!()
+    };
+    let body = json!({"idnps": ["2000000000015"], "2000000000026": {"name": "Ion"}});
+    for violation in [
+        lookup.validate_request(&body).unwrap_err(),
+        lookup.validate_response(&body).unwrap_err(),
+    ] {
+        assert!(!violation.reason.contains("2000000000026"), "{violation}");
+    }
+    assert_eq!(
+        lookup.validate_request(&body).unwrap_err().reason,
+        "1 property is not allowed by the schema"
+    );
+}

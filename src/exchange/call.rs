@@ -322,6 +322,12 @@ mod tests {
             "/r1/a/b/x%00",
             "/r1/a/b/x%zz",
             "/r1/a/b/x%2",
+            // The route fuzz target's reproducers (fuzz/regressions/route/).
+            "/r1/a/b/.;/x",
+            "/r1/a/b/..%2fx",
+            "/r1/a/b/..;/x",
+            "/r1/a/b/%252e%252e/x",
+            "/r1/a/b/%5%4%33",
         ] {
             let err = parse_route(bad, None).unwrap_err();
             assert_eq!(err.code(), "request.malformed", "{bad}");
