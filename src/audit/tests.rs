@@ -345,7 +345,10 @@ async fn a_log_changed_below_its_published_head_is_not_opened() {
     fs::write(&seg, out).unwrap_or_else(|e| panic!("{e}"));
     match AuditLog::open(config(tmp.path()), TestSigner::new()) {
         Err(AuditError::Corrupt { reason, .. }) => {
-            assert!(reason.contains("changed after it was published"), "{reason}");
+            assert!(
+                reason.contains("changed after it was published"),
+                "{reason}"
+            );
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a forged log was opened"),
