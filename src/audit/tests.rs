@@ -297,14 +297,10 @@ async fn flipped_byte_in_the_middle_is_named_by_verify_and_refused_by_open() {
     }
 }
 
-#[tokio::test]
-async fn tampering_with_a_valid_checksum_is_caught_by_the_signed_head() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (log, _) = open(config(tmp.path()));
-    append_n(&log, 0..5).await;
-    log.close().await.unwrap_or_else(|e| panic!("{e}"));
-    // Rewrite record 2 with a changed field and a correct frame checksum.
-    let seg = segment_files(tmp.path()).pop().unwrap_or_default();
+/// Rewrites record 2 of the log in `dir` with a changed field and a correct
+/// frame checksum, as someone with the disk but without the key could.
+fn forge_record_2(dir: &Path) {
+    let seg = segment_files(dir).pop().unwrap_or_default();
     let bytes = fs::read(&seg).unwrap_or_default();
     let (start, end) = (frame_offset(&seg, 2), frame_offset(&seg, 3));
     let mut forged = record(2);
@@ -316,6 +312,15 @@ async fn tampering_with_a_valid_checksum_is_caught_by_the_signed_head() {
     out.extend_from_slice(&frame);
     out.extend_from_slice(&bytes[end..]);
     fs::write(&seg, out).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn tampering_with_a_valid_checksum_is_caught_by_the_signed_head() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (log, _) = open(config(tmp.path()));
+    append_n(&log, 0..5).await;
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+    forge_record_2(tmp.path());
     let report = verify_dir(tmp.path(), verify_hmac).unwrap_or_else(|e| panic!("{e}"));
     assert!(!report.is_ok());
     assert!(
@@ -331,18 +336,8 @@ async fn a_log_changed_below_its_published_head_is_not_opened() {
     let (log, _) = open(config(tmp.path()));
     append_n(&log, 0..5).await;
     log.close().await.unwrap_or_else(|e| panic!("{e}"));
-    // The same forgery as above: checksums hold, only the signed root catches it.
-    let seg = segment_files(tmp.path()).pop().unwrap_or_default();
-    let bytes = fs::read(&seg).unwrap_or_default();
-    let (start, end) = (frame_offset(&seg, 2), frame_offset(&seg, 3));
-    let mut forged = record(2);
-    forged.http_status = 201;
-    let mut frame = Vec::new();
-    segment::encode_frame(&mut frame, 2, &forged.canonical_bytes().unwrap_or_default());
-    let mut out = bytes[..start].to_vec();
-    out.extend_from_slice(&frame);
-    out.extend_from_slice(&bytes[end..]);
-    fs::write(&seg, out).unwrap_or_else(|e| panic!("{e}"));
+    // Checksums hold; only the signed root can tell.
+    forge_record_2(tmp.path());
     match AuditLog::open(config(tmp.path()), TestSigner::new()) {
         Err(AuditError::Corrupt { reason, .. }) => {
             assert!(
