@@ -30,7 +30,7 @@ for path in glob.glob(sys.argv[1] + "/*.json"):
         grant.pop("quota", None)
     json.dump(doc, open(path, "w"), ensure_ascii=False, indent=2)
 PY
-target/release/mconnect --log warn sandbox --dir "$WORK/sandbox" --data-port 0 --admin-port 0 \
+target/release/mconnect --log warn sandbox --dir "$WORK/sandbox" --data-port 0 --admin-port 0 --ops-port 0 \
     --catalog "$WORK/catalog" --policies "$WORK/policies" >"$WORK/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/sandbox/sandbox.json" ] && break; sleep 0.2; done
