@@ -413,20 +413,7 @@ fn stale_request(bus: &Bus, age_secs: i64) -> http::Request<Full<Bytes>> {
         "{}/r1/asp-rsp/person-by-idnp?idnp={PERSON}",
         bus.sandbox.manifest.broker.data_url
     );
-    let mut h = http::HeaderMap::new();
-    for (k, v) in [
-        ("mconnect-client", "apl-cahul"),
-        ("mconnect-calling-user", PERSON),
-        ("mconnect-call-basis", SOCIAL_BASIS),
-        ("mconnect-call-reason", SOCIAL_REASON),
-        ("mconnect-subject", PERSON),
-    ] {
-        h.insert(k, HeaderValue::from_static(v));
-    }
-    h.insert(
-        "mconnect-request-id",
-        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap(),
-    );
+    let mut h = support::social_aid_headers(uuid::Uuid::new_v4());
     let created = mconnect::exchange::unix_now() - age_secs;
     support::sign_as(&bus.pki(), "apl-cahul", "GET", &uri, &mut h, created, None);
     let mut req = http::Request::new(Full::new(Bytes::new()));

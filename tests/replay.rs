@@ -17,8 +17,6 @@ use http_body_util::Full;
 use mconnect::sdk::{CallOutcome, Consumer};
 use support::{Bus, assert_refused};
 
-const SOCIAL_BASIS: &str = "md-law-133-2008-art-8";
-const SOCIAL_REASON: &str = "social-aid-eligibility";
 const PERSON: &str = "2000000000015";
 const PATH: &str = "/r1/asp-rsp/person-by-idnp?idnp=2000000000015";
 
@@ -44,20 +42,7 @@ impl Signed {
         nonce: Option<&str>,
     ) -> Signed {
         let uri = format!("{data_url}{PATH}");
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("mconnect-client", "apl-cahul"),
-            ("mconnect-calling-user", PERSON),
-            ("mconnect-call-basis", SOCIAL_BASIS),
-            ("mconnect-call-reason", SOCIAL_REASON),
-            ("mconnect-subject", PERSON),
-        ] {
-            h.insert(k, HeaderValue::from_static(v));
-        }
-        h.insert(
-            "mconnect-request-id",
-            HeaderValue::from_str(&request_id.to_string()).unwrap(),
-        );
+        let mut h = support::social_aid_headers(request_id);
         support::sign_as(
             &dir.join("pki"),
             "apl-cahul",
@@ -297,20 +282,7 @@ async fn a_provider_serves_a_broker_exchange_id_once() {
     let uri = format!("{endpoint}{service_path}?idnp={PERSON}");
     // Signed as the broker forwards a call (exchange::Broker::forward_request).
     let signed = |exchange_id: &str| {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("mconnect-client", "apl-cahul"),
-            ("mconnect-calling-user", PERSON),
-            ("mconnect-call-basis", SOCIAL_BASIS),
-            ("mconnect-call-reason", SOCIAL_REASON),
-            ("mconnect-subject", PERSON),
-        ] {
-            h.insert(k, HeaderValue::from_static(v));
-        }
-        h.insert(
-            "mconnect-request-id",
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap(),
-        );
+        let mut h = support::social_aid_headers(uuid::Uuid::new_v4());
         h.insert(
             "mconnect-exchange-id",
             HeaderValue::from_str(exchange_id).unwrap(),

@@ -260,3 +260,23 @@ pub async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) 
         .unwrap_or_default();
     (status, body)
 }
+
+/// The protocol headers of apl-cahul's social-aid lookup of 2000000000015
+/// (unsigned; see [`sign_as`]), with `request_id`.
+pub fn social_aid_headers(request_id: uuid::Uuid) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in [
+        ("mconnect-client", "apl-cahul"),
+        ("mconnect-calling-user", "2000000000015"),
+        ("mconnect-call-basis", "md-law-133-2008-art-8"),
+        ("mconnect-call-reason", "social-aid-eligibility"),
+        ("mconnect-subject", "2000000000015"),
+    ] {
+        h.insert(k, http::HeaderValue::from_static(v));
+    }
+    h.insert(
+        "mconnect-request-id",
+        http::HeaderValue::from_str(&request_id.to_string()).unwrap(),
+    );
+    h
+}
