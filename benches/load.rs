@@ -34,8 +34,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mconnect::sandbox::SandboxManifest;
-use mconnect::sdk::{self, Credentials};
+use mconnect_sdk::SandboxManifest;
+use mconnect_sdk::{self, Credentials};
 use tokio::sync::Mutex;
 
 #[derive(Parser, Debug, Clone)]
@@ -294,7 +294,7 @@ fn prepare(
             );
         }
         let bytes = body.clone().unwrap_or_default();
-        sdk::sign_request(
+        mconnect_sdk::sign_request(
             credentials,
             method.as_str(),
             &format!("{signed_base}{path}"),

@@ -4,7 +4,7 @@
 //! - `signature/sign/{alg}` and `signature/verify/{alg}`: the bare
 //!   `SigningKey::sign` / `VerifyingKey::verify` over a 300-byte signature
 //!   base (the first 300 bytes of the base of the request below);
-//! - `httpsig/sign-request/{alg}`: `sdk::sign_request` of a realistic
+//! - `httpsig/sign-request/{alg}`: `mconnect_sdk::sign_request` of a realistic
 //!   consumer call (POST `/r1/asp-rsp/persons-lookup` with a 1 KB JSON body
 //!   and the `MConnect-*` headers of PROTOCOL.md section 2, subject
 //!   included), which computes the Content-Digest, builds the base, signs and
@@ -38,7 +38,7 @@ use mconnect::pki::{DevCa, KeyType};
 use mconnect::registry::{
     Organisation, Participant, ParticipantEntry, Role, registered_certificate,
 };
-use mconnect::sdk::{self, Credentials};
+use mconnect_sdk::{self, Credentials};
 
 const METHOD: &str = "POST";
 const TARGET_URI: &str = "https://broker.mconnect.gov.md:8443/r1/asp-rsp/persons-lookup";
@@ -143,7 +143,7 @@ fn call_headers() -> HeaderMap {
 /// A signed call, as it reaches the broker.
 fn signed_call(signer: &Signer, body: &[u8]) -> HeaderMap {
     let mut h = call_headers();
-    sdk::sign_request(&signer.credentials, METHOD, TARGET_URI, &mut h, body).unwrap();
+    mconnect_sdk::sign_request(&signer.credentials, METHOD, TARGET_URI, &mut h, body).unwrap();
     h
 }
 
@@ -209,8 +209,14 @@ fn bench_request(c: &mut Criterion) {
             b.iter_batched(
                 || unsigned.clone(),
                 |mut h| {
-                    sdk::sign_request(&signer.credentials, METHOD, TARGET_URI, &mut h, &body)
-                        .unwrap();
+                    mconnect_sdk::sign_request(
+                        &signer.credentials,
+                        METHOD,
+                        TARGET_URI,
+                        &mut h,
+                        &body,
+                    )
+                    .unwrap();
                     h
                 },
                 BatchSize::SmallInput,

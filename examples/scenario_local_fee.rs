@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use http::Method;
-use mconnect::sdk::{Call, CallOutcome, Consumer, SandboxManifest};
+use mconnect_sdk::{Call, CallOutcome, Consumer, SandboxManifest};
 use serde_json::{Value, json};
 
 const BASIS: &str = "md-gd-280-2013-mpay";

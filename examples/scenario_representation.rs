@@ -30,7 +30,7 @@
 //!
 //! Every run uses fresh people (random valid IDNPs), so it succeeds on a
 //! fresh sandbox, after the sandbox's `try` list, and when run again.
-//! Built only on the participant SDK (`mconnect::sdk`); `sandbox.json` is
+//! Built only on the participant SDK (`mconnect_sdk`); `sandbox.json` is
 //! read as plain JSON.
 
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use mconnect::sdk::{Call, CallOutcome, Consumer, SandboxManifest};
+use mconnect_sdk::{Call, CallOutcome, Consumer, SandboxManifest};
 use serde_json::{Value, json};
 
 const TYPE: &str = "AT-SOCIAL-AID";

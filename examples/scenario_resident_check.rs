@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use http::Method;
-use mconnect::sdk::{Call, SandboxManifest};
+use mconnect_sdk::{Call, SandboxManifest};
 use serde_json::Value;
 
 #[derive(Parser)]

@@ -1,5 +1,5 @@
 //! An example state register: a real HTTPS provider on the bus, built only on
-//! the participant SDK (`mconnect::sdk`). It serves deterministic synthetic
+//! the participant SDK (`mconnect_sdk`). It serves deterministic synthetic
 //! data derived from the IDNP/IDNO asked for, so tests and demos can predict
 //! every answer.
 //!
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use http::StatusCode;
-use mconnect::sdk::{
+use mconnect_sdk::{
     self, Credentials, ProviderRequest, ProviderResponse, ProviderSettings, TrustedKeys,
 };
 use serde_json::{Value, json};
@@ -53,12 +53,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // First of all: a sandbox that dies while this starts takes it along.
-    mconnect::sdk::exit_when_parent_dies();
+    mconnect_sdk::exit_when_parent_dies();
     let args = Args::parse();
     let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
     let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
     let handler_args = args.clone();
-    let server = sdk::serve_provider(
+    let server = mconnect_sdk::serve_provider(
         ProviderSettings {
             listen: args.listen,
             credentials,
@@ -124,7 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("LISTENING https://{}", server.local_addr());
     // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect::sdk::until_stopped().await;
+    mconnect_sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }
@@ -136,7 +136,7 @@ async fn misbehaving_server(args: &Args, mode: &str) -> Result<(), Box<dyn std::
     let mode = mode.to_string();
     let register = args.register.clone();
     let signer = credentials.clone();
-    let server = sdk::serve_raw_provider(
+    let server = mconnect_sdk::serve_raw_provider(
         ProviderSettings {
             listen: args.listen,
             credentials,
@@ -150,7 +150,8 @@ async fn misbehaving_server(args: &Args, mode: &str) -> Result<(), Box<dyn std::
             async move {
                 let answer = answer(&register, &request);
                 let mut headers =
-                    sdk::sign_response(&signer, &answer, &request.exchange_id).unwrap_or_default();
+                    mconnect_sdk::sign_response(&signer, &answer, &request.exchange_id)
+                        .unwrap_or_default();
                 if mode == "unsigned" {
                     headers.remove("signature");
                     headers.remove("signature-input");
@@ -167,7 +168,7 @@ async fn misbehaving_server(args: &Args, mode: &str) -> Result<(), Box<dyn std::
     .await?;
     println!("LISTENING https://{}", server.local_addr());
     // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect::sdk::until_stopped().await;
+    mconnect_sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }

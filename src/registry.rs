@@ -35,19 +35,7 @@ use crate::trust::{CertificateRefusal, ParsedCertificate, TrustAnchors, check_da
 mod stage;
 pub use stage::StagedChange;
 
-/// A participant's role on the bus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Calls services.
-    Consumer,
-    /// Offers services.
-    Provider,
-    /// The platform owner (AGE): manages participants, grants and connection requests.
-    Operator,
-    /// Reads the audit log under a legal basis.
-    Auditor,
-}
+pub use mconnect_sdk::protocol::Role;
 
 /// The organisation a participant system belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mconnect::sandbox::RunningSandbox;
-use mconnect::sdk::{CallOutcome, Consumer};
+use mconnect_cli::sandbox::RunningSandbox;
+use mconnect_sdk::{CallOutcome, Consumer};
 use serde_json::{Value, json};
 
 const APL_BASIS: &str = "md-gd-280-2013-mpay";
@@ -103,7 +103,7 @@ async fn start(dir: &Path, smtp_port: Option<u16>) -> RunningSandbox {
             let _ = std::fs::remove_file(data.join("smtp"));
         }
     }
-    mconnect::sandbox::start(&support::args(dir))
+    mconnect_cli::sandbox::start(&support::args(dir))
         .await
         .expect("sandbox starts")
 }

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use mconnect::registry::Endpoint;
-use mconnect::sdk::{Call, CallOutcome, Consumer};
+use mconnect_sdk::{Call, CallOutcome, Consumer};
 use serde_json::{Value, json};
 use support::{Bus, assert_refused};
 
@@ -349,7 +349,7 @@ async fn mpower_state_survives_an_adapter_restart() {
     // Stopping the sandbox kills the adapter process (SIGKILL): only what
     // was durable before the answer can come back.
     let dir = bus.stop().await;
-    let sandbox = mconnect::sandbox::start(&support::args(dir.path()))
+    let sandbox = mconnect_cli::sandbox::start(&support::args(dir.path()))
         .await
         .expect("sandbox restarts on the same directory");
     let apl = sandbox.manifest.consumer(dir.path(), "apl-cahul").unwrap();

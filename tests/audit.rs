@@ -28,7 +28,7 @@ use mconnect::audit::{
     Hash, SignedTreeHead, certificate_verifier, verify_consistency, verify_inclusion,
     verify_tree_head,
 };
-use mconnect::sandbox::SandboxManifest;
+use mconnect_sdk::SandboxManifest;
 use support::{Bus, assert_refused, code, get};
 
 const PERSON: &str = "2000000000015";
@@ -37,7 +37,7 @@ const SOCIAL_REASON: &str = "social-aid-eligibility";
 const AUDITOR_BASIS: &str = "md-law-133-2011-art-27";
 const AUDITOR_REASON: &str = "supervision-of-personal-data-processing";
 
-fn person_call() -> mconnect::sdk::Call {
+fn person_call() -> mconnect_sdk::Call {
     get(
         &format!("/r1/asp-rsp/person-by-idnp?idnp={PERSON}"),
         SOCIAL_BASIS,
@@ -110,7 +110,7 @@ fn sth_of(answer: &Answer) -> SignedTreeHead {
 // (a) SIGKILL under load
 
 fn mconnect_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mconnect"))
+    support::mconnect_bin()
 }
 
 /// `mconnect sandbox` on `dir` as a child in its own process group, so the
@@ -183,11 +183,11 @@ async fn every_receipted_exchange_survives_sigkill_and_the_log_verifies() {
     let mut child = spawn_sandbox(dir);
     let manifest = wait_for_manifest(dir, &mut child).await;
     let consumer = Arc::new(manifest.consumer(dir, "apl-cahul").unwrap());
-    let calls: Vec<mconnect::sdk::Call> = manifest
+    let calls: Vec<mconnect_sdk::Call> = manifest
         .tries
         .iter()
         .filter(|t| t.client == "apl-cahul")
-        .map(|t| mconnect::sdk::Call {
+        .map(|t| mconnect_sdk::Call {
             method: t.method.parse().unwrap(),
             path: t.path.clone(),
             body: t.body.as_ref().map(|b| Bytes::from(b.to_string())),
@@ -603,7 +603,7 @@ async fn auditors_read_the_log_with_a_legal_basis_and_every_read_is_audited() {
 // ---------------------------------------------------------------------------
 // (d) who accessed my data
 
-fn history_call(query: &str) -> mconnect::sdk::Call {
+fn history_call(query: &str) -> mconnect_sdk::Call {
     get(
         &format!("/r1/mconnect/access-history?subject={PERSON}{query}"),
         "md-law-133-2011-art-13",

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use mconnect::connect::client::AdminClient;
-use mconnect::sdk::{CallOutcome, Consumer};
+use mconnect_sdk::{CallOutcome, Consumer};
 use serde_json::{Value, json};
 
 const FLOOD_CLIENT: &str = "apl-cahul";
@@ -92,10 +92,7 @@ fn free_bytes(dir: &Path) -> u64 {
 
 /// A GET from the sandbox's `try` list by `client`, which the shipped
 /// policies allow.
-fn allowed_call(
-    manifest: &mconnect::sandbox::SandboxManifest,
-    client: &str,
-) -> mconnect::sdk::Call {
+fn allowed_call(manifest: &mconnect_sdk::SandboxManifest, client: &str) -> mconnect_sdk::Call {
     let t = manifest
         .tries
         .iter()
@@ -162,7 +159,7 @@ async fn a_full_audit_disk_changes_nothing_stops_new_work_and_heals_without_rest
     let mut args = support::args(&dir);
     args.catalog = Some(rules.join("catalog"));
     args.policies = Some(rules.join("policies"));
-    let sandbox = mconnect::sandbox::start(&args)
+    let sandbox = mconnect_cli::sandbox::start(&args)
         .await
         .expect("sandbox starts");
     let manifest = &sandbox.manifest;

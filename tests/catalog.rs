@@ -21,7 +21,7 @@ const PERSON: &str = "2000000000015";
 const PERSON_BY_IDNP: &str = "asp-rsp/person-by-idnp";
 
 /// A call `apl-cahul` may make under the shipped policies.
-fn person_call() -> mconnect::sdk::Call {
+fn person_call() -> mconnect_sdk::Call {
     get(
         &format!("/r1/{PERSON_BY_IDNP}?idnp={PERSON}"),
         SOCIAL_BASIS,
@@ -327,7 +327,7 @@ async fn bus_on_copies() -> (Bus, PathBuf, PathBuf) {
     let mut args = support::args(dir.path());
     args.catalog = Some(catalog.clone());
     args.policies = Some(policies.clone());
-    let sandbox = mconnect::sandbox::start(&args)
+    let sandbox = mconnect_cli::sandbox::start(&args)
         .await
         .expect("sandbox starts");
     (Bus { sandbox, dir }, catalog, policies)
@@ -339,7 +339,7 @@ async fn reload_refuses_bad_files_keeps_serving_and_applies_changes_at_once() {
     let operator = Admin::new(&bus, "age-operator");
     let cahul = bus.consumer("apl-cahul");
     let audit = bus.sandbox.broker.broker.audit().clone();
-    let passes = |out: &mconnect::sdk::CallOutcome| {
+    let passes = |out: &mconnect_sdk::CallOutcome| {
         assert_eq!(
             out.status,
             StatusCode::OK,
@@ -488,7 +488,7 @@ async fn sighup_reloads_a_running_sandbox() {
     let (catalog, policies) = copy_rules(dir.path());
     let sandbox_dir = dir.path().join("bus");
     let stderr = dir.path().join("stderr.log");
-    let mut process = Command::new(env!("CARGO_BIN_EXE_mconnect"))
+    let mut process = Command::new(support::mconnect_bin())
         .arg("sandbox")
         .arg("--dir")
         .arg(&sandbox_dir)
@@ -522,7 +522,7 @@ async fn sighup_reloads_a_running_sandbox() {
     started
         .recv_timeout(Duration::from_secs(120))
         .unwrap_or_else(|_| panic!("the sandbox did not start: {}", child.log()));
-    let manifest = mconnect::sandbox::SandboxManifest::read(&sandbox_dir).unwrap();
+    let manifest = mconnect_sdk::SandboxManifest::read(&sandbox_dir).unwrap();
     let cahul = manifest.consumer(&sandbox_dir, "apl-cahul").unwrap();
     let out = cahul.call(&person_call()).await.unwrap();
     assert_eq!(
@@ -583,7 +583,7 @@ async fn sighup_reloads_a_running_sandbox() {
 }
 
 fn mconnect(args: &[&str], paths: &[&Path]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mconnect"))
+    let out = Command::new(support::mconnect_bin())
         .args(args)
         .args(paths)
         .current_dir(support::repo())

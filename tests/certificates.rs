@@ -16,14 +16,14 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use mconnect::crypto::SigningKey;
 use mconnect::pki::{DevCa, IssuedCertificate, KeyType};
-use mconnect::sdk::{Consumer, Credentials, TrustedKeys};
+use mconnect_sdk::{Consumer, Credentials, TrustedKeys};
 use support::{Bus, assert_refused, get};
 
 const SOCIAL_BASIS: &str = "md-law-133-2008-art-8";
 const SOCIAL_REASON: &str = "social-aid-eligibility";
 const PERSON: &str = "2000000000015";
 
-fn person_call() -> mconnect::sdk::Call {
+fn person_call() -> mconnect_sdk::Call {
     get(
         &format!("/r1/asp-rsp/person-by-idnp?idnp={PERSON}"),
         SOCIAL_BASIS,
@@ -308,7 +308,7 @@ async fn registration_refuses_certificates_outside_the_pki_and_removed_keys_sign
     // Nor is MPower's answer to the broker's representation check: asked
     // about an authorisation nobody holds, it answers "no", signed; once its
     // key is rotated away, that answer no longer counts as an answer.
-    let represented = mconnect::sdk::Call {
+    let represented = mconnect_sdk::Call {
         calling_user: "2003000000027".into(),
         represented_party: Some(PERSON.into()),
         ..get(
@@ -472,7 +472,7 @@ async fn a_certificate_that_expires_after_registration_signs_and_identifies_noth
     // After a restart the stored, now expired, certificate still signs nothing.
     let (bus, signs_short) = {
         let manifest_dir = bus.stop().await;
-        let sandbox = mconnect::sandbox::start(&support::args(manifest_dir.path()))
+        let sandbox = mconnect_cli::sandbox::start(&support::args(manifest_dir.path()))
             .await
             .unwrap();
         let bus = Bus {

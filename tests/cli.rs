@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 
 fn mconnect() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mconnect"))
+    Command::new(support::mconnect_bin())
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn pki_makes_a_ca_and_certificates_of_each_key_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_command_prints_status_body_and_receipt() {
     let bus = support::Bus::start().await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mconnect"))
+    let out = tokio::process::Command::new(support::mconnect_bin())
         .args(["call", "--try", "0", "--sandbox"])
         .arg(bus.dir.path())
         .output()

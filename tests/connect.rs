@@ -282,7 +282,7 @@ async fn a_signed_application_becomes_an_enforced_grant_and_survives_a_restart()
     // A restart on the same directory keeps the request and its grant.
     let Bus { sandbox, dir } = bus;
     sandbox.shutdown().await;
-    let sandbox = mconnect::sandbox::start(&support::args(dir.path()))
+    let sandbox = mconnect_cli::sandbox::start(&support::args(dir.path()))
         .await
         .unwrap();
     let bus = Bus { sandbox, dir };
@@ -309,7 +309,7 @@ async fn a_signed_application_becomes_an_enforced_grant_and_survives_a_restart()
     );
     let Bus { sandbox, dir } = bus;
     sandbox.shutdown().await;
-    let sandbox = mconnect::sandbox::start(&support::args(dir.path()))
+    let sandbox = mconnect_cli::sandbox::start(&support::args(dir.path()))
         .await
         .unwrap();
     let bus = Bus { sandbox, dir };
@@ -351,7 +351,7 @@ async fn forged_wrong_key_and_unknown_service_applications_are_refused() {
         let manifest = &bus.sandbox.manifest;
         let dir = bus.dir.path();
         let p = |id: &str| manifest.participants.iter().find(|p| p.id == id).unwrap();
-        let mut credentials = mconnect::sdk::Credentials::load(
+        let mut credentials = mconnect_sdk::Credentials::load(
             "mcabinet",
             &dir.join(&p("apl-cahul").cert),
             &dir.join(&p("apl-cahul").key),
@@ -359,7 +359,7 @@ async fn forged_wrong_key_and_unknown_service_applications_are_refused() {
             None,
         )
         .unwrap();
-        let real = mconnect::sdk::Credentials::load(
+        let real = mconnect_sdk::Credentials::load(
             "mcabinet",
             &dir.join(&p("mcabinet").cert),
             &dir.join(&p("mcabinet").key),
@@ -677,7 +677,7 @@ async fn the_state_machine_over_the_api_and_a_new_purpose_on_the_data_plane() {
 async fn cli(bus: &Bus, who: &str, args: &[&str]) -> (bool, Value) {
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_mconnect"))
+        tokio::process::Command::new(support::mconnect_bin())
             .arg("connect")
             .arg("--sandbox")
             .arg(bus.dir.path())

@@ -18,7 +18,7 @@ const SOCIAL_BASIS: &str = "md-law-133-2008-art-8";
 const SOCIAL_REASON: &str = "social-aid-eligibility";
 const PERSON: &str = "2000000000015";
 
-fn person_call(subject: Option<&str>) -> mconnect::sdk::Call {
+fn person_call(subject: Option<&str>) -> mconnect_sdk::Call {
     get(
         &format!("/r1/asp-rsp/person-by-idnp?idnp={PERSON}"),
         SOCIAL_BASIS,
@@ -119,7 +119,7 @@ async fn every_algorithm_goes_through_with_verified_receipts_and_minimised_data(
 async fn refusals_carry_the_protocol_codes() {
     let bus = Bus::start().await;
     let cahul = bus.consumer("apl-cahul");
-    let cases: Vec<(&str, mconnect::sdk::Call, u16, &str)> = vec![
+    let cases: Vec<(&str, mconnect_sdk::Call, u16, &str)> = vec![
         (
             "bad subject",
             person_call(Some("2000000000016")),
@@ -358,7 +358,7 @@ async fn identity_signature_digest_and_replay_are_enforced() {
     let stranger = ca
         .issue("stranger", "Nobody", mconnect::pki::KeyType::Ed25519)
         .unwrap();
-    let creds = mconnect::sdk::Credentials::from_pem(
+    let creds = mconnect_sdk::Credentials::from_pem(
         "apl-cahul",
         &stranger.cert_pem,
         &stranger.key_pem,
@@ -366,11 +366,11 @@ async fn identity_signature_digest_and_replay_are_enforced() {
         None,
     )
     .unwrap();
-    let broker_keys = mconnect::sdk::TrustedKeys::from_pem(
+    let broker_keys = mconnect_sdk::TrustedKeys::from_pem(
         &std::fs::read_to_string(bus.pki().join("broker.cert.pem")).unwrap(),
     )
     .unwrap();
-    let unregistered = mconnect::sdk::Consumer::new(
+    let unregistered = mconnect_sdk::Consumer::new(
         creds,
         &bus.sandbox.manifest.broker.data_url,
         broker_keys.clone(),
@@ -388,7 +388,7 @@ async fn identity_signature_digest_and_replay_are_enforced() {
         .issue("apl-cahul", "Rogue", mconnect::pki::KeyType::Ed25519)
         .unwrap();
     let ca_pem = std::fs::read_to_string(bus.pki().join("ca.cert.pem")).unwrap();
-    let creds = mconnect::sdk::Credentials::from_pem(
+    let creds = mconnect_sdk::Credentials::from_pem(
         "apl-cahul",
         &rogue.cert_pem,
         &rogue.key_pem,
@@ -397,7 +397,7 @@ async fn identity_signature_digest_and_replay_are_enforced() {
     )
     .unwrap();
     let rogue_client =
-        mconnect::sdk::Consumer::new(creds, &bus.sandbox.manifest.broker.data_url, broker_keys)
+        mconnect_sdk::Consumer::new(creds, &bus.sandbox.manifest.broker.data_url, broker_keys)
             .unwrap();
     let err = rogue_client.call(&person_call(Some(PERSON))).await;
     assert!(
@@ -519,7 +519,7 @@ async fn a_restart_keeps_the_registry_and_the_audit_log() {
     drop(registry);
     let dir = bus.stop().await;
 
-    let sandbox = mconnect::sandbox::start(&support::args(dir.path()))
+    let sandbox = mconnect_cli::sandbox::start(&support::args(dir.path()))
         .await
         .unwrap();
     let snapshot = sandbox.broker.broker.registry().snapshot();
@@ -528,7 +528,7 @@ async fn a_restart_keeps_the_registry_and_the_audit_log() {
         sandbox.broker.broker.audit().tree_size() > seq,
         "the audit log kept its records"
     );
-    let again = mconnect::sandbox::SandboxManifest::read(dir.path()).unwrap();
+    let again = mconnect_sdk::SandboxManifest::read(dir.path()).unwrap();
     let out = again
         .consumer(dir.path(), "apl-cahul")
         .unwrap()

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use http::{Method, StatusCode};
 use mconnect::config::Config;
-use mconnect::sandbox::SandboxManifest;
+use mconnect_sdk::SandboxManifest;
 use support::plain_get;
 
 fn ops_addr(url: &str) -> SocketAddr {

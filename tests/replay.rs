@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::Full;
-use mconnect::sdk::{CallOutcome, Consumer};
+use mconnect_sdk::{CallOutcome, Consumer};
 use support::{Bus, assert_refused};
 
 const PERSON: &str = "2000000000015";
@@ -81,8 +81,8 @@ fn free_port() -> u16 {
 
 /// Sandbox arguments on fixed ports, so that a restarted broker has the
 /// same authority and the exact bytes signed for it still verify.
-fn fixed_args(dir: &Path) -> mconnect::sandbox::SandboxArgs {
-    mconnect::sandbox::SandboxArgs {
+fn fixed_args(dir: &Path) -> mconnect_cli::sandbox::SandboxArgs {
+    mconnect_cli::sandbox::SandboxArgs {
         data_port: free_port(),
         admin_port: free_port(),
         ..support::args(dir)
@@ -103,7 +103,7 @@ fn assert_ok(outcome: &CallOutcome) {
 async fn an_accepted_request_sent_again_after_a_restart_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let args = fixed_args(dir.path());
-    let sandbox = mconnect::sandbox::start(&args).await.unwrap();
+    let sandbox = mconnect_cli::sandbox::start(&args).await.unwrap();
     let url = sandbox.manifest.broker.data_url.clone();
     let consumer = sandbox.manifest.consumer(dir.path(), "apl-cahul").unwrap();
     let accepted = Signed::new(dir.path(), &url, uuid::Uuid::new_v4(), now());
@@ -115,7 +115,7 @@ async fn an_accepted_request_sent_again_after_a_restart_is_refused() {
     sandbox.shutdown().await;
 
     // Same directory, same ports: a new broker process state.
-    let sandbox = mconnect::sandbox::start(&args).await.unwrap();
+    let sandbox = mconnect_cli::sandbox::start(&args).await.unwrap();
     assert_eq!(sandbox.manifest.broker.data_url, url);
     let consumer = sandbox.manifest.consumer(dir.path(), "apl-cahul").unwrap();
     for _ in 0..10 {
@@ -201,7 +201,7 @@ async fn wait_for_port(port: u16) {
 
 /// `mconnect serve` on the sandbox's configuration, as its own process.
 async fn spawn_broker(dir: &Path, port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mconnect"))
+    let child = tokio::process::Command::new(support::mconnect_bin())
         .arg("serve")
         .arg("--config")
         .arg(dir.join("broker.toml"))
@@ -222,7 +222,7 @@ async fn a_replay_after_a_kill_9_is_still_refused() {
     // The sandbox writes the PKI, the configuration and the registry and
     // starts the example registers; its in-process broker then makes way
     // for a broker process the test can kill.
-    let sandbox = mconnect::sandbox::start(&args).await.unwrap();
+    let sandbox = mconnect_cli::sandbox::start(&args).await.unwrap();
     let url = sandbox.manifest.broker.data_url.clone();
     let consumer = sandbox.manifest.consumer(dir.path(), "apl-cahul").unwrap();
     // A partial move: the registers (the rest of `sandbox`) keep running
@@ -241,9 +241,9 @@ async fn a_replay_after_a_kill_9_is_still_refused() {
 
     let mut child = spawn_broker(dir.path(), args.data_port).await;
     let consumer = Consumer::new(
-        mconnect::sdk::Credentials::from_pki_dir(&dir.path().join("pki"), "apl-cahul", "").unwrap(),
+        mconnect_sdk::Credentials::from_pki_dir(&dir.path().join("pki"), "apl-cahul", "").unwrap(),
         &url,
-        mconnect::sdk::TrustedKeys::broker_in_pki_dir(&dir.path().join("pki")).unwrap(),
+        mconnect_sdk::TrustedKeys::broker_in_pki_dir(&dir.path().join("pki")).unwrap(),
     )
     .unwrap();
     assert_refused(&accepted.send(&consumer).await, 409, "request.replayed");
@@ -255,7 +255,7 @@ async fn a_replay_after_a_kill_9_is_still_refused() {
 async fn a_provider_serves_a_broker_exchange_id_once() {
     let bus = Bus::start().await;
     let pki = bus.pki();
-    let broker = mconnect::sdk::Credentials::from_pki_dir(&pki, "broker", "").unwrap();
+    let broker = mconnect_sdk::Credentials::from_pki_dir(&pki, "broker", "").unwrap();
     let endpoint = bus
         .sandbox
         .broker
@@ -300,7 +300,7 @@ async fn a_provider_serves_a_broker_exchange_id_once() {
     let to_provider = Consumer::new(
         broker.clone(),
         &endpoint,
-        mconnect::sdk::TrustedKeys::broker_in_pki_dir(&pki).unwrap(),
+        mconnect_sdk::TrustedKeys::broker_in_pki_dir(&pki).unwrap(),
     )
     .unwrap();
     let exchange_id = uuid::Uuid::now_v7().to_string();

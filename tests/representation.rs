@@ -13,7 +13,7 @@ mod support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use mconnect::sdk::{Call, CallOutcome, Consumer};
+use mconnect_sdk::{Call, CallOutcome, Consumer};
 use serde_json::{Value, json};
 use support::{Bus, assert_refused};
 

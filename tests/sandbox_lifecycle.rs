@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,7 +32,7 @@ const CHILDREN_LIMIT: Duration = Duration::from_secs(15);
 const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 fn mconnect() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mconnect"))
+    support::mconnect_bin()
 }
 
 /// How many child processes the shipped definition starts: one per

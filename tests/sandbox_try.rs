@@ -9,8 +9,8 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use mconnect::sandbox::SANDBOX_CALLING_USER;
-use mconnect::sdk::Call;
+use mconnect_cli::sandbox::SANDBOX_CALLING_USER;
+use mconnect_sdk::Call;
 use support::Bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ const PERSON: &str = "2000000000015";
 const OTHER: &str = "2003000000027";
 const THIRD: &str = "2001000000012";
 
-fn person(idnp_query: &str, subject: Option<&str>) -> mconnect::sdk::Call {
+fn person(idnp_query: &str, subject: Option<&str>) -> mconnect_sdk::Call {
     get(
         &format!("/r1/asp-rsp/person-by-idnp?{idnp_query}"),
         SOCIAL_BASIS,
@@ -31,7 +31,7 @@ fn person(idnp_query: &str, subject: Option<&str>) -> mconnect::sdk::Call {
 }
 
 /// The audit record behind a receipt.
-fn record_of(bus: &Bus, outcome: &mconnect::sdk::CallOutcome) -> mconnect::audit::AuditRecord {
+fn record_of(bus: &Bus, outcome: &mconnect_sdk::CallOutcome) -> mconnect::audit::AuditRecord {
     let seq = outcome
         .receipt
         .as_ref()
@@ -295,7 +295,7 @@ async fn garbage_provider(bus: &Bus) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = bus.pki();
     let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
-    let certs = mconnect::sdk::parse_certs(&read("asp-rsp.cert.pem")).unwrap();
+    let certs = mconnect_sdk::parse_certs(&read("asp-rsp.cert.pem")).unwrap();
     let key =
         <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
             read("asp-rsp.key.pem").as_bytes(),
@@ -418,7 +418,7 @@ trait WithSuffix {
     fn with_path_suffix(self, suffix: &str) -> Self;
 }
 
-impl WithSuffix for mconnect::sdk::Call {
+impl WithSuffix for mconnect_sdk::Call {
     /// Inserts a subpath between the service code and the query.
     fn with_path_suffix(mut self, suffix: &str) -> Self {
         let (path, query) = self.path.split_once('?').unwrap_or((&self.path, ""));

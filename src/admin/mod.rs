@@ -49,7 +49,7 @@ pub(crate) struct AdminRequest<'a> {
 impl AdminRequest<'_> {
     /// A query parameter, percent-decoded.
     pub(crate) fn query_param(&self, name: &str) -> Option<String> {
-        crate::sdk::query_param(self.query?, name)
+        mconnect_sdk::query_param(self.query?, name)
     }
 }
 

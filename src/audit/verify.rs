@@ -86,7 +86,7 @@ impl std::fmt::Display for VerifyProblem {
 pub fn certificate_verifier(
     cert_pem: &str,
 ) -> Result<impl Fn(&str, &[u8], &[u8]) -> Result<(), String> + Clone + use<>, AuditError> {
-    let certs = crate::sdk::parse_certs(cert_pem)
+    let certs = mconnect_sdk::parse_certs(cert_pem)
         .map_err(|e| AuditError::BadTreeHead(format!("broker certificate unusable: {e}")))?;
     let mut keys = Vec::with_capacity(certs.len());
     for der in &certs {

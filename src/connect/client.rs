@@ -1,7 +1,7 @@
 //! The applicant's and the other actors' side of the connection-request API:
 //! an mTLS client for the admin listener and the signed submission.
 //!
-//! A submission is signed with [`crate::sdk::sign_request`], exactly like a
+//! A submission is signed with [`mconnect_sdk::sign_request`], exactly like a
 //! data-plane call: `MConnect-Client` is the signing participant,
 //! `MConnect-Calling-User` the official who files it, and the basis and
 //! reason name the connection procedure itself ([`SUBMISSION_BASIS`],
@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::exchange::call::headers;
-use crate::sdk::{Credentials, SdkError, sign_request};
+use mconnect_sdk::{Credentials, SdkError, sign_request};
 
 /// The legal basis a submission states: the connection procedure of
 /// GD 211/2019 under Law 142/2018.

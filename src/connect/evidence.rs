@@ -4,7 +4,7 @@
 //! certificate) so anyone can verify it again later, after key rotation too.
 //!
 //! A submission is signed like a data-plane call (label `mconnect`, the SDK's
-//! [`crate::sdk::sign_request`]); here the signature must cover at least
+//! [`mconnect_sdk::sign_request`]); here the signature must cover at least
 //! `@method`, `@target-uri` and `content-digest`, carry `created` (within
 //! [`MAX_SKEW_SECS`] of the broker's clock) and a `keyid` naming a
 //! registered certificate.

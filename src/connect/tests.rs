@@ -577,7 +577,7 @@ fn signatures_are_verified_kept_and_verifiable_again() {
     let snapshot = registry.snapshot();
     let credentials = |id: &str| {
         let (_, cert, key) = keys.iter().find(|(p, _, _)| p == id).unwrap();
-        crate::sdk::Credentials::from_pem(id, cert, key, ca.cert_pem(), None).unwrap()
+        mconnect_sdk::Credentials::from_pem(id, cert, key, ca.cert_pem(), None).unwrap()
     };
     let uri = "https://127.0.0.1:8444/v1/connection-requests";
     let body = Bytes::from_static(br#"{"hello": "world"}"#);
@@ -650,7 +650,7 @@ fn signatures_are_verified_kept_and_verifiable_again() {
             "a certificate nobody registered",
             {
                 let outsider = ca.issue("outsider", "x", KeyType::Ed25519).unwrap();
-                let c = crate::sdk::Credentials::from_pem(
+                let c = mconnect_sdk::Credentials::from_pem(
                     "outsider",
                     &outsider.cert_pem,
                     &outsider.key_pem,

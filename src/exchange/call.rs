@@ -7,41 +7,9 @@
 use http::HeaderMap;
 
 use super::error::{ErrorKind, ExchangeError};
-use crate::ids::{is_valid_national_id, is_valid_participant_id, is_valid_request_id};
+use mconnect_sdk::ids::{is_valid_national_id, is_valid_participant_id, is_valid_request_id};
 
-/// The protocol's header names, lower-case as HTTP/2 and RFC 9421 want them.
-pub mod headers {
-    /// Consumer participant id.
-    pub const CLIENT: &str = "mconnect-client";
-    /// IDNP of the user on whose action the call is made.
-    pub const CALLING_USER: &str = "mconnect-calling-user";
-    /// Legal basis id.
-    pub const CALL_BASIS: &str = "mconnect-call-basis";
-    /// Purpose code.
-    pub const CALL_REASON: &str = "mconnect-call-reason";
-    /// IDNP/IDNO the data is about.
-    pub const SUBJECT: &str = "mconnect-subject";
-    /// IDNP/IDNO on whose behalf the user acts.
-    pub const REPRESENTED_PARTY: &str = "mconnect-represented-party";
-    /// The client's request id.
-    pub const REQUEST_ID: &str = "mconnect-request-id";
-    /// The broker's exchange id.
-    pub const EXCHANGE_ID: &str = "mconnect-exchange-id";
-    /// The audit log leaf index of the exchange.
-    pub const AUDIT_SEQ: &str = "mconnect-audit-seq";
-    /// RFC 9530 digest of the body.
-    pub const CONTENT_DIGEST: &str = "content-digest";
-}
-
-/// The signature labels of the protocol.
-pub mod labels {
-    /// Consumer requests and the broker's forwarded requests.
-    pub const REQUEST: &str = "mconnect";
-    /// Provider responses.
-    pub const PROVIDER: &str = "mconnect-provider";
-    /// The broker's receipts.
-    pub const RECEIPT: &str = "mconnect-receipt";
-}
+pub use mconnect_sdk::protocol::{headers, labels};
 
 /// The service a call addresses and what follows it.
 #[derive(Debug, PartialEq, Eq)]

@@ -118,7 +118,7 @@ fn malformed(detail: impl Into<String>) -> ExchangeError {
 
 impl HistoryRequest {
     fn parse(call: &InternalCall<'_>) -> Result<HistoryRequest, ExchangeError> {
-        let param = |name: &str| call.query.and_then(|q| crate::sdk::query_param(q, name));
+        let param = |name: &str| call.query.and_then(|q| mconnect_sdk::query_param(q, name));
         let subject = param("subject")
             .ok_or_else(|| malformed("give the person's IDNP as the `subject` query parameter"))?;
         if !crate::ids::is_valid_idnp(&subject) {

@@ -29,14 +29,12 @@ pub mod call;
 pub mod error;
 pub mod internal;
 pub mod refusals;
-pub mod replay;
 pub mod replay_store;
 mod represent;
 pub mod route;
 pub mod seal;
 pub mod verify;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +53,9 @@ use call::{CallHeaders, Route, headers, labels};
 use error::{ErrorKind, ExchangeError};
 use replay_store::{EmbeddedReplayStore, ReplayRefusal, ReplayStore, Settled};
 use route::ProviderClient;
+
+pub use mconnect_sdk::protocol::unix_now;
+pub use mconnect_sdk::server::Peer;
 use seal::{Answer, Sealer};
 
 /// The catalog and the policy index, swapped together on reload.
@@ -63,15 +64,6 @@ pub struct Rules {
     pub catalog: Catalog,
     /// Who may call what.
     pub policy: PolicyIndex,
-}
-
-/// Who is on the other end of a data-plane connection.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    /// Fingerprint of the TLS client certificate (always present behind the TLS edge).
-    pub fingerprint: Option<String>,
-    /// Remote address.
-    pub addr: SocketAddr,
 }
 
 /// Everything one broker needs to run exchanges.
@@ -921,7 +913,7 @@ fn check_provider_answer(
     // signs nothing; the refusal is kept to say so instead of "untrusted".
     let now = unix_now();
     let refused = std::cell::RefCell::new(None);
-    crate::sdk::verify_signed_response(
+    mconnect_sdk::verify_signed_response(
         answer.head.status,
         h,
         &answer.body,
@@ -1060,14 +1052,6 @@ fn problem_answer(
         body: Bytes::from(body),
         content_type: "application/problem+json".to_string(),
     })
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Trace {

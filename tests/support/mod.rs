@@ -8,20 +8,39 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::Method;
-use mconnect::sandbox::{RunningSandbox, SandboxArgs};
-use mconnect::sdk::{Call, CallOutcome, Consumer};
+use mconnect_cli::sandbox::{RunningSandbox, SandboxArgs};
+use mconnect_sdk::{Call, CallOutcome, Consumer};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where cargo put this build's binaries: `target/{profile}`, the parent of
+/// the `deps/` directory that holds this test executable.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    deps.parent().unwrap().to_path_buf()
+}
+
+/// The `mconnect` command of this build. It lives in another package of
+/// the workspace (mconnect-cli), so cargo does not hand its path to these
+/// tests; README's test command builds every binary before the tests run.
+pub fn mconnect_bin() -> PathBuf {
+    let path = bin_dir().join("mconnect");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace binaries first \
+         (`cargo build --workspace --bins --examples`, as tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// Where cargo put the example binaries for this test build.
 pub fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mconnect"))
-        .parent()
-        .unwrap()
-        .join("examples")
+    bin_dir().join("examples")
 }
 
 /// How many participants the sandbox definition registers.
@@ -55,7 +74,7 @@ pub struct Bus {
 impl Bus {
     pub async fn start() -> Bus {
         let dir = tempfile::tempdir().unwrap();
-        let sandbox = mconnect::sandbox::start(&args(dir.path()))
+        let sandbox = mconnect_cli::sandbox::start(&args(dir.path()))
             .await
             .expect("sandbox starts");
         Bus { sandbox, dir }
@@ -169,7 +188,7 @@ pub fn admin_client(
     participant: &str,
 ) -> mconnect::connect::client::AdminClient {
     let pki = dir.join("pki");
-    let credentials = mconnect::sdk::Credentials::load(
+    let credentials = mconnect_sdk::Credentials::load(
         participant,
         &pki.join(format!("{participant}.cert.pem")),
         &pki.join(format!("{participant}.key.pem")),
@@ -196,7 +215,7 @@ pub fn sign_as(
     nonce: Option<&str>,
 ) {
     use mconnect::httpsig::{self, MessageView, RequestView, SignatureParams};
-    let creds = mconnect::sdk::Credentials::from_pki_dir(pki, participant, "").unwrap();
+    let creds = mconnect_sdk::Credentials::from_pki_dir(pki, participant, "").unwrap();
     headers.remove("signature");
     headers.remove("signature-input");
     let mut covered = vec![

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use http::{Method, StatusCode};
-use mconnect::sdk::{
+use mconnect_sdk::{
     self, Call, Consumer, Credentials, ProviderRequest, ProviderResponse, ProviderSettings,
     TrustedKeys,
 };
@@ -83,7 +83,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // First of all: a sandbox that dies while this starts takes it along.
-    mconnect::sdk::exit_when_parent_dies();
+    mconnect_sdk::exit_when_parent_dies();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -103,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => tracing::warn!("no --broker-url: paid notices wait until one is given"),
     }
-    let server = sdk::serve_provider(
+    let server = mconnect_sdk::serve_provider(
         ProviderSettings {
             listen: args.listen,
             credentials,
@@ -119,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("LISTENING https://{}", server.local_addr());
     // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect::sdk::until_stopped().await;
+    mconnect_sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }

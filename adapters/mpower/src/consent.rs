@@ -20,7 +20,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::{Method, StatusCode};
-use mconnect::sdk::{
+use mconnect_sdk::{
     Algorithm, Call, Consumer, ProviderRequest, VerifyingKey, certificate_fingerprint,
     ecdsa_p256_der_to_fixed, parse_certs,
 };
@@ -218,7 +218,7 @@ pub fn check_result(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use mconnect::sdk::SigningKey;
+    use mconnect_sdk::SigningKey;
     use serde_json::json;
 
     const GRANTOR: &str = "2000000000015";

@@ -165,7 +165,7 @@ pub fn statement(a: &Authorisation, action: Action) -> String {
 /// The SHA-256 (lowercase hex) of [`statement`]: what the grantor asks MSign
 /// to sign, as a `hash` sign request.
 pub fn consent_hash(a: &Authorisation, action: Action) -> String {
-    hex::encode(mconnect::sdk::sha256(statement(a, action).as_bytes()))
+    hex::encode(mconnect_sdk::sha256(statement(a, action).as_bytes()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `mconnect-adapter-mpower`: MPower (powers of attorney) as a provider on
-//! the bus, built only on the participant SDK (`mconnect::sdk`). The broker
+//! the bus, built only on the participant SDK (`mconnect_sdk`). The broker
 //! forwards the `mpower/*` services here and asks it itself whether a caller
 //! may act for a represented party (`MConnect-Represented-Party`).
 //!
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use mconnect::sdk::{self, Credentials, ProviderSettings, TrustedKeys};
+use mconnect_sdk::{Credentials, ProviderSettings, TrustedKeys};
 
 /// Command line, as `mconnect sandbox` passes it.
 #[derive(Parser)]
@@ -62,7 +62,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // First of all: a sandbox that dies while this starts takes it along.
-    mconnect::sdk::exit_when_parent_dies();
+    mconnect_sdk::exit_when_parent_dies();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -87,14 +87,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let cert = args.pki.join(format!("{}.cert.pem", args.msign));
             let pem = std::fs::read_to_string(&cert)
                 .map_err(|e| format!("{}: {e} (MSign's certificate)", cert.display()))?;
-            let der = sdk::parse_certs(&pem)?
+            let der = mconnect_sdk::parse_certs(&pem)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| format!("{}: no certificate", cert.display()))?;
             Some(consent::Msign {
-                consumer: sdk::Consumer::new(credentials.clone(), url, broker.clone())?,
+                consumer: mconnect_sdk::Consumer::new(credentials.clone(), url, broker.clone())?,
                 participant: args.msign.clone(),
-                certificate_fingerprint: sdk::certificate_fingerprint(&der),
+                certificate_fingerprint: mconnect_sdk::certificate_fingerprint(&der),
             })
         }
         None => {
@@ -106,7 +106,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         portal: args.portal.clone(),
         msign,
     });
-    let server = sdk::serve_provider(
+    let server = mconnect_sdk::serve_provider(
         ProviderSettings {
             listen: args.listen,
             credentials,
@@ -122,7 +122,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("LISTENING https://{}", server.local_addr());
     // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect::sdk::until_stopped().await;
+    mconnect_sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }

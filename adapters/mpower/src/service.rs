@@ -25,7 +25,7 @@
 //! `lifecycle::next`.
 
 use http::{Method, StatusCode};
-use mconnect::sdk::{ProviderRequest, ProviderResponse};
+use mconnect_sdk::{ProviderRequest, ProviderResponse};
 use serde::Deserialize;
 use serde_json::json;
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use mconnect::sdk::{
+use mconnect_sdk::{
     Algorithm, SigningKey, VerifyingKey, certificate_fingerprint, ecdsa_p256_der_to_fixed,
     ecdsa_p256_fixed_to_der, parse_certs,
 };

@@ -1,5 +1,5 @@
 //! `mconnect-adapter-msign`: MSign (electronic signatures) as a provider on
-//! the bus, built only on the participant SDK (`mconnect::sdk`).
+//! the bus, built only on the participant SDK (`mconnect_sdk`).
 //!
 //! Started by `mconnect sandbox` with `--participant --pki --alg --listen
 //! --data --broker-url`; prints `LISTENING https://…` once it serves. The
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use mconnect::sdk::{self, Credentials, ProviderSettings, TrustedKeys};
+use mconnect_sdk::{Credentials, ProviderSettings, TrustedKeys};
 
 /// Command line, as `mconnect sandbox` passes it.
 #[derive(Parser)]
@@ -59,7 +59,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // First of all: a sandbox that dies while this starts takes it along.
-    mconnect::sdk::exit_when_parent_dies();
+    mconnect_sdk::exit_when_parent_dies();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -87,7 +87,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Duration::from_millis(args.sign_delay_ms),
         Duration::from_secs(args.request_ttl_s),
     )?);
-    let server = sdk::serve_provider(
+    let server = mconnect_sdk::serve_provider(
         ProviderSettings {
             listen: args.listen,
             credentials,
@@ -102,7 +102,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("LISTENING https://{}", server.local_addr());
     // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect::sdk::until_stopped().await;
+    mconnect_sdk::until_stopped().await;
     server.shutdown().await;
     Ok(())
 }

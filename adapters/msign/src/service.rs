@@ -13,7 +13,7 @@
 //! `route.unknown` (404).
 
 use http::{Method, StatusCode};
-use mconnect::sdk::{ProviderRequest, ProviderResponse};
+use mconnect_sdk::{ProviderRequest, ProviderResponse};
 use serde_json::json;
 
 use crate::backend::{SignBackend, SignError, SignRequest, VerifyRequest};

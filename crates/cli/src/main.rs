@@ -1,4 +1,4 @@
-//! The `mconnect` command: a thin shell over [`mconnect::cli`].
+//! The `mconnect` command: a thin shell over [`mconnect_cli::cli`].
 
 /// Every exchange allocates and frees many small buffers on two runtime
 /// workers and the audit threads; with mimalloc's per-thread free lists the
@@ -9,5 +9,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    mconnect::cli::main()
+    mconnect_cli::cli::main()
 }

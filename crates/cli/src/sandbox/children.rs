@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{SandboxDefinition, SandboxManifest};
-use crate::sdk::{LIFELINE_ENV, LIFELINE_GRACE};
+use mconnect_sdk::{LIFELINE_ENV, LIFELINE_GRACE};
 
 /// A child process of the sandbox, as listed in `sandbox.json`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

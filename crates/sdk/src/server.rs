@@ -39,7 +39,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::exchange::Peer;
+use crate::crypto::certificate_fingerprint;
+
+/// Who is on the other end of a connection, as the handler sees it.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Fingerprint of the TLS client certificate (always present behind a
+    /// TLS listener; absent on the plain-HTTP operations listener).
+    pub fingerprint: Option<String>,
+    /// Remote address.
+    pub addr: SocketAddr,
+}
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -352,7 +362,7 @@ async fn connection<H, F>(
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .map(|leaf| crate::crypto::certificate_fingerprint(leaf));
+        .map(|leaf| certificate_fingerprint(leaf));
     // Held until the connection ends; a certificate at its cap is closed
     // right after the handshake, before any request is read.
     let _certificate_slot = match &fingerprint {

@@ -237,7 +237,7 @@ impl SigningKey {
     ///
     /// RSA keys must use the `rsaEncryption` OID; keys tagged `id-RSASSA-PSS`
     /// are refused by aws-lc-rs and have to be re-wrapped (see
-    /// `tests/data/rfc9421/README.md`).
+    /// `crates/sdk/tests/data/rfc9421/README.md`).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
         // Each parser checks the algorithm OID inside the document, so at most
         // one of them accepts a given key; the order only decides which

@@ -1,5 +1,5 @@
 //! Embeds the shipped sandbox data (`catalog/`, `policies/` and
-//! `examples/sandbox/participants.json`) into the library, so that
+//! `examples/sandbox/participants.json`) into the `mconnect` command, so that
 //! `mconnect sandbox` runs from any working directory: it writes these files
 //! into its own directory instead of reading them relative to the cwd.
 //!
@@ -9,14 +9,16 @@
 
 use std::path::{Path, PathBuf};
 
-/// The files and directories embedded, relative to the package root.
+/// The files and directories embedded, relative to the repository root
+/// (two levels above this crate).
 const ROOTS: [&str; 3] = ["catalog", "policies", "examples/sandbox/participants.json"];
 
 fn main() {
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let root = manifest_dir.join("../..");
     let mut files = Vec::new();
     for name in ROOTS {
-        println!("cargo:rerun-if-changed={name}");
+        println!("cargo:rerun-if-changed=../../{name}");
         collect(&root, &root.join(name), &mut files);
     }
     files.sort();

@@ -216,7 +216,7 @@ async fn make(
         }
     }
     let consumer = manifest.consumer(dir, &maker.client)?;
-    let call = crate::sdk::Call {
+    let call = mconnect_sdk::Call {
         method: maker.method.parse().context("try.method")?,
         path: maker.path.clone(),
         body: Some(bytes::Bytes::from(body.to_string())),

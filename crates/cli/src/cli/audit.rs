@@ -25,12 +25,12 @@ use clap::{Args, Subcommand};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::audit::{
+use crate::sandbox::SandboxManifest;
+use mconnect::audit::{
     AuditRecord, Hash, SignedTreeHead, certificate_verifier, verify_dir_with_progress,
     verify_inclusion, verify_tree_head,
 };
-use crate::connect::client::AdminClient;
-use crate::sandbox::SandboxManifest;
+use mconnect::connect::client::AdminClient;
 
 /// `mconnect audit ...`.
 #[derive(Subcommand)]
@@ -257,7 +257,7 @@ impl Auditor {
             .await?;
         let path = hashes(&answer["audit_path"])?;
         verify_inclusion(
-            &crate::audit::merkle::leaf_hash(leaf),
+            &mconnect::audit::merkle::leaf_hash(leaf),
             seq,
             sth.tree_size,
             &path,
@@ -427,7 +427,7 @@ async fn prove(seq: u64, sandbox: &Path) -> Result<ExitCode> {
         );
     }
     let path = auditor.inclusion(seq, &leaf, &sth).await?;
-    let leaf_hash = crate::audit::merkle::leaf_hash(&leaf);
+    let leaf_hash = mconnect::audit::merkle::leaf_hash(&leaf);
     println!("record {seq}:");
     println!(
         "{}",

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, EXIT_CONFIG};
-use crate::pki::{DevCa, KeyType};
+use mconnect::config::{Config, EXIT_CONFIG};
+use mconnect::pki::{DevCa, KeyType};
 
 mod audit;
 mod connect;
@@ -174,9 +174,9 @@ async fn serve(path: PathBuf) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG as u8));
         }
     };
-    let running = match crate::app::start(config).await {
+    let running = match mconnect::app::start(config).await {
         Ok(r) => r,
-        Err(e @ crate::app::StartError::Bind { .. }) => bail!(e),
+        Err(e @ mconnect::app::StartError::Bind { .. }) => bail!(e),
         Err(e) => {
             // Everything but binding is a problem with the installation.
             eprintln!("mconnect: {e}");
@@ -224,7 +224,7 @@ fn pki(cmd: PkiCommand) -> Result<()> {
         } => {
             let key_type = KeyType::parse(&key)
                 .with_context(|| format!("unknown key type `{key}`: use ed25519, p256 or rsa"))?;
-            if !crate::ids::is_valid_participant_id(&name) {
+            if !mconnect::ids::is_valid_participant_id(&name) {
                 bail!("`{name}` is not a participant id ([a-z0-9][a-z0-9-]{{0,62}})");
             }
             let ca = DevCa::load(&dir)?;
@@ -238,7 +238,7 @@ fn pki(cmd: PkiCommand) -> Result<()> {
 
 async fn call(args: CallArgs) -> Result<ExitCode> {
     let manifest = crate::sandbox::SandboxManifest::read(&args.sandbox)?;
-    let mut call = crate::sdk::Call {
+    let mut call = mconnect_sdk::Call {
         method: args.method.parse().context("--method")?,
         path: args.path.clone().unwrap_or_default(),
         body: args.body.clone().map(bytes::Bytes::from),

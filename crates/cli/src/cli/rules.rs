@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::catalog::{self, Catalog};
-use crate::policy;
+use mconnect::catalog::{self, Catalog};
+use mconnect::policy;
 
 /// `mconnect catalog …`.
 #[derive(Subcommand)]

@@ -16,18 +16,18 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::AsyncBufReadExt;
 
-use crate::app::RunningBroker;
-use crate::catalog::Service;
-use crate::catalog::params::{self, ParamFormat};
-use crate::config::Config;
-use crate::pki::{DevCa, KeyType};
-use crate::registry::{
+use mconnect::app::RunningBroker;
+use mconnect::catalog::Service;
+use mconnect::catalog::params::{self, ParamFormat};
+use mconnect::config::Config;
+use mconnect::pki::{DevCa, KeyType};
+use mconnect::registry::{
     Endpoint, Organisation, Participant, Registry, Role, registered_certificate,
 };
-use crate::store::RedbStore;
+use mconnect::store::RedbStore;
 
 mod banner;
 mod children;
@@ -36,6 +36,9 @@ mod lock;
 mod shipped;
 
 pub use children::ManifestProcess;
+pub use mconnect_sdk::manifest::{
+    ManifestAuditor, ManifestBroker, ManifestParticipant, ManifestTry, SandboxManifest,
+};
 
 /// Options of `mconnect sandbox`.
 #[derive(clap::Args, Clone, Debug)]
@@ -100,136 +103,6 @@ pub struct SandboxParticipant {
 #[serde(deny_unknown_fields)]
 struct SandboxDefinition {
     participants: Vec<SandboxParticipant>,
-}
-
-/// `sandbox.json`: what tools and scripts read (paths relative to the directory).
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct SandboxManifest {
-    /// The broker.
-    pub broker: ManifestBroker,
-    /// The CA certificate.
-    pub ca: String,
-    /// Every participant with its key and certificate.
-    pub participants: Vec<ManifestParticipant>,
-    /// Calls the shipped policies allow.
-    #[serde(rename = "try")]
-    pub tries: Vec<ManifestTry>,
-    /// A participant allowed to read the audit log.
-    pub auditor: ManifestAuditor,
-}
-
-/// The broker in `sandbox.json`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ManifestBroker {
-    /// Data plane base URL.
-    pub data_url: String,
-    /// Admin API base URL.
-    pub admin_url: String,
-    /// Operations listener base URL (plain HTTP, no client certificate).
-    #[serde(default)]
-    pub ops_url: String,
-    /// Broker certificate.
-    pub cert: String,
-    /// Its fingerprint.
-    pub keyid: String,
-}
-
-/// A participant in `sandbox.json`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ManifestParticipant {
-    /// Participant id.
-    pub id: String,
-    /// Roles.
-    pub roles: Vec<Role>,
-    /// Private key PEM.
-    pub key: String,
-    /// Certificate PEM.
-    pub cert: String,
-    /// The RFC 9421 algorithm it signs with.
-    pub alg: String,
-    /// A provider's endpoint (example registers), for tools that bypass the broker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-}
-
-/// A call in `sandbox.json`'s `try` list.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ManifestTry {
-    /// Calling participant.
-    pub client: String,
-    /// `provider/code`.
-    pub service: String,
-    /// HTTP method.
-    pub method: String,
-    /// Path and query on the broker.
-    pub path: String,
-    /// JSON body.
-    pub body: Option<serde_json::Value>,
-    /// Legal basis id.
-    pub basis: String,
-    /// Purpose code.
-    pub reason: String,
-    /// Subject.
-    pub subject: Option<String>,
-    /// The IDNP of the user on whose action the call is made, when it must
-    /// be a particular person (a power of attorney changes only with its
-    /// grantor's consent); otherwise [`SANDBOX_CALLING_USER`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calling_user: Option<String>,
-}
-
-/// The auditor in `sandbox.json`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ManifestAuditor {
-    /// Participant id.
-    pub id: String,
-    /// Legal basis id.
-    pub basis: String,
-    /// Purpose code.
-    pub reason: String,
-}
-
-impl SandboxManifest {
-    /// Reads `{dir}/sandbox.json`.
-    pub fn read(dir: &Path) -> Result<SandboxManifest> {
-        let path = dir.join("sandbox.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {} (start `mconnect sandbox` first)",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    /// The key, certificate and CA of a sandbox participant (`dir` holds
-    /// sandbox.json), signing with the participant's algorithm.
-    pub fn credentials(&self, dir: &Path, participant: &str) -> Result<crate::sdk::Credentials> {
-        let p = self
-            .participants
-            .iter()
-            .find(|p| p.id == participant)
-            .with_context(|| format!("no participant `{participant}` in sandbox.json"))?;
-        crate::sdk::Credentials::load(
-            &p.id,
-            &dir.join(&p.cert),
-            &dir.join(&p.key),
-            &dir.join(&self.ca),
-            crate::crypto::Algorithm::from_name(&p.alg),
-        )
-        .with_context(|| format!("loading the key and certificate of `{participant}`"))
-    }
-
-    /// A consumer client for a sandbox participant.
-    pub fn consumer(&self, dir: &Path, participant: &str) -> Result<crate::sdk::Consumer> {
-        let credentials = self.credentials(dir, participant)?;
-        let broker_pem = std::fs::read_to_string(dir.join(&self.broker.cert))?;
-        Ok(crate::sdk::Consumer::new(
-            credentials,
-            &self.broker.data_url,
-            crate::sdk::TrustedKeys::from_pem(&broker_pem)?,
-        )?)
-    }
 }
 
 /// A running sandbox.
@@ -364,18 +237,18 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     // Registry: participants and certificates. Endpoints are set once the
     // providers listen, below; old ones from an earlier run are cleared.
     {
-        let anchors = crate::trust::TrustAnchors::from_pem(ca.cert_pem())?;
+        let anchors = mconnect::trust::TrustAnchors::from_pem(ca.cert_pem())?;
         let registry = Registry::open(
             std::sync::Arc::new(RedbStore::open(&config.state_file)?),
             anchors,
         )?;
-        let now = crate::exchange::unix_now();
+        let now = mconnect::exchange::unix_now();
         for p in &definition.participants {
             let cert_file = pki_dir.join(format!("{}.cert.pem", p.id));
             let mut pem = std::fs::read_to_string(&cert_file)?;
             // A sandbox directory kept past its certificates' two years (or
             // given another CA) gets fresh ones rather than refusing to start.
-            if crate::registry::admit(registry.anchors(), &pem, now).is_err() {
+            if mconnect::registry::admit(registry.anchors(), &pem, now).is_err() {
                 let key_type = KeyType::parse(&p.key)
                     .with_context(|| format!("participant {}: unknown key `{}`", p.id, p.key))?;
                 let issued = ca.issue(&p.id, &p.organisation.name, key_type)?;
@@ -408,7 +281,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     }
 
     // The broker first: adapters that call the bus need its address.
-    let broker = crate::app::start(config).await?;
+    let broker = mconnect::app::start(config).await?;
     let data_url = format!("https://127.0.0.1:{}", broker.data_addr().port());
 
     // Example registers and adapters: child processes on free ports.
@@ -609,16 +482,17 @@ fn manifest(
     endpoints: &[(String, String)],
 ) -> Result<SandboxManifest> {
     let broker_pem = std::fs::read_to_string(pki_dir.join("broker.cert.pem"))?;
-    let broker_der = crate::sdk::parse_certs(&broker_pem)?;
-    let keyid =
-        crate::crypto::certificate_fingerprint(broker_der.first().context("broker certificate")?);
+    let broker_der = mconnect_sdk::parse_certs(&broker_pem)?;
+    let keyid = mconnect::crypto::certificate_fingerprint(
+        broker_der.first().context("broker certificate")?,
+    );
     let rules = broker.broker.rules();
-    let now = crate::exchange::unix_now();
+    let now = mconnect::exchange::unix_now();
     let mut tries = Vec::new();
     for grant in rules.policy.grants() {
         // A representation grant needs a consented power of attorney, which
         // `scenario_representation` makes step by step; a bare try cannot.
-        if grant.status != crate::policy::GrantStatus::Active
+        if grant.status != mconnect::policy::GrantStatus::Active
             || !grant.in_date(now)
             || grant.representation.is_some()
         {
@@ -632,8 +506,8 @@ fn manifest(
                 continue;
             };
             // The audit log is read on the admin API, never on the data plane.
-            let admin_only = provider == crate::exchange::internal::PROVIDER
-                && code == crate::exchange::internal::AUDIT_LOG;
+            let admin_only = provider == mconnect::exchange::internal::PROVIDER
+                && code == mconnect::exchange::internal::AUDIT_LOG;
             if !service.is_callable() || admin_only {
                 continue;
             }

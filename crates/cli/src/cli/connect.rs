@@ -14,7 +14,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http::Method;
 
-use crate::connect::client::AdminClient;
+use mconnect::connect::client::AdminClient;
 
 /// `mconnect connect`.
 #[derive(Args)]

@@ -47,7 +47,7 @@ pub fn content_digest_field(
     headers: &http::HeaderMap,
 ) -> Result<Option<&HeaderValue>, DigestError> {
     let mut lines = headers
-        .get_all(crate::exchange::call::headers::CONTENT_DIGEST)
+        .get_all(crate::protocol::headers::CONTENT_DIGEST)
         .iter();
     let first = lines.next();
     if lines.next().is_some() {

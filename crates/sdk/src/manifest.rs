@@ -1,0 +1,153 @@
+//! `sandbox.json` (PROTOCOL.md section 9): what `mconnect sandbox` writes
+//! for participant tools and scripts — the broker's URLs and certificate,
+//! every participant's key and certificate (paths relative to the sandbox
+//! directory), calls the shipped policies allow, and an auditor. Participant
+//! code reads it here; only the sandbox writes it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::consumer::Consumer;
+use crate::crypto::Algorithm;
+use crate::keys::{Credentials, SdkError, TrustedKeys};
+use crate::protocol::Role;
+
+/// `sandbox.json`: what tools and scripts read (paths relative to the directory).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SandboxManifest {
+    /// The broker.
+    pub broker: ManifestBroker,
+    /// The CA certificate.
+    pub ca: String,
+    /// Every participant with its key and certificate.
+    pub participants: Vec<ManifestParticipant>,
+    /// Calls the shipped policies allow.
+    #[serde(rename = "try")]
+    pub tries: Vec<ManifestTry>,
+    /// A participant allowed to read the audit log.
+    pub auditor: ManifestAuditor,
+}
+
+/// The broker in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestBroker {
+    /// Data plane base URL.
+    pub data_url: String,
+    /// Admin API base URL.
+    pub admin_url: String,
+    /// Operations listener base URL (plain HTTP, no client certificate).
+    #[serde(default)]
+    pub ops_url: String,
+    /// Broker certificate.
+    pub cert: String,
+    /// Its fingerprint.
+    pub keyid: String,
+}
+
+/// A participant in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestParticipant {
+    /// Participant id.
+    pub id: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Private key PEM.
+    pub key: String,
+    /// Certificate PEM.
+    pub cert: String,
+    /// The RFC 9421 algorithm it signs with.
+    pub alg: String,
+    /// A provider's endpoint (example registers), for tools that bypass the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// A call in `sandbox.json`'s `try` list.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestTry {
+    /// Calling participant.
+    pub client: String,
+    /// `provider/code`.
+    pub service: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path and query on the broker.
+    pub path: String,
+    /// JSON body.
+    pub body: Option<serde_json::Value>,
+    /// Legal basis id.
+    pub basis: String,
+    /// Purpose code.
+    pub reason: String,
+    /// Subject.
+    pub subject: Option<String>,
+    /// The IDNP of the user on whose action the call is made, when it must
+    /// be a particular person (a power of attorney changes only with its
+    /// grantor's consent); otherwise the sandbox's default calling user (`2000000000015`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calling_user: Option<String>,
+}
+
+/// The auditor in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestAuditor {
+    /// Participant id.
+    pub id: String,
+    /// Legal basis id.
+    pub basis: String,
+    /// Purpose code.
+    pub reason: String,
+}
+
+impl SandboxManifest {
+    /// Reads `{dir}/sandbox.json`.
+    pub fn read(dir: &Path) -> Result<SandboxManifest, SdkError> {
+        let path = dir.join("sandbox.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            SdkError::Manifest(format!(
+                "reading {}: {e} (start `mconnect sandbox` first)",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| SdkError::Manifest(format!("parsing {}: {e}", path.display())))
+    }
+
+    /// The key, certificate and CA of a sandbox participant (`dir` holds
+    /// sandbox.json), signing with the participant's algorithm.
+    pub fn credentials(&self, dir: &Path, participant: &str) -> Result<Credentials, SdkError> {
+        let p = self
+            .participants
+            .iter()
+            .find(|p| p.id == participant)
+            .ok_or_else(|| {
+                SdkError::Manifest(format!("no participant `{participant}` in sandbox.json"))
+            })?;
+        Credentials::load(
+            &p.id,
+            &dir.join(&p.cert),
+            &dir.join(&p.key),
+            &dir.join(&self.ca),
+            Algorithm::from_name(&p.alg),
+        )
+        .map_err(|e| {
+            SdkError::Credentials(format!(
+                "loading the key and certificate of `{participant}`: {e}"
+            ))
+        })
+    }
+
+    /// A consumer client for a sandbox participant.
+    pub fn consumer(&self, dir: &Path, participant: &str) -> Result<Consumer, SdkError> {
+        let credentials = self.credentials(dir, participant)?;
+        let path = dir.join(&self.broker.cert);
+        let broker_pem = std::fs::read_to_string(&path)
+            .map_err(|e| SdkError::Credentials(format!("reading {}: {e}", path.display())))?;
+        Consumer::new(
+            credentials,
+            &self.broker.data_url,
+            TrustedKeys::from_pem(&broker_pem)?,
+        )
+    }
+}

@@ -1,0 +1,126 @@
+//! The protocol's vocabulary (PROTOCOL.md sections 2 to 5): header names,
+//! signature labels, the problem+json media type, the clock every signature
+//! is dated by, and query-string reading. The broker and every participant
+//! take these from here, so both sides of the bus spell the protocol alike.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol's header names, lower-case as HTTP/2 and RFC 9421 want them.
+pub mod headers {
+    /// Consumer participant id.
+    pub const CLIENT: &str = "mconnect-client";
+    /// IDNP of the user on whose action the call is made.
+    pub const CALLING_USER: &str = "mconnect-calling-user";
+    /// Legal basis id.
+    pub const CALL_BASIS: &str = "mconnect-call-basis";
+    /// Purpose code.
+    pub const CALL_REASON: &str = "mconnect-call-reason";
+    /// IDNP/IDNO the data is about.
+    pub const SUBJECT: &str = "mconnect-subject";
+    /// IDNP/IDNO on whose behalf the user acts.
+    pub const REPRESENTED_PARTY: &str = "mconnect-represented-party";
+    /// The client's request id.
+    pub const REQUEST_ID: &str = "mconnect-request-id";
+    /// The broker's exchange id.
+    pub const EXCHANGE_ID: &str = "mconnect-exchange-id";
+    /// The audit log leaf index of the exchange.
+    pub const AUDIT_SEQ: &str = "mconnect-audit-seq";
+    /// RFC 9530 digest of the body.
+    pub const CONTENT_DIGEST: &str = "content-digest";
+}
+
+/// The signature labels of the protocol.
+pub mod labels {
+    /// Consumer requests and the broker's forwarded requests.
+    pub const REQUEST: &str = "mconnect";
+    /// Provider responses.
+    pub const PROVIDER: &str = "mconnect-provider";
+    /// The broker's receipts.
+    pub const RECEIPT: &str = "mconnect-receipt";
+}
+
+/// A participant's role on the bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Calls services.
+    Consumer,
+    /// Offers services.
+    Provider,
+    /// The platform owner (AGE): manages participants, grants and connection requests.
+    Operator,
+    /// Reads the audit log under a legal basis.
+    Auditor,
+}
+
+/// The media type of every error answer on the bus (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds since the Unix epoch: what `created` parameters and certificate
+/// validity are compared against. A clock before 1970 reads as 0, which every
+/// freshness check then refuses.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A parameter of a URL query string, percent-decoded (`+` as space).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(query_param("a=1&b=x%2By", "b").as_deref(), Some("x+y"));
+        assert_eq!(query_param("a&b=2", "a").as_deref(), Some(""));
+        assert_eq!(query_param("a=1", "c"), None);
+    }
+}
