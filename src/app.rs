@@ -7,26 +7,20 @@
 //! at start with a clear message and never half-serves.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::audit::{AuditConfig, AuditLog, TreeHeadSigner};
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::crypto::{SigningKey, certificate_fingerprint};
 use crate::exchange::route::ProviderClient;
 use crate::exchange::seal::Sealer;
-use crate::exchange::{Broker, BrokerParts, Rules};
-use crate::policy::PolicyIndex;
+use crate::exchange::{Broker, BrokerParts};
 use crate::registry::Registry;
 use crate::server::RunningServer;
 use crate::store::RedbStore;
 use crate::tls::{self, Identity};
 
-mod reload;
-
-pub(crate) use reload::rules_write_lock;
-pub use reload::{ReloadError, ReloadSummary, RuleProblem, reload};
+mod maintenance;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +37,9 @@ pub enum StartError {
     /// The state store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// Catalog or policies refused.
-    #[error("{0}")]
-    Rules(String),
+    /// Catalog or policies refused; every problem found.
+    #[error("rules refused: {}", crate::rules::summarise(.0))]
+    Rules(Vec<crate::rules::RuleProblem>),
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(String),
@@ -69,7 +63,7 @@ pub struct RunningBroker {
     ops: RunningServer,
     config: Config,
     /// SIGHUP reloads and rate-limit eviction, stopped on shutdown.
-    maintenance: reload::Maintenance,
+    maintenance: maintenance::Maintenance,
 }
 
 impl RunningBroker {
@@ -126,75 +120,6 @@ impl TreeHeadSigner for BrokerTreeSigner {
     }
 }
 
-/// Loads catalog and policies, checking grants against the registry.
-pub fn load_rules(
-    catalog_dir: &Path,
-    policies_dir: &Path,
-    registry: &Registry,
-) -> Result<Rules, StartError> {
-    let stored = crate::connect::stored_grant_documents(registry.store().as_ref())
-        .map_err(StartError::Rules)?;
-    load_rules_with(catalog_dir, policies_dir, registry, stored)
-}
-
-/// [`load_rules`] with the stored grant documents given: a connection-request
-/// transition checks that the rules would load with its change before the
-/// change is audited and stored.
-pub fn load_rules_with(
-    catalog_dir: &Path,
-    policies_dir: &Path,
-    registry: &Registry,
-    mut stored: Vec<(std::path::PathBuf, serde_json::Value)>,
-) -> Result<Rules, StartError> {
-    let catalog = Catalog::load_dir(catalog_dir).map_err(|e| StartError::Rules(e.to_string()))?;
-    let snapshot = registry.snapshot();
-    let known = |id: &str| snapshot.get(id).is_some();
-    // The policy files plus the grants of connection requests in force (or
-    // suspended, or revoked for listings), read from the state store and
-    // checked by the same loader, so both kinds obey the same rules.
-    let rules_error = |errors: Vec<crate::policy::PolicyError>| {
-        StartError::Rules(errors.first().map_or_else(
-            || "policies could not be loaded".to_string(),
-            ToString::to_string,
-        ))
-    };
-    let mut documents: Vec<(std::path::PathBuf, serde_json::Value)> =
-        crate::catalog::files_in(policies_dir)
-            .map_err(|problems| {
-                rules_error(
-                    problems
-                        .into_iter()
-                        .map(|p| crate::policy::PolicyError {
-                            file: p.file,
-                            pointer: p.pointer,
-                            reason: p.reason,
-                        })
-                        .collect(),
-                )
-            })?
-            .into_iter()
-            .map(|file| (file.path, file.value))
-            .collect();
-    // A stored grant that no longer loads (its service left the catalog, its
-    // consumer was removed) is left out with a warning rather than stopping
-    // the broker: leaving it out denies what it allowed, the safe side, and
-    // everyone else keeps being served. Policy files stay strict.
-    stored.retain(|(path, value)| {
-        match PolicyIndex::from_documents(vec![(path.clone(), value.clone())], &catalog, &known) {
-            Ok(_) => true,
-            Err(errors) => {
-                for e in errors {
-                    tracing::warn!(error = %e, "stored grant no longer valid; left out of the policy index");
-                }
-                false
-            }
-        }
-    });
-    documents.extend(stored);
-    let policy = PolicyIndex::from_documents(documents, &catalog, &known).map_err(rules_error)?;
-    Ok(Rules { catalog, policy })
-}
-
 /// Opens everything and starts the data, admin and operations listeners.
 pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let cas = tls::load_certificates(&config.ca_file)?;
@@ -212,7 +137,8 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     // Participant certificates must chain to the same CA the listeners trust.
     let anchors = crate::trust::TrustAnchors::new(&cas)?;
     let registry = Arc::new(Registry::open(store, anchors)?);
-    let rules = load_rules(&config.catalog_dir, &config.policies_dir, &registry)?;
+    let rules = crate::rules::load(&config.catalog_dir, &config.policies_dir, &registry)
+        .map_err(StartError::Rules)?;
 
     let (audit, recovery) = AuditLog::open(
         AuditConfig {
@@ -342,7 +268,7 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
         broker.default_public_data_url(format!("https://{}", data.local_addr()));
     }
     tracing::info!(data = %data.local_addr(), admin = %admin.local_addr(), ops = %ops.local_addr(), public = ?broker.public_data_url(), "broker listening");
-    let maintenance = reload::Maintenance::start(
+    let maintenance = maintenance::Maintenance::start(
         broker.clone(),
         config.catalog_dir.clone(),
         config.policies_dir.clone(),

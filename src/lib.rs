@@ -29,6 +29,7 @@ pub mod ops;
 pub mod pki;
 pub mod policy;
 pub mod registry;
+pub mod rules;
 pub mod store;
 pub mod trust;
 

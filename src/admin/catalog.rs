@@ -168,7 +168,7 @@ fn list_grants(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
 async fn reload(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
     require_role(request.caller, Role::Operator)?;
     no_params(request)?;
-    match crate::app::reload(
+    match crate::rules::reload(
         &state.broker,
         &state.catalog_dir,
         &state.policies_dir,
@@ -180,7 +180,7 @@ async fn reload(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
             StatusCode::OK,
             &json!({ "reloaded": true, "registers": summary.registers, "services": summary.services, "grants": summary.grants }),
         )),
-        Err(crate::app::ReloadError::Invalid(problems)) => {
+        Err(crate::rules::ReloadError::Invalid(problems)) => {
             let detail = problems.first().map_or_else(
                 || "the rules were refused".to_owned(),
                 |first| {
@@ -195,14 +195,14 @@ async fn reload(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
                 "admin.invalid",
                 &detail,
                 json!({
-                    "file": first.map(|p| p.file.as_str()),
+                    "file": first.map(|p| p.file.to_string_lossy().into_owned()),
                     "pointer": first.map(|p| p.pointer.as_str()),
                     "reason": first.map(|p| p.reason.as_str()),
                     "problems": problems,
                 }),
             ))
         }
-        Err(e @ crate::app::ReloadError::Audit(_)) => Err(refuse(
+        Err(e @ crate::rules::ReloadError::Audit(_)) => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit.unavailable",
             e.to_string(),

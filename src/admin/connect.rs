@@ -216,17 +216,18 @@ fn commit(state: &AdminState, staged: &Staged) -> Result<(), AdminError> {
     }
     // The rules lock orders this load and swap with SIGHUP and `/v1/reload`,
     // so nobody swaps in rules older than the store.
-    let _rules = crate::app::rules_write_lock();
-    match crate::app::load_rules(
+    let writer = state.broker.live_rules().writer();
+    match crate::rules::load(
         &state.catalog_dir,
         &state.policies_dir,
         state.broker.registry(),
     ) {
         Ok(rules) => {
-            state.broker.swap_rules(rules);
+            writer.swap(rules);
             Ok(())
         }
-        Err(e) => {
+        Err(problems) => {
+            let e = crate::rules::summarise(&problems);
             let undone = connect::restore(store.as_ref(), &staged.after.id, staged.before.as_ref());
             Err(failed(format!(
                 "the rules no longer load with it: {e}{}",
@@ -538,18 +539,19 @@ fn transition(
                 .collect();
             stored.push((path, json!({ "grants": grants })));
         }
-        crate::app::load_rules_with(
+        crate::rules::load_with(
             &state.catalog_dir,
             &state.policies_dir,
             state.broker.registry(),
             stored,
         )
-        .map_err(|e| {
+        .map_err(|problems| {
             refuse(
                 StatusCode::CONFLICT,
                 "connect.rules_refused",
                 format!(
-                    "the grants of {id} do not load with the current catalog, policies and registry, so nothing changed: {e}"
+                    "the grants of {id} do not load with the current catalog, policies and registry, so nothing changed: {}",
+                    crate::rules::summarise(&problems)
                 ),
             )
         })?;

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::rules::RuleProblem;
+
 use serde_json::Value;
 
 /// Files larger than this are refused: catalog and policy files are small,
@@ -20,31 +22,12 @@ pub(crate) struct JsonFile {
     pub(crate) value: Value,
 }
 
-/// A problem in one file: where, and why. Converted into the public error
-/// type of each loader.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FileProblem {
-    pub(crate) file: PathBuf,
-    pub(crate) pointer: String,
-    pub(crate) reason: String,
-}
-
-impl FileProblem {
-    pub(crate) fn new(file: &Path, pointer: &str, reason: impl Into<String>) -> FileProblem {
-        FileProblem {
-            file: file.to_path_buf(),
-            pointer: pointer.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
-
 /// Reads every `*.json` file directly in `dir`, sorted by name so error
 /// reports and duplicate detection are deterministic. Subdirectories (such
 /// as `schema/`) are not entered.
-pub(crate) fn read_json_dir(dir: &Path) -> Result<Vec<JsonFile>, Vec<FileProblem>> {
+pub(crate) fn read_json_dir(dir: &Path) -> Result<Vec<JsonFile>, Vec<RuleProblem>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        vec![FileProblem::new(
+        vec![RuleProblem::new(
             dir,
             "",
             format!("cannot read directory: {e}"),
@@ -53,7 +36,7 @@ pub(crate) fn read_json_dir(dir: &Path) -> Result<Vec<JsonFile>, Vec<FileProblem
     let mut paths = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| {
-            vec![FileProblem::new(
+            vec![RuleProblem::new(
                 dir,
                 "",
                 format!("cannot read directory: {e}"),
@@ -80,18 +63,18 @@ pub(crate) fn read_json_dir(dir: &Path) -> Result<Vec<JsonFile>, Vec<FileProblem
     }
 }
 
-fn read_json_file(path: &Path) -> Result<Value, FileProblem> {
+fn read_json_file(path: &Path) -> Result<Value, RuleProblem> {
     let metadata = std::fs::metadata(path)
-        .map_err(|e| FileProblem::new(path, "", format!("cannot read file: {e}")))?;
+        .map_err(|e| RuleProblem::new(path, "", format!("cannot read file: {e}")))?;
     if metadata.len() > MAX_FILE_BYTES {
-        return Err(FileProblem::new(
+        return Err(RuleProblem::new(
             path,
             "",
             format!("file is larger than {MAX_FILE_BYTES} bytes"),
         ));
     }
     let bytes = std::fs::read(path)
-        .map_err(|e| FileProblem::new(path, "", format!("cannot read file: {e}")))?;
+        .map_err(|e| RuleProblem::new(path, "", format!("cannot read file: {e}")))?;
     serde_json::from_slice(&bytes)
-        .map_err(|e| FileProblem::new(path, "", format!("not valid JSON: {e}")))
+        .map_err(|e| RuleProblem::new(path, "", format!("not valid JSON: {e}")))
 }

@@ -33,8 +33,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::rules::RuleProblem;
 pub use dcat::to_dcat_ap;
-pub(crate) use files::{FileProblem, JsonFile, read_json_dir as files_in};
+pub(crate) use files::{JsonFile, read_json_dir as files_in};
 
 /// The register schema every catalog file must satisfy, embedded so that the
 /// rules enforced are those the broker was built with, not a file an operator
@@ -352,18 +353,6 @@ pub struct SchemaViolation {
     pub reason: String,
 }
 
-/// A catalog file that cannot be loaded: which file, where in it, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: at {}: {reason}", file.display(), display_pointer(pointer))]
-pub struct CatalogError {
-    /// The file (or directory) at fault.
-    pub file: PathBuf,
-    /// JSON pointer inside the file; empty for the whole document.
-    pub pointer: String,
-    /// What is wrong and what to fix.
-    pub reason: String,
-}
-
 /// What `mconnect catalog check` reports for a valid directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogSummary {
@@ -400,7 +389,7 @@ impl fmt::Display for CatalogSummary {
 
 /// Checks a catalog directory and reports every problem found, for
 /// `mconnect catalog check DIR` (which exits non-zero when this is `Err`).
-pub fn check_dir(dir: &Path) -> Result<CatalogSummary, Vec<CatalogError>> {
+pub fn check_dir(dir: &Path) -> Result<CatalogSummary, Vec<RuleProblem>> {
     let (catalog, files) = load(dir)?;
     let mut services = BTreeMap::new();
     for service in catalog.services() {
@@ -419,17 +408,22 @@ impl Catalog {
     /// service schema, and checks that register ids and service keys are
     /// unique. On failure returns the first problem; use [`check_dir`] to get
     /// them all.
-    pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
+    pub fn load_dir(dir: &Path) -> Result<Catalog, RuleProblem> {
         load(dir)
             .map(|(catalog, _)| catalog)
             .map_err(|mut problems| problems.swap_remove(0))
+    }
+
+    /// Like [`Catalog::load_dir`], but reporting every problem found.
+    pub fn load_dir_all(dir: &Path) -> Result<Catalog, Vec<RuleProblem>> {
+        load(dir).map(|(catalog, _)| catalog)
     }
 
     /// Builds a catalog from documents already in memory (tests, embedded
     /// catalogs). Each document is named by `file` in errors.
     pub fn from_documents(
         documents: impl IntoIterator<Item = (PathBuf, Value)>,
-    ) -> Result<Catalog, Vec<CatalogError>> {
+    ) -> Result<Catalog, Vec<RuleProblem>> {
         let files = documents
             .into_iter()
             .map(|(path, value)| JsonFile { path, value })
@@ -637,7 +631,7 @@ pub(crate) fn schema_problems(
     validator: &jsonschema::Validator,
     file: &Path,
     value: &Value,
-) -> Vec<FileProblem> {
+) -> Vec<RuleProblem> {
     // `is_valid` stops at the first failure and builds no error paths, so it
     // is several times faster than collecting errors; valid files are the
     // rule, so errors are collected only for the rare invalid one.
@@ -646,7 +640,7 @@ pub(crate) fn schema_problems(
     }
     validator
         .iter_errors(value)
-        .map(|error| FileProblem {
+        .map(|error| RuleProblem {
             file: file.to_path_buf(),
             pointer: error.instance_path().as_str().to_owned(),
             reason: error.to_string(),
@@ -696,33 +690,22 @@ struct RawService {
     store_bodies: Option<StoreBodies>,
 }
 
-fn load(dir: &Path) -> Result<(Catalog, Vec<PathBuf>), Vec<CatalogError>> {
-    let files = files::read_json_dir(dir).map_err(into_catalog_errors)?;
+fn load(dir: &Path) -> Result<(Catalog, Vec<PathBuf>), Vec<RuleProblem>> {
+    let files = files::read_json_dir(dir)?;
     let paths = files.iter().map(|file| file.path.clone()).collect();
     build(files).map(|catalog| (catalog, paths))
 }
 
-fn into_catalog_errors(problems: Vec<FileProblem>) -> Vec<CatalogError> {
-    problems
-        .into_iter()
-        .map(|p| CatalogError {
-            file: p.file,
-            pointer: p.pointer,
-            reason: p.reason,
-        })
-        .collect()
-}
-
-fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<CatalogError>> {
+fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<RuleProblem>> {
     let meta_schema: Value = serde_json::from_str(REGISTER_SCHEMA).map_err(|e| {
-        vec![CatalogError {
+        vec![RuleProblem {
             file: PathBuf::from("catalog/schema/register.schema.json"),
             pointer: String::new(),
             reason: format!("embedded schema is not JSON: {e}"),
         }]
     })?;
     let meta = compile_schema(&meta_schema).map_err(|reason| {
-        vec![CatalogError {
+        vec![RuleProblem {
             file: PathBuf::from("catalog/schema/register.schema.json"),
             pointer: String::new(),
             reason: format!("embedded schema does not compile: {reason}"),
@@ -744,7 +727,7 @@ fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<CatalogError>> {
         let raw: RawRegister = match serde_json::from_value(file.value) {
             Ok(raw) => raw,
             Err(e) => {
-                problems.push(FileProblem::new(&file.path, "", e.to_string()));
+                problems.push(RuleProblem::new(&file.path, "", e.to_string()));
                 continue;
             }
         };
@@ -752,7 +735,7 @@ fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<CatalogError>> {
             continue;
         };
         if let Some(previous) = register_files.get(&register.id) {
-            problems.push(FileProblem::new(
+            problems.push(RuleProblem::new(
                 &file.path,
                 "/id",
                 format!(
@@ -767,7 +750,7 @@ fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<CatalogError>> {
         for (index, service) in file_services.into_iter().enumerate() {
             let codes = by_key.entry(service.provider.clone()).or_default();
             if codes.contains_key(&service.code) {
-                problems.push(FileProblem::new(
+                problems.push(RuleProblem::new(
                     &file.path,
                     &format!("/services/{index}/code"),
                     format!("service {} is catalogued twice", service.key),
@@ -782,7 +765,7 @@ fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<CatalogError>> {
     }
 
     if !problems.is_empty() {
-        return Err(into_catalog_errors(problems));
+        return Err(problems);
     }
     registers.sort_by(|a, b| a.id.cmp(&b.id));
     services.sort_by(|a, b| a.key.cmp(&b.key));
@@ -800,18 +783,18 @@ fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<CatalogError>> {
 fn build_register(
     raw: RawRegister,
     file: &Path,
-    problems: &mut Vec<FileProblem>,
+    problems: &mut Vec<RuleProblem>,
 ) -> Option<(Register, Vec<Service>)> {
     let before = problems.len();
     if !crate::ids::is_valid_idno(&raw.owner.idno) {
-        problems.push(FileProblem::new(
+        problems.push(RuleProblem::new(
             file,
             "/owner/idno",
             "not a valid IDNO (control digit)",
         ));
     }
     if !crate::ids::is_valid_participant_id(&raw.provider) {
-        problems.push(FileProblem::new(
+        problems.push(RuleProblem::new(
             file,
             "/provider",
             "not a valid participant id",
@@ -821,7 +804,7 @@ fn build_register(
     for (index, s) in raw.services.into_iter().enumerate() {
         let at = |rest: &str| format!("/services/{index}{rest}");
         if services.iter().any(|other: &Service| other.code == s.code) {
-            problems.push(FileProblem::new(
+            problems.push(RuleProblem::new(
                 file,
                 &at("/code"),
                 format!("duplicate service code {:?}", s.code),
@@ -831,7 +814,7 @@ fn build_register(
         let method = match http::Method::from_bytes(s.method.as_bytes()) {
             Ok(method) => method,
             Err(_) => {
-                problems.push(FileProblem::new(file, &at("/method"), "not an HTTP method"));
+                problems.push(RuleProblem::new(file, &at("/method"), "not an HTTP method"));
                 continue;
             }
         };
@@ -839,7 +822,7 @@ fn build_register(
             Some(schema) => match compile_schema(schema) {
                 Ok(validator) => Some(validator),
                 Err(reason) => {
-                    problems.push(FileProblem::new(
+                    problems.push(RuleProblem::new(
                         file,
                         &at("/request_schema"),
                         format!("schema does not compile: {reason}"),
@@ -852,7 +835,7 @@ fn build_register(
         let response_validator = match compile_schema(&s.response_schema) {
             Ok(validator) => validator,
             Err(reason) => {
-                problems.push(FileProblem::new(
+                problems.push(RuleProblem::new(
                     file,
                     &at("/response_schema"),
                     format!("schema does not compile: {reason}"),
@@ -862,7 +845,7 @@ fn build_register(
         };
         for (e, element) in s.data_elements.iter().enumerate() {
             if !paths::schema_has_path(&s.response_schema, &element.path) {
-                problems.push(FileProblem::new(
+                problems.push(RuleProblem::new(
                     file,
                     &at(&format!("/data_elements/{e}/path")),
                     format!("{:?} is not a field of the response schema", element.path),
@@ -872,7 +855,7 @@ fn build_register(
         let mut names: Vec<&str> = s.query.iter().map(|q| q.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
-            problems.push(FileProblem::new(
+            problems.push(RuleProblem::new(
                 file,
                 &at("/query"),
                 "duplicate query parameter",
@@ -884,7 +867,7 @@ fn build_register(
             match location {
                 params::SubjectLocation::Query(name) => {
                     if !s.query.iter().any(|q| &q.name == name && q.format.is_person_id()) {
-                        problems.push(FileProblem::new(
+                        problems.push(RuleProblem::new(
                             file,
                             &at_location,
                             format!("{name:?} is not a query parameter of format idnp, idno or idnp-or-idno"),
@@ -893,12 +876,12 @@ fn build_register(
                 }
                 params::SubjectLocation::Body(pointer) => match params::parse_pointer(pointer) {
                     Some(segments) if s.request_schema.is_some() => subject_pointers.push(segments),
-                    Some(_) => problems.push(FileProblem::new(
+                    Some(_) => problems.push(RuleProblem::new(
                         file,
                         &at_location,
                         "a body location needs a service that takes a body (request_schema)",
                     )),
-                    None => problems.push(FileProblem::new(
+                    None => problems.push(RuleProblem::new(
                         file,
                         &at_location,
                         format!("{pointer:?} is not a JSON pointer (RFC 6901, `*` for every array element)"),
@@ -910,7 +893,7 @@ fn build_register(
             if let Some(example) = &parameter.example
                 && !parameter.format.accepts(example)
             {
-                problems.push(FileProblem::new(
+                problems.push(RuleProblem::new(
                     file,
                     &at(&format!("/query/{q}/example")),
                     format!("example is not {}", parameter.format.describe()),

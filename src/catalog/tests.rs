@@ -76,14 +76,14 @@ pub(crate) fn test_service(code: &str, status: &str, subject_required: bool) -> 
     })
 }
 
-fn from_docs(docs: Vec<(&str, Value)>) -> Result<Catalog, Vec<CatalogError>> {
+fn from_docs(docs: Vec<(&str, Value)>) -> Result<Catalog, Vec<RuleProblem>> {
     Catalog::from_documents(
         docs.into_iter()
             .map(|(name, value)| (PathBuf::from(name), value)),
     )
 }
 
-fn errors_of(result: Result<Catalog, Vec<CatalogError>>) -> Vec<CatalogError> {
+fn errors_of(result: Result<Catalog, Vec<RuleProblem>>) -> Vec<RuleProblem> {
     match result {
         Ok(_) => panic!("expected the catalog to be refused"),
         Err(errors) => errors,

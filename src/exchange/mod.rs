@@ -38,17 +38,18 @@ pub mod verify;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::audit::{AuditLog, AuditRecord, Decision as AuditDecision};
-use crate::catalog::{Catalog, Service};
+use crate::catalog::Service;
 use crate::config::Limits;
 use crate::httpsig::{self, MessageView, RequestView, SignatureParams};
-use crate::policy::{Decision, DecisionRequest, PolicyIndex, RateLimiter};
+use crate::policy::{Decision, DecisionRequest, RateLimiter};
 use crate::registry::{ParticipantEntry, Registry};
+use crate::rules::LiveRules;
+pub use crate::rules::Rules;
 use call::{CallHeaders, Route, headers, labels};
 use error::{ErrorKind, ExchangeError};
 use replay_store::{EmbeddedReplayStore, ReplayRefusal, ReplayStore, Settled};
@@ -58,18 +59,10 @@ pub use mconnect_sdk::protocol::unix_now;
 pub use mconnect_sdk::server::Peer;
 use seal::{Answer, Sealer};
 
-/// The catalog and the policy index, swapped together on reload.
-pub struct Rules {
-    /// What exists on the bus.
-    pub catalog: Catalog,
-    /// Who may call what.
-    pub policy: PolicyIndex,
-}
-
 /// Everything one broker needs to run exchanges.
 pub struct Broker {
     registry: Arc<Registry>,
-    rules: ArcSwap<Rules>,
+    rules: LiveRules,
     rate: RateLimiter,
     replay: Arc<dyn ReplayStore>,
     /// Seconds added to the system clock (see [`Broker::shift_clock`]).
@@ -173,7 +166,7 @@ impl Broker {
     pub fn new(parts: BrokerParts) -> Broker {
         Broker {
             registry: parts.registry,
-            rules: ArcSwap::from_pointee(parts.rules),
+            rules: LiveRules::new(parts.rules),
             rate: RateLimiter::new(),
             replay: Arc::new(EmbeddedReplayStore::new(
                 parts.audit.clone(),
@@ -210,12 +203,13 @@ impl Broker {
 
     /// The current catalog and policies.
     pub fn rules(&self) -> Arc<Rules> {
-        self.rules.load_full()
+        self.rules.current()
     }
 
-    /// Replaces catalog and policies atomically; calls in flight finish on the old ones.
-    pub fn swap_rules(&self, rules: Rules) {
-        self.rules.store(Arc::new(rules));
+    /// The rules in force and their writers' lock: every change to the
+    /// rules loads and swaps through [`LiveRules::writer`].
+    pub fn live_rules(&self) -> &LiveRules {
+        &self.rules
     }
 
     /// The broker's signer (for the admin API's signed answers).
@@ -390,7 +384,7 @@ impl Broker {
         trace.call = Some(call.clone());
 
         // Catalog: the service must exist and be callable with this method.
-        let rules = self.rules.load_full();
+        let rules = self.rules.current();
         let service = rules
             .catalog
             .service(route.provider, route.code)

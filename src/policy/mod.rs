@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::catalog::{self, Catalog, FileProblem, JsonFile, Service, Text};
+use crate::catalog::{self, Catalog, JsonFile, RuleProblem, Service, Text};
 use index::DecisionTable;
 
 pub use fields::{FieldSet, minimise};
@@ -365,18 +365,6 @@ pub struct Quota {
     pub per_month: Option<u64>,
 }
 
-/// A policy file that cannot be loaded: which file, where in it, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: at {}: {reason}", file.display(), if pointer.is_empty() { "(root)" } else { pointer })]
-pub struct PolicyError {
-    /// The file (or directory) at fault.
-    pub file: PathBuf,
-    /// JSON pointer inside the file; empty for the whole document.
-    pub pointer: String,
-    /// What is wrong and what to fix.
-    pub reason: String,
-}
-
 /// What `mconnect policy check` reports for a valid directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySummary {
@@ -418,8 +406,8 @@ pub fn check_dir(
     dir: &Path,
     catalog: &Catalog,
     is_known_participant: &dyn Fn(&str) -> bool,
-) -> Result<PolicySummary, Vec<PolicyError>> {
-    let files = catalog::files_in(dir).map_err(into_policy_errors)?;
+) -> Result<PolicySummary, Vec<RuleProblem>> {
+    let files = catalog::files_in(dir)?;
     let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     let index = build(files, catalog, is_known_participant)?;
     let mut grants = BTreeMap::new();
@@ -443,10 +431,8 @@ impl PolicyIndex {
         dir: &Path,
         catalog: &Catalog,
         is_known_participant: &dyn Fn(&str) -> bool,
-    ) -> Result<PolicyIndex, PolicyError> {
-        let files = catalog::files_in(dir)
-            .map_err(into_policy_errors)
-            .map_err(first)?;
+    ) -> Result<PolicyIndex, RuleProblem> {
+        let files = catalog::files_in(dir).map_err(first)?;
         build(files, catalog, is_known_participant).map_err(first)
     }
 
@@ -458,7 +444,7 @@ impl PolicyIndex {
         documents: impl IntoIterator<Item = (PathBuf, Value)>,
         catalog: &Catalog,
         is_known_participant: &dyn Fn(&str) -> bool,
-    ) -> Result<PolicyIndex, Vec<PolicyError>> {
+    ) -> Result<PolicyIndex, Vec<RuleProblem>> {
         let files = documents
             .into_iter()
             .map(|(path, value)| JsonFile { path, value })
@@ -566,11 +552,11 @@ fn deny<'a>(code: DenyCode, rule: &'static str, grant: Option<&'a Grant>) -> Dec
     Decision::Deny(Denial { code, rule, grant })
 }
 
-fn first(mut errors: Vec<PolicyError>) -> PolicyError {
+fn first(mut errors: Vec<RuleProblem>) -> RuleProblem {
     if errors.is_empty() {
         // Not reached: loaders only fail with at least one problem. Kept
         // total so no panic is possible.
-        PolicyError {
+        RuleProblem {
             file: PathBuf::new(),
             pointer: String::new(),
             reason: "policy could not be loaded".into(),
@@ -578,17 +564,6 @@ fn first(mut errors: Vec<PolicyError>) -> PolicyError {
     } else {
         errors.swap_remove(0)
     }
-}
-
-fn into_policy_errors(problems: Vec<FileProblem>) -> Vec<PolicyError> {
-    problems
-        .into_iter()
-        .map(|p| PolicyError {
-            file: p.file,
-            pointer: p.pointer,
-            reason: p.reason,
-        })
-        .collect()
 }
 
 #[derive(Deserialize)]
@@ -638,9 +613,9 @@ fn build(
     files: Vec<JsonFile>,
     catalog: &Catalog,
     is_known_participant: &dyn Fn(&str) -> bool,
-) -> Result<PolicyIndex, Vec<PolicyError>> {
+) -> Result<PolicyIndex, Vec<RuleProblem>> {
     let schema_error = |reason: String| {
-        vec![PolicyError {
+        vec![RuleProblem {
             file: PathBuf::from("policies/schema/grants.schema.json"),
             pointer: String::new(),
             reason,
@@ -669,7 +644,7 @@ fn build(
         let raw: RawFile = match serde_json::from_value(file.value) {
             Ok(raw) => raw,
             Err(e) => {
-                problems.push(FileProblem::new(path, "", e.to_string()));
+                problems.push(RuleProblem::new(path, "", e.to_string()));
                 continue;
             }
         };
@@ -695,7 +670,7 @@ fn build(
             continue;
         };
         if first.id == again.id {
-            problems.push(FileProblem::new(
+            problems.push(RuleProblem::new(
                 &paths[*file],
                 &format!("/grants/{index}/id"),
                 format!(
@@ -707,13 +682,13 @@ fn build(
         }
     }
     if !problems.is_empty() {
-        return Err(into_policy_errors(problems));
+        return Err(problems);
     }
     let grants: Vec<Grant> = built.into_iter().map(|(grant, _, _)| grant).collect();
     // Revoked grants stay listable but never enter the table, so they behave
     // exactly as no grant at all.
     let table = DecisionTable::build(&grants).map_err(|index::TooLarge| {
-        vec![PolicyError {
+        vec![RuleProblem {
             file: PathBuf::new(),
             pointer: String::new(),
             reason: "too many grants to index (over 4 billion rules or names, or 4 GiB of \
@@ -776,7 +751,7 @@ fn build_grant(
     raw: RawGrant,
     context: &GrantContext<'_>,
     field_sets: &mut FieldSetCache,
-    problems: &mut Vec<FileProblem>,
+    problems: &mut Vec<RuleProblem>,
 ) -> Option<Grant> {
     let GrantContext {
         file,
@@ -789,7 +764,7 @@ fn build_grant(
     // common case, a valid grant, builds none.
     let at = GrantPointer(index);
     let mut problem =
-        |pointer: String, reason: String| problems.push(FileProblem::new(file, &pointer, reason));
+        |pointer: String, reason: String| problems.push(RuleProblem::new(file, &pointer, reason));
 
     if !is_known_participant(&raw.consumer) {
         problem(

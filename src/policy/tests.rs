@@ -212,7 +212,7 @@ fn instants_parse() {
     }
 }
 
-fn refused(grants: Value) -> Vec<PolicyError> {
+fn refused(grants: Value) -> Vec<RuleProblem> {
     let catalog = test_catalog();
     match PolicyIndex::from_documents(
         [(PathBuf::from("bad.json"), json!({"grants": [grants]}))],
