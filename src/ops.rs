@@ -331,17 +331,15 @@ pub async fn handle(ops: &Operations, request: &http::request::Parts) -> Respons
     match ops.respond(&request.method, request.uri.path()).await {
         Some(response) => response,
         None => {
-            let body = serde_json::json!({
-                "type": "urn:mconnect:problem:ops.not_found",
-                "title": "Not Found",
-                "status": 404,
-                "detail": "the operations listener serves GET /healthz, /readyz and /metrics only",
-                "code": "ops.not_found",
-            });
+            let problem = mconnect_sdk::protocol::Problem::new(
+                StatusCode::NOT_FOUND,
+                "ops.not_found",
+                "the operations listener serves GET /healthz, /readyz and /metrics only",
+            );
             text(
                 StatusCode::NOT_FOUND,
-                "application/problem+json",
-                body.to_string(),
+                mconnect_sdk::protocol::PROBLEM_JSON,
+                String::from_utf8_lossy(&problem.to_json()).into_owned(),
             )
         }
     }

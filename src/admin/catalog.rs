@@ -287,22 +287,13 @@ fn problem(
     detail: &str,
     extra: Value,
 ) -> http::Response<Full<Bytes>> {
-    let mut body = json!({
-        "type": format!("urn:mconnect:problem:{code}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
+    let mut problem = mconnect_sdk::protocol::Problem::new(status, code, detail);
+    if let Value::Object(extra) = extra {
+        for (name, value) in extra {
+            problem = problem.with(&name, value);
+        }
     }
-    let mut response = json(status, &body);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/problem+json"),
-    );
-    response
+    super::problem_response(&problem)
 }
 
 /// A JSON-LD answer (`application/ld+json`), as DCAT-AP harvesters expect.

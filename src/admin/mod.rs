@@ -86,6 +86,16 @@ pub(crate) fn refuse(
     }
 }
 
+/// A problem+json answer.
+pub(crate) fn problem_response(problem: &mconnect_sdk::protocol::Problem) -> Response<Full<Bytes>> {
+    let mut r = json(problem.status(), &problem.to_value());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(mconnect_sdk::protocol::PROBLEM_JSON),
+    );
+    r
+}
+
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(
         serde_json::to_vec_pretty(value).unwrap_or_default(),
@@ -122,21 +132,9 @@ impl AdminState {
     {
         match self.route(peer, request).await {
             Ok(r) => r,
-            Err(e) => {
-                let body = serde_json::json!({
-                    "type": format!("urn:mconnect:problem:{}", e.code),
-                    "title": e.status.canonical_reason().unwrap_or("Error"),
-                    "status": e.status.as_u16(),
-                    "detail": e.detail,
-                    "code": e.code,
-                });
-                let mut r = json(e.status, &body);
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/problem+json"),
-                );
-                r
-            }
+            Err(e) => problem_response(&mconnect_sdk::protocol::Problem::new(
+                e.status, e.code, e.detail,
+            )),
         }
     }
 

@@ -12,9 +12,6 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::exchange::call::headers;
 use mconnect_sdk::{Credentials, SdkError, sign_request};
@@ -48,7 +45,7 @@ impl AdminAnswer {
 pub struct AdminClient {
     credentials: Credentials,
     base: String,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: crate::tls::HttpsClient,
 }
 
 impl AdminClient {
@@ -59,17 +56,16 @@ impl AdminClient {
     pub fn new(credentials: Credentials, admin_url: &str) -> Result<AdminClient, SdkError> {
         let tls = crate::tls::client_config(&credentials.ca, &credentials.tls)
             .map_err(|e| SdkError::Credentials(e.to_string()))?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .build();
         Ok(AdminClient {
             credentials,
             base: admin_url.trim_end_matches('/').to_string(),
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
-                .build(https),
+            client: crate::tls::https_client(
+                &tls,
+                crate::tls::ClientOptions {
+                    http2: false,
+                    ..Default::default()
+                },
+            ),
         })
     }
 

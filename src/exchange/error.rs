@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use serde::Serialize;
 
 /// Why the broker refused or could not complete an exchange.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -184,25 +183,6 @@ impl ErrorKind {
     }
 }
 
-/// The RFC 9457 body of a refusal.
-#[derive(Debug, Serialize)]
-pub struct Problem<'a> {
-    /// A URI naming the problem type.
-    #[serde(rename = "type")]
-    pub type_uri: String,
-    /// The short title.
-    pub title: &'a str,
-    /// The HTTP status.
-    pub status: u16,
-    /// What to fix.
-    pub detail: &'a str,
-    /// The stable machine code.
-    pub code: &'a str,
-    /// The broker's exchange id, when one was assigned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exchange_id: Option<&'a str>,
-}
-
 impl ExchangeError {
     /// A refusal of this kind with a detail saying what to fix.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
@@ -251,19 +231,13 @@ impl ExchangeError {
 
     /// The problem+json body.
     pub fn to_problem_json(&self, exchange_id: Option<&str>) -> Vec<u8> {
-        let problem = Problem {
-            type_uri: format!("urn:mconnect:problem:{}", self.code()),
-            title: self.kind.title(),
-            status: self.status().as_u16(),
-            detail: &self.detail,
-            code: self.code(),
-            exchange_id,
-        };
-        // Serialising a struct of strings and integers cannot fail; fall back
-        // to a fixed body rather than panic if it ever did.
-        serde_json::to_vec(&problem).unwrap_or_else(|_| {
-            br#"{"type":"urn:mconnect:problem:internal.error","title":"Internal broker error","status":500,"code":"internal.error","detail":"problem rendering failed"}"#.to_vec()
-        })
+        let mut problem =
+            mconnect_sdk::protocol::Problem::new(self.status(), self.code(), &self.detail)
+                .titled(self.kind.title());
+        if let Some(id) = exchange_id {
+            problem = problem.with("exchange_id", id);
+        }
+        problem.to_json()
     }
 }
 

@@ -10,13 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::error::{ErrorKind, ExchangeError};
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A provider's answer, fully read.
 pub struct ProviderAnswer {
@@ -29,26 +24,20 @@ pub struct ProviderAnswer {
 /// The pooled client towards providers.
 #[derive(Clone)]
 pub struct ProviderClient {
-    client: Client<Connector, Full<Bytes>>,
+    client: crate::tls::HttpsClient,
 }
 
 impl ProviderClient {
     /// A client presenting the broker's certificate (inside `tls`).
     pub fn new(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(64)
-            .build(https);
+        let client = crate::tls::https_client(
+            &tls,
+            crate::tls::ClientOptions {
+                http2: true,
+                connect_timeout: Some(connect_timeout),
+                max_idle_per_host: 64,
+            },
+        );
         ProviderClient { client }
     }
 

@@ -206,10 +206,7 @@ pub struct Consumer {
     credentials: Credentials,
     broker_url: String,
     broker_keys: TrustedKeys,
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    client: crate::tls::HttpsClient,
 }
 
 impl Consumer {
@@ -221,19 +218,7 @@ impl Consumer {
     ) -> Result<Consumer, SdkError> {
         let tls = crate::tls::client_config(&credentials.ca, &credentials.tls)
             .map_err(|e| SdkError::Credentials(e.to_string()))?;
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
-                .build(https);
+        let client = crate::tls::https_client(&tls, crate::tls::ClientOptions::default());
         Ok(Consumer {
             credentials,
             broker_url: broker_url.trim_end_matches('/').to_string(),

@@ -58,6 +58,77 @@ pub enum Role {
 /// The media type of every error answer on the bus (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// An RFC 9457 problem as every error answer on the bus spells it
+/// (PROTOCOL.md section 5): `type` (`urn:mconnect:problem:{code}`), `title`,
+/// `status`, `detail` and the stable `code`, plus extension members. The
+/// broker's data plane, admin API and operations listener and the SDK's
+/// provider server all render problems here, so they cannot drift apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    status: http::StatusCode,
+    code: String,
+    title: String,
+    detail: String,
+    extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Problem {
+    /// A problem titled by the status's reason phrase.
+    pub fn new(
+        status: http::StatusCode,
+        code: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            status,
+            code: code.into(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            detail: detail.into(),
+            extensions: serde_json::Map::new(),
+        }
+    }
+
+    /// Replaces the title (a short, fixed summary of the code).
+    pub fn titled(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    /// Adds an extension member (RFC 9457 section 3.2). The standard members
+    /// cannot be overwritten this way.
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        if !matches!(name, "type" | "title" | "status" | "detail" | "code") {
+            self.extensions.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> http::StatusCode {
+        self.status
+    }
+
+    /// The problem as a JSON object.
+    pub fn to_value(&self) -> serde_json::Value {
+        let mut members = self.extensions.clone();
+        members.insert(
+            "type".into(),
+            format!("urn:mconnect:problem:{}", self.code).into(),
+        );
+        members.insert("title".into(), self.title.clone().into());
+        members.insert("status".into(), self.status.as_u16().into());
+        members.insert("detail".into(), self.detail.clone().into());
+        members.insert("code".into(), self.code.clone().into());
+        serde_json::Value::Object(members)
+    }
+
+    /// The problem as the bytes of an `application/problem+json` body.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A map of strings and numbers always serialises.
+        serde_json::to_vec(&self.to_value()).unwrap_or_default()
+    }
+}
+
 /// Seconds since the Unix epoch: what `created` parameters and certificate
 /// validity are compared against. A clock before 1970 reads as 0, which every
 /// freshness check then refuses.
@@ -115,6 +186,30 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn problems_carry_the_protocol_members() {
+        let problem = Problem::new(
+            http::StatusCode::NOT_FOUND,
+            "catalog.unknown_service",
+            "no such service",
+        )
+        .with("exchange_id", "e-1")
+        .with("code", "forged");
+        let value = problem.to_value();
+        assert_eq!(
+            value["type"],
+            "urn:mconnect:problem:catalog.unknown_service"
+        );
+        assert_eq!(value["title"], "Not Found");
+        assert_eq!(value["status"], 404);
+        assert_eq!(value["detail"], "no such service");
+        assert_eq!(value["code"], "catalog.unknown_service");
+        assert_eq!(value["exchange_id"], "e-1");
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&problem.to_json()).unwrap_or_default();
+        assert_eq!(parsed, value);
     }
 
     #[test]

@@ -69,17 +69,10 @@ impl ProviderResponse {
 
     /// An RFC 9457 problem answer.
     pub fn problem(status: StatusCode, code: &str, detail: &str) -> Self {
-        let value = serde_json::json!({
-            "type": format!("urn:mconnect:problem:{code}"),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": detail,
-            "code": code,
-        });
         ProviderResponse {
             status,
-            content_type: "application/problem+json".into(),
-            body: Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+            content_type: crate::protocol::PROBLEM_JSON.into(),
+            body: Bytes::from(crate::protocol::Problem::new(status, code, detail).to_json()),
         }
     }
 }

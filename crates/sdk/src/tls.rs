@@ -185,3 +185,57 @@ pub fn validity(cert_der: &[u8]) -> Option<(i64, i64)> {
     let v = cert.validity();
     Some((v.not_before.timestamp(), v.not_after.timestamp()))
 }
+
+/// The pooled HTTPS client every bus client is built on.
+pub type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// How a bus client connects.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// Offer HTTP/2 by ALPN beside HTTP/1.1. Off for a client whose
+    /// signatures cover `@target-uri` rebuilt from `Host` (the admin API),
+    /// which only HTTP/1.1 always sends.
+    pub http2: bool,
+    /// Give up connecting after this long.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Idle connections kept per host (hyper's default: no cap).
+    pub max_idle_per_host: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            http2: true,
+            connect_timeout: None,
+            max_idle_per_host: usize::MAX,
+        }
+    }
+}
+
+/// The one mTLS client builder of the bus (the broker towards providers, the
+/// consumer towards the broker, the admin client): HTTPS only, `tls` holding
+/// the trusted CAs and the client's own certificate, no Nagle delay, and
+/// idle connections let go before the servers' own idle limits close them
+/// ([`crate::server::CLIENT_POOL_IDLE_TIMEOUT`]).
+pub fn https_client(tls: &ClientConfig, options: ClientOptions) -> HttpsClient {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(options.connect_timeout);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_only()
+        .enable_http1();
+    let https = if options.http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    };
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(options.max_idle_per_host)
+        .build(https)
+}
