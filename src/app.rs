@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::crypto::{SigningKey, certificate_fingerprint};
 use crate::exchange::route::ProviderClient;
 use crate::exchange::seal::Sealer;
+use crate::exchange::upstream::ProviderUpstream;
 use crate::exchange::{Broker, BrokerParts};
 use crate::registry::Registry;
 use crate::server::RunningServer;
@@ -179,15 +180,20 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let server_tls = tls::server_config(&cas, &identity)?;
     let client_tls = tls::client_config(&cas, &identity)?;
     let signing_key = SigningKey::from_pem(&key_pem).map_err(|e| StartError::Key(e.to_string()))?;
+    let sealer = Arc::new(Sealer::new(signing_key, keyid));
     let broker = Arc::new(Broker::new(BrokerParts {
         registry,
         rules,
         audit,
-        providers: ProviderClient::new(client_tls, config.provider.connect_timeout),
-        sealer: Sealer::new(signing_key, keyid),
+        upstream: Arc::new(ProviderUpstream::new(
+            ProviderClient::new(client_tls, config.provider.connect_timeout),
+            Arc::clone(&sealer),
+            config.provider.default_timeout,
+            config.limits.max_response_bytes,
+        )),
+        sealer,
         limits: config.limits.clone(),
         public_data_url: config.public_data_url.clone(),
-        default_timeout: config.provider.default_timeout,
     }));
 
     // Counters exist before the listeners, so the operations endpoints

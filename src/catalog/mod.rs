@@ -752,7 +752,7 @@ fn build(files: Vec<JsonFile>) -> Result<Catalog, Vec<RuleProblem>> {
             if codes.contains_key(&service.code) {
                 problems.push(RuleProblem::new(
                     &file.path,
-                    &format!("/services/{index}/code"),
+                    format!("/services/{index}/code"),
                     format!("service {} is catalogued twice", service.key),
                 ));
                 continue;
@@ -806,7 +806,7 @@ fn build_register(
         if services.iter().any(|other: &Service| other.code == s.code) {
             problems.push(RuleProblem::new(
                 file,
-                &at("/code"),
+                at("/code"),
                 format!("duplicate service code {:?}", s.code),
             ));
             continue;
@@ -814,7 +814,7 @@ fn build_register(
         let method = match http::Method::from_bytes(s.method.as_bytes()) {
             Ok(method) => method,
             Err(_) => {
-                problems.push(RuleProblem::new(file, &at("/method"), "not an HTTP method"));
+                problems.push(RuleProblem::new(file, at("/method"), "not an HTTP method"));
                 continue;
             }
         };
@@ -824,7 +824,7 @@ fn build_register(
                 Err(reason) => {
                     problems.push(RuleProblem::new(
                         file,
-                        &at("/request_schema"),
+                        at("/request_schema"),
                         format!("schema does not compile: {reason}"),
                     ));
                     continue;
@@ -837,7 +837,7 @@ fn build_register(
             Err(reason) => {
                 problems.push(RuleProblem::new(
                     file,
-                    &at("/response_schema"),
+                    at("/response_schema"),
                     format!("schema does not compile: {reason}"),
                 ));
                 continue;
@@ -847,7 +847,7 @@ fn build_register(
             if !paths::schema_has_path(&s.response_schema, &element.path) {
                 problems.push(RuleProblem::new(
                     file,
-                    &at(&format!("/data_elements/{e}/path")),
+                    at(&format!("/data_elements/{e}/path")),
                     format!("{:?} is not a field of the response schema", element.path),
                 ));
             }
@@ -857,7 +857,7 @@ fn build_register(
         if names.windows(2).any(|w| w[0] == w[1]) {
             problems.push(RuleProblem::new(
                 file,
-                &at("/query"),
+                at("/query"),
                 "duplicate query parameter",
             ));
         }
@@ -895,7 +895,7 @@ fn build_register(
             {
                 problems.push(RuleProblem::new(
                     file,
-                    &at(&format!("/query/{q}/example")),
+                    at(&format!("/query/{q}/example")),
                     format!("example is not {}", parameter.format.describe()),
                 ));
             }

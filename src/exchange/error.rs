@@ -9,6 +9,20 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+impl From<crate::policy::DenyCode> for ErrorKind {
+    fn from(code: crate::policy::DenyCode) -> Self {
+        use crate::policy::DenyCode;
+        match code {
+            DenyCode::PolicyDenied => ErrorKind::PolicyDenied,
+            DenyCode::PurposeNotAllowed => ErrorKind::PurposeNotAllowed,
+            DenyCode::BasisNotAllowed => ErrorKind::BasisNotAllowed,
+            DenyCode::GrantExpired => ErrorKind::GrantExpired,
+            DenyCode::GrantSuspended => ErrorKind::GrantSuspended,
+            DenyCode::SubjectRequired => ErrorKind::SubjectRequired,
+        }
+    }
+}
+
 /// Why the broker refused or could not complete an exchange.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {detail}", code = self.code())]
@@ -244,6 +258,23 @@ impl ExchangeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_policy_refusal_keeps_its_code() {
+        use crate::policy::DenyCode;
+        for code in [
+            DenyCode::PolicyDenied,
+            DenyCode::PurposeNotAllowed,
+            DenyCode::BasisNotAllowed,
+            DenyCode::GrantExpired,
+            DenyCode::GrantSuspended,
+            DenyCode::SubjectRequired,
+        ] {
+            let kind = ErrorKind::from(code);
+            assert_eq!(kind.code(), code.code());
+            assert_eq!(kind.status(), code.status());
+        }
+    }
 
     #[test]
     fn problem_json_has_the_protocol_fields() {

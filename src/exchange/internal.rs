@@ -29,11 +29,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::Delivered;
 use super::error::{ErrorKind, ExchangeError};
+use super::upstream::{Upstream, UpstreamAnswer, UpstreamCall, UpstreamFuture, UpstreamTrace};
 use crate::audit::{AuditEntry, AuditLog, AuditQuery, Decision};
 use crate::catalog::{Catalog, Service};
-use crate::policy::Grant;
 use crate::registry::RegistrySnapshot;
 
 /// The provider id under which the broker catalogues its own services.
@@ -59,47 +58,68 @@ pub struct InternalCall<'a> {
     pub subject: Option<&'a str>,
 }
 
-/// Answers a call to one of the broker's own services: status and JSON body,
-/// schema-checked and minimised to the grant's fields. Refusals are exchange
-/// errors, audited and sealed by the caller like any other.
-pub(super) async fn answer(
+/// The broker's own services as an upstream.
+pub struct OwnServices {
+    audit: AuditLog,
+}
+
+impl OwnServices {
+    /// Services answered from `audit`.
+    pub fn new(audit: AuditLog) -> Self {
+        OwnServices { audit }
+    }
+}
+
+impl Upstream for OwnServices {
+    fn call<'a>(
+        &'a self,
+        call: UpstreamCall<'a>,
+        _trace: &'a mut UpstreamTrace,
+    ) -> UpstreamFuture<'a> {
+        Box::pin(async move {
+            let own = InternalCall {
+                query: call.route.query,
+                subject: call.call.subject.as_deref(),
+            };
+            let value =
+                answer(&self.audit, call.registry, call.catalog, call.service, &own).await?;
+            let body = serde_json::to_vec(&value).map_err(|e| {
+                ExchangeError::new(ErrorKind::Internal, format!("encoding failed: {e}"))
+            })?;
+            Ok(UpstreamAnswer {
+                status: StatusCode::OK,
+                media_type: "application/json".to_owned(),
+                body: body.into(),
+            })
+        })
+    }
+}
+
+/// Answers a call to one of the broker's own services with its JSON value.
+/// Refusals are exchange errors, audited and sealed by the caller like any
+/// other.
+async fn answer(
     audit: &AuditLog,
     registry: &RegistrySnapshot,
     catalog: &Catalog,
     service: &Service,
-    grant: &Grant,
     call: &InternalCall<'_>,
-) -> Result<Delivered, ExchangeError> {
-    let mut value = match service.code.as_str() {
-        ACCESS_HISTORY => access_history(audit, registry, catalog, call).await?,
-        AUDIT_LOG => {
-            return Err(ExchangeError::new(
-                ErrorKind::UnknownService,
-                "mconnect/audit-log is not served on the data plane: read the log on the admin API \
-                 (GET /v1/audit/records, /v1/audit/tree-head, /v1/audit/proof/...) with an auditor \
-                 or operator certificate and the MConnect-Call-Basis and MConnect-Call-Reason headers",
-            ));
-        }
-        other => {
-            return Err(ExchangeError::new(
-                ErrorKind::UnknownService,
-                format!(
-                    "the broker offers no service `{other}`; see GET /v1/services on the admin API"
-                ),
-            ));
-        }
-    };
-    service
-        .validate_response(&value)
-        .map_err(|v| ExchangeError::new(ErrorKind::ResponseSchemaInvalid, v.to_string()))?;
-    crate::policy::minimise(&mut value, grant.fields_for(&service.key));
-    let body = serde_json::to_vec(&value)
-        .map_err(|e| ExchangeError::new(ErrorKind::Internal, format!("encoding failed: {e}")))?;
-    Ok(Delivered {
-        status: StatusCode::OK,
-        body: body.into(),
-        content_type: "application/json".to_string(),
-    })
+) -> Result<Value, ExchangeError> {
+    match service.code.as_str() {
+        ACCESS_HISTORY => access_history(audit, registry, catalog, call).await,
+        AUDIT_LOG => Err(ExchangeError::new(
+            ErrorKind::UnknownService,
+            "mconnect/audit-log is not served on the data plane: read the log on the admin API \
+             (GET /v1/audit/records, /v1/audit/tree-head, /v1/audit/proof/...) with an auditor \
+             or operator certificate and the MConnect-Call-Basis and MConnect-Call-Reason headers",
+        )),
+        other => Err(ExchangeError::new(
+            ErrorKind::UnknownService,
+            format!(
+                "the broker offers no service `{other}`; see GET /v1/services on the admin API"
+            ),
+        )),
+    }
 }
 
 /// The parameters of an access-history call, checked.

@@ -3,10 +3,10 @@
 //! authorisation of the type the grant requires from the represented party.
 //!
 //! The broker asks the registered `mpower` participant through its catalogued
-//! service `mpower/authorisation-check`, exactly as it forwards any call: a
-//! request built by `Broker::forward_request` (whitelisted headers, signed as
-//! the broker, same exchange id), sent by the pooled provider client, and an
-//! answer whose `mconnect-provider` signature is checked against MPower's
+//! service `mpower/authorisation-check`, exactly as it forwards any call:
+//! through the same upstream (`upstream::ProviderUpstream`: whitelisted
+//! headers, signed as the broker, same exchange id, pooled mTLS client), and
+//! an answer whose `mconnect-provider` signature is checked against MPower's
 //! registered certificate before it is believed.
 //!
 //! Before MPower is asked, [`party_to_confirm`] settles what the grant and
@@ -28,9 +28,11 @@
 use bytes::Bytes;
 use http::{Method, Request};
 
+use super::Broker;
 use super::call::{CallHeaders, Route};
 use super::error::{ErrorKind, ExchangeError};
-use super::{Broker, Trace, check_provider_answer};
+use super::record::Trace;
+use super::upstream::{UpstreamCall, UpstreamTrace};
 use crate::catalog::Catalog;
 use crate::policy::Grant;
 use crate::registry::RegistrySnapshot;
@@ -81,7 +83,7 @@ pub(super) fn party_to_confirm<'c>(
 
 impl Broker {
     /// Asks MPower whether the calling user may act for `party` under
-    /// `grant`; returns the keyid that signed MPower's confirmation.
+    /// `grant`; the keys used are added to the trace.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn confirm_representation(
         &self,
@@ -92,7 +94,7 @@ impl Broker {
         party: &str,
         registry: &RegistrySnapshot,
         catalog: &Catalog,
-    ) -> Result<String, ExchangeError> {
+    ) -> Result<(), ExchangeError> {
         let Some(required) = grant.representation.as_ref() else {
             return Err(denied(format!(
                 "grant {} does not allow calls on behalf of a represented party (it names no MPower authorisation type); call without MConnect-Represented-Party or under a grant that names one",
@@ -108,7 +110,7 @@ impl Broker {
                     "the catalog has no active {MPOWER}/{CHECK} service, so representation cannot be confirmed"
                 ))
             })?;
-        let provider = registry.get(MPOWER).ok_or_else(|| {
+        registry.get(MPOWER).ok_or_else(|| {
             denied(format!(
                 "MPower (participant `{MPOWER}`) is not registered on this broker, so representation cannot be confirmed"
             ))
@@ -138,34 +140,41 @@ impl Broker {
         let subject = http::HeaderValue::from_str(party)
             .map_err(|_| ExchangeError::new(ErrorKind::Internal, "represented party unusable"))?;
         ask.headers.insert(super::call::headers::SUBJECT, subject);
-        let request =
-            self.forward_request(trace, &ask, &route, service, &asked, provider, Bytes::new())?;
-        let timeout = if service.timeout.is_zero() {
-            self.default_timeout
-        } else {
-            service.timeout
-        };
-        let answer = self
-            .providers
-            .send(request, timeout, self.limits.max_response_bytes)
-            .await
-            .map_err(|e| {
-                denied(format!(
-                    "MPower could not be asked ({}: {}), so representation cannot be confirmed",
-                    e.code(),
-                    e.detail()
-                ))
-            })?;
-        let keyid = check_provider_answer(&answer, provider, &trace.exchange_id).map_err(|e| {
-            denied(format!(
+        let mut sink = UpstreamTrace::default();
+        let asked_at = self.upstream.call(
+            UpstreamCall {
+                exchange_id: &trace.exchange_id,
+                head: &ask,
+                route: &route,
+                call: &asked,
+                service,
+                body: Bytes::new(),
+                registry,
+                catalog,
+            },
+            &mut sink,
+        );
+        let answer = asked_at.await;
+        trace.keyids_made.append(&mut sink.keyids_made);
+        trace.keyids_checked.append(&mut sink.keyids_checked);
+        let answer = answer.map_err(|e| match e.kind() {
+            ErrorKind::ProviderSignatureInvalid => denied(format!(
                 "MPower's answer is not trustworthy: {}",
                 e.detail()
-            ))
+            )),
+            // The question could not even be built (no endpoint registered):
+            // said as it is, as for any provider.
+            _ if sink.forwarded_at.is_none() => e,
+            _ => denied(format!(
+                "MPower could not be asked ({}: {}), so representation cannot be confirmed",
+                e.code(),
+                e.detail()
+            )),
         })?;
-        if answer.head.status != http::StatusCode::OK {
+        if answer.status != http::StatusCode::OK {
             return Err(denied(format!(
                 "MPower answered {} to the check, so representation cannot be confirmed",
-                answer.head.status
+                answer.status
             )));
         }
         let verdict = crate::json::parse(&answer.body, self.limits.max_json_values)
@@ -176,7 +185,7 @@ impl Broker {
                 "MPower does not confirm that {user} holds a valid {kind} authorisation from {party}; the represented party can grant one in MPower"
             )));
         }
-        Ok(keyid)
+        Ok(())
     }
 }
 

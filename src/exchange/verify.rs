@@ -8,10 +8,15 @@
 //! reported as `digest.mismatch` and a changed covered header as
 //! `signature.invalid`.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
+use super::call::CallHeaders;
 use super::call::{headers, labels};
 use super::error::{ErrorKind, ExchangeError};
+use super::record::{Claim, Trace};
+use super::replay_store::{self, ReplayRefusal, ReplayStore};
 use crate::crypto::Algorithm;
 use crate::httpsig::{self, HttpSigError, MessageView, RequestView};
 use crate::registry::ParticipantEntry;
@@ -48,6 +53,50 @@ pub struct SignedRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The body.
     pub body: &'a [u8],
+}
+
+/// Claims the request id (and a signature nonce) as single-use for this
+/// client: only after the signature verified, so an unauthenticated request
+/// cannot burn another client's ids. The claim settles with the audit record.
+pub(super) fn claim_ids(
+    replay: &Arc<dyn ReplayStore>,
+    trace: &mut Trace,
+    call: &CallHeaders,
+    verified: &VerifiedSignature,
+    now: i64,
+) -> Result<(), ExchangeError> {
+    let mut ids = vec![replay_store::replay_id_of_request(&call.request_id)];
+    if let Some(nonce) = &verified.nonce {
+        // A signature nonce is honoured as a second single-use id.
+        ids.push(replay_store::replay_id_of_nonce(nonce));
+    }
+    match replay.claim(&call.client, &ids, now) {
+        Ok(()) => {
+            trace.replay_ids = ids.clone();
+            trace.claim = Some(Claim {
+                store: Arc::clone(replay),
+                client: call.client.clone(),
+                ids,
+                now,
+                settled: false,
+            });
+            Ok(())
+        }
+        Err(ReplayRefusal::Replayed) => Err(ExchangeError::new(
+            ErrorKind::Replayed,
+            format!(
+                "request id {} (or signature nonce) was already used by `{}` in the last 24 hours; use a fresh UUID per request",
+                call.request_id, call.client
+            ),
+        )),
+        Err(ReplayRefusal::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "replay check cannot answer; refusing the exchange");
+            Err(ExchangeError::new(
+                ErrorKind::AuditUnavailable,
+                "the broker cannot check this request id against the ones already used; try again later",
+            ))
+        }
+    }
 }
 
 /// Verifies the `mconnect` signature and the body digest.

@@ -672,7 +672,7 @@ fn build(
         if first.id == again.id {
             problems.push(RuleProblem::new(
                 &paths[*file],
-                &format!("/grants/{index}/id"),
+                format!("/grants/{index}/id"),
                 format!(
                     "grant id {:?} is already used in {}",
                     again.id,

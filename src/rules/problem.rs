@@ -59,7 +59,10 @@ impl std::error::Error for RuleProblem {}
 
 /// File names in answers are text; a name that is not UTF-8 is shown lossily
 /// rather than failing the whole answer.
-fn lossy_path<S: serde::Serializer>(path: &PathBuf, serializer: S) -> Result<S::Ok, S::Error> {
+fn lossy_path<S: serde::Serializer>(
+    path: &std::path::Path,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&path.to_string_lossy())
 }
 
