@@ -1,515 +1,85 @@
-//! `mconnect-adapter-mpay`: MPay as a provider on the bus, built only on the
-//! participant SDK.
+//! `mconnect-adapter-mpay`: MPay (the government payment service) as a
+//! provider on the bus, built only on the participant SDK (`mconnect_sdk`):
+//! payment orders, their details and cancellation, and payment confirmation
+//! (`service` lists the routes and catalog services).
 //!
-//! Services (catalog/mpay.json):
-//! - `POST /orders` (`order-create`): a payment order for a service (order
-//!   key, lines, amount in MDL, payer IDNP/IDNO, the provider participant,
-//!   where to send the paid notice) → the order.
-//! - `GET /orders/details?service_id=&order_key=` (`order-details`): the
-//!   order with its status (Active, PartiallyPaid, Paid, Expired, Cancelled).
-//! - `POST /orders/cancel` (`order-cancel`): withdraws an unpaid order.
-//! - `POST /payments/confirm` (`payment-confirm`): a payment confirmation
-//!   (service id, order key, invoice id, payment id, paid at, amount,
-//!   currency, lines). Idempotent: the same payment id with the same details
-//!   gets the same answer and counts once; with different details it is
-//!   refused with 409 `payment.conflict`.
+//! Started by `mconnect sandbox` with `--participant --pki --alg --listen
+//! --data --broker-url` (the SDK's [`AdapterArgs`]); prints `LISTENING
+//! https://…` once it serves. `--participant` and `--data` are required (no
+//! default id); the algorithm is `ed25519` unless given. Orders live in
+//! `--data` and survive restarts. When an order becomes Paid, its provider
+//! is told through MNotify over the bus (`--broker-url`; without it the
+//! notices wait).
 //!
-//! When an order becomes Paid, the provider is told over the bus: this
-//! adapter calls `mnotify/notification-send` through the broker as the
-//! consumer `mpay` (grant `mpay-paid-notice` in
-//! policies/adapters-pay-notify.json), with template `payment-received` and
-//! the order's `notify` recipient. The call carries the idempotency key
-//! `mpay:{service_id}:{order_key}`, so retries after a failure or a restart
-//! queue one notification, never two.
+//! Layout: `service` is the bus side (route, parse, answer); `backend` the
+//! reference order store behind the `PaymentBackend` trait, and
+//! `backend::notifier` the task that sends the paid notices.
 //!
-//! Invariants: amounts travel as MDL with at most two decimals and are kept
-//! as whole bani; a paid notice is decided in the same disk write as the
-//! payment that completes the order, and is retried (bounded, with backoff)
-//! until MNotify has queued it.
+//! Invariants: amounts are kept as whole bani; a paid notice is decided in
+//! the same disk write as the payment that completes the order, and is
+//! retried (bounded, with backoff) until MNotify has queued it, never queued
+//! twice.
+//!
+//! [`AdapterArgs`]: mconnect_sdk::adapter::AdapterArgs
+
+#![forbid(unsafe_code)]
 
 mod backend;
+mod service;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
-use http::{Method, StatusCode};
-use mconnect_sdk::{
-    self, Call, Consumer, Credentials, ProviderRequest, ProviderResponse, ProviderSettings,
-    TrustedKeys,
-};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use mconnect_sdk::adapter::{self, AdapterArgs};
+use mconnect_sdk::{Consumer, ProviderSettings};
 use tokio::sync::Notify;
-
-use crate::backend::{
-    Confirmation, Line, LocalBackend, NewOrder, Order, PayError, Payer, PaymentBackend, now_unix,
-};
-
-/// Legal basis of the paid notice (the grant's `legal_bases[0].id`).
-const NOTICE_BASIS: &str = "md-gd-280-2013-mpay";
-/// Purpose of the paid notice (the grant's `purposes[0].code`).
-const NOTICE_PURPOSE: &str = "payment-notification";
-/// Attempts at calling MNotify before a notice is `failed`.
-const NOTICE_ATTEMPTS: u32 = 10;
 
 /// Command line (what the sandbox passes).
 #[derive(Parser, Clone)]
 struct Args {
-    /// This adapter's participant id (its key and certificate are in --pki).
-    #[arg(long)]
-    participant: String,
-    /// Directory with ca.cert.pem, broker.cert.pem and {participant}.{cert,key}.pem.
-    #[arg(long)]
-    pki: PathBuf,
-    /// Signature algorithm or key type.
-    #[arg(long, default_value = "ed25519")]
-    alg: String,
-    /// Listen address.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-    /// Directory for orders and payments.
-    #[arg(long)]
-    data: PathBuf,
-    /// The broker's data plane, for the paid notices; without it they wait.
-    #[arg(long)]
-    broker_url: Option<String>,
+    #[command(flatten)]
+    common: AdapterArgs,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // First of all: a sandbox that dies while this starts takes it along.
-    mconnect_sdk::exit_when_parent_dies();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,mconnect_adapter_mpay=info".into()),
-        )
-        .init();
-    let args = Args::parse();
-    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
-    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
-    let backend = Arc::new(LocalBackend::open(&args.data)?);
+fn main() -> std::process::ExitCode {
+    adapter::run_main("mconnect-adapter-mpay", run(Args::parse()))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Required arguments first, as a parser would check them.
+    let participant = args
+        .common
+        .participant
+        .as_deref()
+        .ok_or("--participant is required: MPay has no default participant id")?;
+    let data = args.common.data_dir()?;
+    let (credentials, broker) = args.common.credentials(participant, "ed25519")?;
+    let backend = Arc::new(backend::LocalBackend::open(data)?);
     let wake = Arc::new(Notify::new());
-    match &args.broker_url {
+    match &args.common.broker_url {
         Some(url) => {
             let consumer = Consumer::new(credentials.clone(), url, broker.clone())?;
-            tokio::spawn(run_notifier(backend.clone(), consumer, wake.clone()));
+            tokio::spawn(backend::notifier::run_notifier(
+                backend.clone(),
+                consumer,
+                wake.clone(),
+            ));
         }
         None => tracing::warn!("no --broker-url: paid notices wait until one is given"),
     }
-    let server = mconnect_sdk::serve_provider(
-        ProviderSettings {
-            listen: args.listen,
-            credentials,
-            broker,
-            max_body_bytes: 256 * 1024,
-        },
-        move |request| {
-            let backend = backend.clone();
-            let wake = wake.clone();
-            async move { handle(backend.as_ref(), &wake, request) }
-        },
-    )
-    .await?;
-    println!("LISTENING https://{}", server.local_addr());
-    // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect_sdk::until_stopped().await;
-    server.shutdown().await;
-    Ok(())
-}
-
-/// Routes one request forwarded by the broker.
-fn handle<B: PaymentBackend>(
-    backend: &B,
-    wake: &Notify,
-    request: ProviderRequest,
-) -> ProviderResponse {
-    let answer = match (&request.method, request.uri.path()) {
-        (&Method::POST, "/orders") => create(backend, &request.body),
-        (&Method::GET, "/orders/details") => {
-            match (
-                request.query_param("service_id"),
-                request.query_param("order_key"),
-            ) {
-                (Some(s), Some(k)) => backend
-                    .order_details(&s, &k)
-                    .map(|o| (StatusCode::OK, order_view(&o))),
-                _ => Err(PayError::Invalid(
-                    "query parameters `service_id` and `order_key` are required".into(),
-                )),
-            }
-        }
-        (&Method::POST, "/orders/cancel") => cancel(backend, &request.body),
-        (&Method::POST, "/payments/confirm") => {
-            let calling_user = request.header("mconnect-calling-user").unwrap_or("");
-            let out = confirm(backend, &request.body, calling_user);
-            wake.notify_one();
-            out
-        }
-        _ => {
-            return ProviderResponse::problem(
-                StatusCode::NOT_FOUND,
-                "payment.unknown_path",
-                "MPay serves /orders, /orders/details, /orders/cancel and /payments/confirm",
-            );
-        }
+    let settings = ProviderSettings {
+        listen: args.common.listen,
+        credentials,
+        broker,
+        max_body_bytes: 256 * 1024,
     };
-    match answer {
-        Ok((status, body)) => ProviderResponse::json(status, &body),
-        Err(e) => {
-            if let PayError::Storage(reason) = &e {
-                tracing::error!(%reason, "storage failed");
-            }
-            ProviderResponse::problem(e.status(), e.code(), &e.to_string())
-        }
-    }
-}
-
-/// A line as it travels: amount in MDL.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireLine {
-    code: String,
-    description: String,
-    amount: serde_json::Number,
-}
-
-/// `order-create` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    service_id: String,
-    order_key: String,
-    provider: String,
-    payer: Payer,
-    lines: Vec<WireLine>,
-    amount: serde_json::Number,
-    currency: String,
-    #[serde(default)]
-    notify: Option<Value>,
-    #[serde(default)]
-    language: Option<String>,
-    #[serde(default)]
-    expires_at: Option<String>,
-}
-
-/// `payment-confirm` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfirmBody {
-    service_id: String,
-    order_key: String,
-    invoice_id: String,
-    payment_id: String,
-    paid_at: String,
-    amount: serde_json::Number,
-    currency: String,
-    #[serde(default)]
-    lines: Vec<WireLine>,
-}
-
-/// `order-cancel` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderRef {
-    service_id: String,
-    order_key: String,
-}
-
-type Answer = Result<(StatusCode, Value), PayError>;
-
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, PayError> {
-    serde_json::from_slice(body).map_err(|e| PayError::Invalid(format!("body: {e}")))
-}
-
-/// MDL with at most two decimals → bani.
-fn bani(n: &serde_json::Number, what: &str) -> Result<i64, PayError> {
-    let invalid = || {
-        PayError::Invalid(format!(
-            "{what}: an amount in MDL with at most two decimals"
-        ))
-    };
-    let x = n.as_f64().ok_or_else(invalid)?;
-    let scaled = x * 100.0;
-    let rounded = scaled.round();
-    if !(0.0..=1e13).contains(&rounded) || (scaled - rounded).abs() > 1e-6 {
-        return Err(invalid());
-    }
-    Ok(rounded as i64)
-}
-
-fn mdl(bani: i64) -> Value {
-    json!(bani as f64 / 100.0)
-}
-
-fn lines(wire: &[WireLine]) -> Result<Vec<Line>, PayError> {
-    wire.iter()
-        .map(|l| {
-            Ok(Line {
-                code: l.code.clone(),
-                description: l.description.clone(),
-                amount: bani(&l.amount, "lines[].amount")?,
-            })
-        })
-        .collect()
-}
-
-/// An identifier: 1–64 characters of `A-Z a-z 0-9 . _ -`.
-fn check_id(value: &str, what: &str) -> Result<(), PayError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PayError::Invalid(format!(
-            "{what}: 1-64 characters of letters, digits, `.`, `_`, `-`"
-        )))
-    }
-}
-
-fn create<B: PaymentBackend>(backend: &B, body: &[u8]) -> Answer {
-    let b: CreateBody = parse(body)?;
-    check_id(&b.service_id, "service_id")?;
-    check_id(&b.order_key, "order_key")?;
-    check_id(&b.provider, "provider")?;
-    let digits = |s: &Option<String>| {
-        s.as_ref()
-            .is_some_and(|v| v.len() == 13 && v.bytes().all(|c| c.is_ascii_digit()))
-    };
-    if !(digits(&b.payer.idnp) ^ digits(&b.payer.idno)) {
-        return Err(PayError::Invalid(
-            "payer: exactly one of idnp, idno (13 digits)".into(),
-        ));
-    }
-    if b.currency != "MDL" {
-        return Err(PayError::Invalid("currency must be MDL".into()));
-    }
-    let amount = bani(&b.amount, "amount")?;
-    let lines = lines(&b.lines)?;
-    if amount == 0 || lines.is_empty() || lines.iter().map(|l| l.amount).sum::<i64>() != amount {
-        return Err(PayError::Invalid(
-            "an order has lines, and they add up to its amount (more than 0)".into(),
-        ));
-    }
-    if let Some(notify) = &b.notify {
-        let ok = notify.as_object().is_some_and(|o| {
-            o.len() == 1
-                && (o.get("email").is_some_and(Value::is_string)
-                    || o.get("webhook").is_some_and(Value::is_string))
-        });
-        if !ok {
-            return Err(PayError::Invalid(
-                "notify: {\"email\": …} or {\"webhook\": \"https://…\"}".into(),
-            ));
-        }
-    }
-    let language = b.language.unwrap_or_else(|| "ro".into());
-    if !matches!(language.as_str(), "ro" | "ru" | "en") {
-        return Err(PayError::Invalid("language: ro, ru or en".into()));
-    }
-    let expires_at = match &b.expires_at {
-        None => None,
-        Some(t) => Some(
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| PayError::Invalid("expires_at: an RFC 3339 date-time".into()))?
-                .unix_timestamp(),
-        ),
-    };
-    let order = backend.create_order(NewOrder {
-        service_id: b.service_id,
-        order_key: b.order_key,
-        provider: b.provider,
-        notify: b.notify,
-        language,
-        payer: b.payer,
-        lines,
-        amount,
-        currency: b.currency,
-        expires_at,
-    })?;
-    Ok((StatusCode::OK, order_view(&order)))
-}
-
-fn cancel<B: PaymentBackend>(backend: &B, body: &[u8]) -> Answer {
-    let r: OrderRef = parse(body)?;
-    let order = backend.cancel_order(&r.service_id, &r.order_key)?;
-    Ok((StatusCode::OK, order_view(&order)))
-}
-
-fn confirm<B: PaymentBackend>(backend: &B, body: &[u8], calling_user: &str) -> Answer {
-    let b: ConfirmBody = parse(body)?;
-    check_id(&b.invoice_id, "invoice_id")?;
-    check_id(&b.payment_id, "payment_id")?;
-    if time::OffsetDateTime::parse(&b.paid_at, &time::format_description::well_known::Rfc3339)
-        .is_err()
-    {
-        return Err(PayError::Invalid("paid_at: an RFC 3339 date-time".into()));
-    }
-    let answer = backend.confirm_payment(Confirmation {
-        amount: bani(&b.amount, "amount")?,
-        lines: lines(&b.lines)?,
-        service_id: b.service_id.clone(),
-        order_key: b.order_key.clone(),
-        invoice_id: b.invoice_id,
-        payment_id: b.payment_id.clone(),
-        paid_at: b.paid_at,
-        currency: b.currency,
-        calling_user: calling_user.to_string(),
-    })?;
-    Ok((
-        StatusCode::OK,
-        json!({
-            "service_id": b.service_id,
-            "order_key": b.order_key,
-            "payment_id": b.payment_id,
-            "accepted": true,
-            "order_status": answer.order_status,
-            "paid_amount": mdl(answer.paid_amount),
-            "remaining": mdl(answer.remaining),
-            "currency": "MDL",
-        }),
-    ))
-}
-
-/// The order as the services answer it.
-fn order_view(o: &Order) -> Value {
-    let line =
-        |l: &Line| json!({"code": l.code, "description": l.description, "amount": mdl(l.amount)});
-    json!({
-        "service_id": o.order.service_id,
-        "order_key": o.order.order_key,
-        "provider": o.order.provider,
-        "status": o.status(now_unix()),
-        "amount": mdl(o.order.amount),
-        "paid_amount": mdl(o.paid()),
-        "currency": o.order.currency,
-        "payer": o.order.payer,
-        "lines": o.order.lines.iter().map(line).collect::<Vec<_>>(),
-        "payments": o.payments.values().map(|p| json!({
-            "payment_id": p.payment_id,
-            "invoice_id": p.invoice_id,
-            "paid_at": p.paid_at,
-            "amount": mdl(p.amount),
-        })).collect::<Vec<_>>(),
-        "created_at": o.created_at,
-        "notice": {
-            "state": o.notice.state,
-            "notification_id": o.notice.notification_id,
-        },
+    // The notifier needs no stopping of its own: it ends with the runtime,
+    // after the server, and a notice it was sending is retried on restart.
+    adapter::run_provider(settings, move |request| {
+        let backend = backend.clone();
+        let wake = wake.clone();
+        async move { service::handle(backend.as_ref(), &wake, request) }
     })
-}
-
-/// Sends pending paid notices to MNotify over the bus, retrying with
-/// bounded exponential backoff; wakes on `wake` or every 500 ms.
-async fn run_notifier<B: PaymentBackend>(backend: Arc<B>, consumer: Consumer, wake: Arc<Notify>) {
-    // When each order may be tried again; in memory, since a restart may as
-    // well try at once.
-    let mut not_before: HashMap<(String, String), Instant> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        for (service_id, order_key) in backend.pending_notices() {
-            let id = (service_id.clone(), order_key.clone());
-            if not_before.get(&id).is_some_and(|t| Instant::now() < *t) {
-                continue;
-            }
-            let Ok(order) = backend.order_details(&service_id, &order_key) else {
-                continue;
-            };
-            let mut notice = order.notice.clone();
-            match notify(&consumer, &order).await {
-                Ok(notification_id) => {
-                    notice.state = "queued".into();
-                    notice.notification_id = Some(notification_id);
-                    not_before.remove(&id);
-                }
-                Err(reason) => {
-                    notice.attempts += 1;
-                    tracing::warn!(%service_id, %order_key, attempts = notice.attempts, %reason, "paid notice not accepted");
-                    if notice.attempts >= NOTICE_ATTEMPTS {
-                        notice.state = "failed".into();
-                    }
-                    let delay = Duration::from_millis(500u64 << notice.attempts.min(6));
-                    not_before.insert(id, Instant::now() + delay);
-                }
-            }
-            if let Err(e) = backend.set_notice(&service_id, &order_key, notice) {
-                tracing::error!(error = %e, "recording a paid notice failed");
-            }
-        }
-    }
-}
-
-/// One call to `mnotify/notification-send`; the notification id on success.
-async fn notify(consumer: &Consumer, order: &Order) -> Result<String, String> {
-    let recipient = order.order.notify.clone().ok_or("no recipient")?;
-    let paid_at = order
-        .payments
-        .values()
-        .map(|p| p.paid_at.as_str())
-        .max()
-        .unwrap_or("");
-    let last_payment = order
-        .payments
-        .values()
-        .max_by(|a, b| a.paid_at.cmp(&b.paid_at))
-        .map(|p| p.payment_id.as_str())
-        .unwrap_or("");
-    let body = json!({
-        "recipient": recipient,
-        "template": "payment-received",
-        "language": order.order.language,
-        "params": {
-            "order_key": order.order.order_key,
-            "service": order.order.service_id,
-            "amount": format!("{:.2}", order.order.amount as f64 / 100.0),
-            "currency": order.order.currency,
-            "payment_id": last_payment,
-            "paid_at": paid_at,
-        },
-        "idempotency_key": format!("mpay:{}:{}", order.order.service_id, order.order.order_key),
-    });
-    let calling_user = order
-        .notice
-        .calling_user
-        .clone()
-        .or_else(|| order.order.payer.idnp.clone())
-        .unwrap_or_default();
-    let outcome = consumer
-        .call(&Call {
-            method: Method::POST,
-            path: "/r1/mnotify/notification-send".into(),
-            body: Some(Bytes::from(body.to_string())),
-            calling_user,
-            basis: NOTICE_BASIS.into(),
-            reason: NOTICE_PURPOSE.into(),
-            subject: None,
-            represented_party: None,
-            request_id: None,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    if !outcome.status.is_success() {
-        return Err(format!(
-            "{}: {}",
-            outcome.status,
-            String::from_utf8_lossy(&outcome.body)
-        ));
-    }
-    let value: Value = serde_json::from_slice(&outcome.body).map_err(|e| e.to_string())?;
-    value["id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| "MNotify answered without an id".into())
+    .await?;
+    Ok(())
 }

@@ -13,6 +13,10 @@
 //!   signature that verifies with the certificate MSign returned, and that
 //!   certificate is MSign's own (pinned by fingerprint from the PKI).
 //!
+//! This is a part of the bus side, beside `service.rs`, not of the backend:
+//! it reads who calls from the broker-forwarded request and asks MSign over
+//! the bus, and hands the backend only its verdict (an `Actor`).
+//!
 //! Invariant: anything else (another consumer, another user, an unsigned,
 //! expired, foreign or mismatched signature, MSign unreachable) is not
 //! consent; the caller gets a problem saying which, and nothing changes.
@@ -26,8 +30,8 @@ use mconnect_sdk::{
 };
 use serde_json::Value;
 
+use crate::backend::lifecycle::{self, Action};
 use crate::backend::{Authorisation, Party, PartyType};
-use crate::lifecycle::{self, Action};
 
 /// The legal basis and purpose under which MPower reads MSign results
 /// (grant `mpower-msign-consent`, policies/adapters-sign-power.json).

@@ -4,51 +4,41 @@
 //! may act for a represented party (`MConnect-Represented-Party`).
 //!
 //! Started by `mconnect sandbox` with `--participant --pki --alg --listen
-//! --data --broker-url`; prints `LISTENING https://…` once it serves. State
-//! (the reference backend) lives in `--data` and survives restarts.
+//! --data --broker-url` (the SDK's [`AdapterArgs`]); prints `LISTENING
+//! https://…` once it serves. The participant is `mpower` and the algorithm
+//! `ed25519` unless given; `--data` is required. State (the reference
+//! backend) lives in `--data` and survives restarts. Through `--broker-url`
+//! MPower reads MSign results to verify a grantor's signature.
+//!
+//! Layout: `service` is the bus side (route, parse, answer) and `consent`
+//! its check of who consents (portal or MSign, over the bus); `backend` is
+//! the reference store behind the `PowerBackend` trait, with the
+//! authorisation's state machine (`backend::lifecycle`).
 //!
 //! Invariant: only requests signed by a certificate in `{pki}/broker.cert.pem`
 //! reach the backend (the SDK checks before the handler runs), and every
 //! answer is signed with this participant's key.
+//!
+//! [`AdapterArgs`]: mconnect_sdk::adapter::AdapterArgs
 
 #![forbid(unsafe_code)]
 
 mod backend;
 mod consent;
-mod lifecycle;
 mod service;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use mconnect_sdk::{Credentials, ProviderSettings, TrustedKeys};
+use mconnect_sdk::ProviderSettings;
+use mconnect_sdk::adapter::{self, AdapterArgs};
 
 /// Command line, as `mconnect sandbox` passes it.
 #[derive(Parser)]
 #[command(version, about = "MPower (powers of attorney) as an MConnect provider")]
 struct Args {
-    /// This adapter's participant id (its key and certificate are in --pki).
-    #[arg(long, default_value = "mpower")]
-    participant: String,
-    /// Directory with ca.cert.pem, broker.cert.pem and {participant}.{cert,key}.pem.
-    #[arg(long)]
-    pki: PathBuf,
-    /// Signature algorithm or key type.
-    #[arg(long, default_value = "ed25519")]
-    alg: String,
-    /// Listen address.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-    /// Directory for the reference backend's state.
-    #[arg(long)]
-    data: PathBuf,
-    /// The broker's data-plane URL: MPower reads MSign results through it
-    /// to verify a grantor's signature. Without it only the portal can
-    /// convey consent.
-    #[arg(long)]
-    broker_url: Option<String>,
+    #[command(flatten)]
+    common: AdapterArgs,
     /// The citizen portal's participant id: its calls for its signed-in
     /// user who is the grantor count as the grantor's consent.
     #[arg(long, default_value = "mcabinet")]
@@ -59,32 +49,18 @@ struct Args {
     msign: String,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    // First of all: a sandbox that dies while this starts takes it along.
-    mconnect_sdk::exit_when_parent_dies();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    match run(Args::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mconnect-adapter-mpower: {e}");
-            std::process::ExitCode::from(1)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    adapter::run_main("mconnect-adapter-mpower", run(Args::parse()))
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let credentials = Credentials::from_pki_dir(&args.pki, &args.participant, &args.alg)?;
-    let broker = TrustedKeys::broker_in_pki_dir(&args.pki)?;
-    let backend = Arc::new(backend::LocalBackend::open(&args.data)?);
-    let msign = match &args.broker_url {
+    // Required arguments first, as a parser would check them.
+    let data = args.common.data_dir()?;
+    let (credentials, broker) = args.common.credentials("mpower", "ed25519")?;
+    let backend = Arc::new(backend::LocalBackend::open(data)?);
+    let msign = match &args.common.broker_url {
         Some(url) => {
-            let cert = args.pki.join(format!("{}.cert.pem", args.msign));
+            let cert = args.common.pki.join(format!("{}.cert.pem", args.msign));
             let pem = std::fs::read_to_string(&cert)
                 .map_err(|e| format!("{}: {e} (MSign's certificate)", cert.display()))?;
             let der = mconnect_sdk::parse_certs(&pem)?
@@ -106,23 +82,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         portal: args.portal.clone(),
         msign,
     });
-    let server = mconnect_sdk::serve_provider(
-        ProviderSettings {
-            listen: args.listen,
-            credentials,
-            broker,
-            max_body_bytes: 64 * 1024,
-        },
-        move |request| {
-            let backend = backend.clone();
-            let consent = consent.clone();
-            async move { service::handle(&*backend, &consent, &request).await }
-        },
-    )
+    let settings = ProviderSettings {
+        listen: args.common.listen,
+        credentials,
+        broker,
+        max_body_bytes: 64 * 1024,
+    };
+    adapter::run_provider(settings, move |request| {
+        let backend = backend.clone();
+        let consent = consent.clone();
+        async move { service::handle(&*backend, &consent, &request).await }
+    })
     .await?;
-    println!("LISTENING https://{}", server.local_addr());
-    // Ctrl-C, SIGTERM, or the sandbox that started it is gone.
-    mconnect_sdk::until_stopped().await;
-    server.shutdown().await;
     Ok(())
 }

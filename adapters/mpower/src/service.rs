@@ -22,19 +22,19 @@
 //! with the grantor's consent as `consent.rs` verifies it (the citizen
 //! portal for its signed-in grantor, or the grantor's MSign signature);
 //! otherwise it waits in PendingAcceptance. Every later step is decided by
-//! `lifecycle::next`.
+//! `backend::lifecycle::next`.
 
 use http::{Method, StatusCode};
 use mconnect_sdk::{ProviderRequest, ProviderResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::backend::lifecycle::{self, Action, Actor};
 use crate::backend::{
     self, Authorisation, GrantRequest, PartyType, PowerBackend, PowerError, is_code, is_person_id,
     is_type_code,
 };
 use crate::consent::{ConsentChecker, ConsentError};
-use crate::lifecycle::{self, Action, Actor};
 
 /// The body of a revocation.
 #[derive(Deserialize)]

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use mconnect_sdk::adapter::now_rfc3339;
 use mconnect_sdk::{
     Algorithm, SigningKey, VerifyingKey, certificate_fingerprint, ecdsa_p256_der_to_fixed,
     ecdsa_p256_fixed_to_der, parse_certs,
@@ -437,12 +438,6 @@ pub fn is_idnp(id: &str) -> bool {
         .map(|(d, w)| u32::from(d - b'0') * w)
         .sum();
     sum % 10 == u32::from(b[12] - b'0')
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::provider::{ProviderRequest, ProviderResponse, ProviderSettings, serve
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdapterArgs {
     /// This adapter's participant id (its key and certificate are in --pki);
-    /// the adapter's own name when absent.
+    /// when absent, the adapter's default id, if it has one.
     #[arg(long)]
     pub participant: Option<String>,
     /// Directory with ca.cert.pem, broker.cert.pem and {participant}.{cert,key}.pem.
@@ -65,22 +65,23 @@ impl AdapterArgs {
 
     /// `--data`, required by adapters that keep state.
     pub fn data_dir(&self) -> Result<&Path, SdkError> {
-        self.data
-            .as_deref()
-            .ok_or_else(|| SdkError::Credentials("--data is required".into()))
+        self.data.as_deref().ok_or_else(|| {
+            SdkError::Arguments("--data is required: the adapter keeps its state there".into())
+        })
     }
 }
 
 /// Runs an adapter process: first ties it to its parent (a sandbox killed
-/// while this starts takes it along), logs to standard error at
-/// `RUST_LOG` (default `warn`), then runs `main`; an error is printed as
-/// `{name}: {error}` and exits 1.
+/// while this starts takes it along), logs to standard error
+/// ([`init_logging`]), then runs `main`; an error is printed as
+/// `{name}: {error}` and exits 1. `name` is the binary's name,
+/// `mconnect-adapter-{x}`.
 pub fn run_main<F>(name: &str, main: F) -> ExitCode
 where
     F: Future<Output = Result<(), Box<dyn std::error::Error>>>,
 {
     crate::lifeline::exit_when_parent_dies();
-    init_logging();
+    init_logging(name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,16 +101,27 @@ where
     }
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (default `warn`): standard
-/// output carries only the `LISTENING` line the sandbox reads.
-pub fn init_logging() {
+/// Logs to standard error, filtered by `RUST_LOG`; without it, warnings and
+/// errors, and the adapter's own events from `info` up (the binary `name`'s
+/// crate, [`default_log_filter`]), so an adapter that reports its work at
+/// `info` (a notification sent) is heard by default while the SDK's and the
+/// libraries' chatter is not. Standard output carries only the `LISTENING`
+/// line the sandbox reads.
+pub fn init_logging(name: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(name)));
     // A second call (tests) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// The filter used when `RUST_LOG` is unset: `warn`, and `info` for the
+/// binary `name`'s own events (a binary's events have its crate name as
+/// their target: `mconnect-adapter-x` logs as `mconnect_adapter_x`).
+pub fn default_log_filter(name: &str) -> String {
+    format!("warn,{}=info", name.replace('-', "_"))
 }
 
 /// Serves `handler` as a provider until Ctrl-C, SIGTERM or the parent's
@@ -183,6 +195,21 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn by_default_an_adapter_hears_its_own_info_and_others_warnings() {
+        for (name, filter) in [
+            (
+                "mconnect-adapter-mnotify",
+                "warn,mconnect_adapter_mnotify=info",
+            ),
+            ("mconnect-adapter-msign", "warn,mconnect_adapter_msign=info"),
+        ] {
+            assert_eq!(default_log_filter(name), filter);
+            // It parses as a filter, so init_logging never falls back silently.
+            assert!(tracing_subscriber::EnvFilter::try_new(filter).is_ok());
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum SdkError {
     /// A broker-signed request that was already served.
     #[error("replayed: {0}")]
     Replayed(String),
+    /// A participant program was started without what it needs.
+    #[error("arguments: {0}")]
+    Arguments(String),
     /// `sandbox.json` missing, unreadable or not naming what was asked for.
     #[error("sandbox manifest: {0}")]
     Manifest(String),

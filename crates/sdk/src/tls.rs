@@ -172,6 +172,18 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client configuration for servers outside the bus (an adapter's webhook
+/// targets): trusts `roots`, presents no certificate.
+pub fn server_auth_client_config(
+    roots: &[CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(roots)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The subject common name of a DER certificate, for messages and logs.
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;

@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Authorisation, AuthorisationStatus, PartyType, PowerError};
+use super::{Authorisation, AuthorisationStatus, PartyType, PowerError};
 
 /// A step of the lifecycle that a caller asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Delivery: the channels (SMTP e-mail, HTTPS webhooks) behind the
-//! [`Channels`] trait, and the worker that drains the queue with bounded
-//! exponential backoff.
+//! [`Channels`] trait, where the SMTP server is ([`smtp_server`]), and the
+//! worker that drains the queue with bounded exponential backoff.
 //!
 //! Invariants: one worker sends, one notification at a time, so no
 //! notification is ever in two sends at once; the store lock is never held
@@ -12,15 +12,17 @@
 //! `Message-ID`, which receivers use to drop the duplicate.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use mconnect_sdk::adapter::now_rfc3339;
 use tokio::sync::{Mutex, Notify};
 
-use crate::store::{Channel, Notification, Status, Store};
+use super::store::{Channel, Notification, Status, Store};
 
 /// What one send attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +48,7 @@ pub trait Channels: Send + Sync + 'static {
 pub struct Network {
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: lettre::message::Mailbox,
-    https: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    https: mconnect_sdk::tls::HttpsClient,
 }
 
 impl Network {
@@ -65,24 +64,17 @@ impl Network {
                 .timeout(Some(Duration::from_secs(10)))
                 .build()
         });
-        let mut store = rustls::RootCertStore::empty();
-        for cert in roots {
-            store.add(cert).map_err(|e| format!("webhook trust: {e}"))?;
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("webhook TLS: {e}"))?
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        let https =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
+        // Webhook targets are outside the bus: trusted by `roots`, no client
+        // certificate; built like every other client on the bus.
+        let tls = mconnect_sdk::tls::server_auth_client_config(&roots)
+            .map_err(|e| format!("webhook trust: {e}"))?;
+        let https = mconnect_sdk::tls::https_client(
+            &tls,
+            mconnect_sdk::tls::ClientOptions {
+                http2: false,
+                ..Default::default()
+            },
+        );
         let from = "MNotify <notificari@mnotify.gov.md>"
             .parse()
             .map_err(|e| format!("sender address: {e}"))?;
@@ -156,6 +148,29 @@ impl Network {
     }
 }
 
+/// The SMTP server as `(host, port)`: `flag` (`--smtp host:port`), else the
+/// one line of `{data}/smtp` (the sandbox starts adapters without extra
+/// flags); `None` when neither names one (e-mail is then queued only).
+pub fn smtp_server(flag: Option<&str>, data: &Path) -> Result<Option<(String, u16)>, String> {
+    let text = match flag {
+        Some(s) => s.to_string(),
+        None => match std::fs::read_to_string(data.join("smtp")) {
+            Ok(s) => s.trim().to_string(),
+            Err(_) => return Ok(None),
+        },
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("SMTP server `{text}`: write host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("SMTP server `{text}`: the port is not a number"))?;
+    Ok(Some((host.to_string(), port)))
+}
+
 /// The body as 8-bit text, readable as it is, when its lines allow (the
 /// relays this is for announce 8BITMIME); otherwise lettre's own choice.
 fn body(text: &str) -> lettre::message::Body {
@@ -199,13 +214,6 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// RFC 3339 now.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Drains the queue forever: wakes on `wake` or every 200 ms, sends what is due.

@@ -2,14 +2,15 @@
 //! file per notification.
 //!
 //! Invariants: every change reaches the disk before it is acted on or
-//! answered (write to a temporary file, fsync, rename, fsync the directory),
-//! so a crash leaves either the old or the new record, never a torn one; a
-//! notification is marked `Sent` only after the SMTP server accepted it.
+//! answered (`mconnect_sdk::adapter::write_atomic`: a temporary file, fsync,
+//! rename, fsync of the directory), so a crash leaves either the old or the
+//! new record, never a torn one; a notification is marked `Sent` only after
+//! the SMTP server accepted it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use mconnect_sdk::adapter::write_atomic;
 use serde::{Deserialize, Serialize};
 
 /// Where a notification goes.
@@ -162,31 +163,20 @@ impl Store {
 
     /// Writes a notification durably, then keeps it in memory.
     pub fn put(&mut self, n: Notification) -> Result<(), StoreError> {
-        write_atomic(&self.dir, &format!("{}.json", n.id), &n)?;
+        save(&self.dir.join(format!("{}.json", n.id)), &n)?;
         self.items.insert(n.id.clone(), n);
         Ok(())
     }
 }
 
-/// Writes `value` as JSON to `dir/name`: temporary file, fsync, rename, fsync
-/// of the directory, so a reader sees the old or the new file, whole.
-pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StoreError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let io = |p: &Path| {
-        let path = p.to_path_buf();
-        move |source| StoreError::Io { path, source }
-    };
+/// Writes `value` as JSON to `path`, durably ([`write_atomic`]).
+fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    write_atomic(path, &bytes).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -1,20 +1,24 @@
 //! The payment backend: [`PaymentBackend`], shaped after the real MPay
 //! integration (the provider's `GetOrderDetails` and MPay's
 //! `ConfirmOrderPayment`, keyed by service id and order key), and
-//! [`LocalBackend`], the reference implementation persisted in `--data`.
+//! [`LocalBackend`], the reference implementation persisted in `--data`;
+//! [`notifier`] is its external effect, the paid notice sent over the bus.
 //!
 //! Invariants: amounts are whole bani (1/100 MDL), never floats; an order's
 //! paid amount is the sum of its distinct payment ids, so a repeated
 //! confirmation counts once; a payment id names one payment for ever — a
 //! repeat that differs in any field is refused (`payment.conflict`); every
-//! change is on disk (atomic rename) before it is answered.
+//! change is on disk (`mconnect_sdk::adapter::write_atomic`) before it is
+//! answered.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use mconnect_sdk::adapter::{now_rfc3339, write_atomic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod notifier;
 
 /// Order status, as MPay names them.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -308,7 +312,7 @@ impl LocalBackend {
             .map_err(|_| PayError::Storage("state lock poisoned".into()))?;
         let mut next = guard.clone();
         let out = change(&mut next)?;
-        write_atomic(&self.dir, "orders.json", &next)?;
+        save(&self.dir, "orders.json", &next)?;
         *guard = next;
         Ok(out)
     }
@@ -481,32 +485,15 @@ impl PaymentBackend for LocalBackend {
     }
 }
 
-/// Writes `value` as JSON to `dir/name` atomically: temporary file, fsync,
-/// rename, fsync of the directory.
-fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), PayError> {
-    let storage = |e: std::io::Error| PayError::Storage(format!("{name}: {e}"));
+/// Writes `value` as JSON to `dir/name`, durably ([`write_atomic`]).
+fn save<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), PayError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| PayError::Storage(e.to_string()))?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(storage)?;
-    file.write_all(&bytes).map_err(storage)?;
-    file.sync_all().map_err(storage)?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(storage)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(storage)?;
-    Ok(())
+    write_atomic(&dir.join(name), &bytes).map_err(|e| PayError::Storage(format!("{name}: {e}")))
 }
 
 /// Unix seconds.
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// RFC 3339 now.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

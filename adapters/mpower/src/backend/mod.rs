@@ -4,29 +4,38 @@
 //! natural person, validity dates and a status), and [`LocalBackend`], the
 //! reference implementation persisted in one JSON file.
 //!
+//! [`lifecycle`] is a part of the backend, not of the bus side: it is the
+//! authorisation's state machine, which the backend applies to every change
+//! under its state lock (the real MPower enforces its own). The bus side
+//! (`service.rs`, `consent.rs`) only decides who the actor is.
+//!
 //! Invariants:
 //! - an authorisation is *valid* only when its status is `Valid` and the day
 //!   asked about lies within `valid_from..=valid_until`; every other state
 //!   answers "no" (fail closed);
 //! - it becomes `Valid` only through the grantor's verified consent
-//!   (`lifecycle.rs` decides each transition; `service.rs` verifies the
+//!   ([`lifecycle`] decides each transition; `consent.rs` verifies the
 //!   consent); a record loaded from an older state file that is `Valid` or
 //!   `Suspended` without a recorded consent is put back to
 //!   `PendingAcceptance`, because its consent was never verified;
 //! - a transition applies only to the revision its consent was verified
 //!   against (compare and set under the state lock);
 //! - [`LocalBackend`] acknowledges a change only after the whole state is on
-//!   disk (written to a temporary file, fsynced, renamed over the old one), so
-//!   a crash leaves either the old or the new state, never half of one;
+//!   disk (`mconnect_sdk::adapter::write_atomic`: a temporary file, fsynced,
+//!   renamed over the old one), so a crash leaves either the old or the new
+//!   state, never half of one;
 //! - codes are unique within a backend.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use mconnect_sdk::adapter::{now_rfc3339, write_atomic};
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::{self, Action, Actor};
+use self::lifecycle::{Action, Actor};
+
+pub mod lifecycle;
 
 /// Whether the authorising party is a natural or a legal person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +57,7 @@ pub struct Party {
     pub id: String,
 }
 
-/// The status of an authorisation, as MPower names them (`lifecycle.rs`
+/// The status of an authorisation, as MPower names them ([`lifecycle`]
 /// says how one leads to another).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthorisationStatus {
@@ -270,7 +279,7 @@ impl LocalBackend {
             a.status = lifecycle::effective(a, &day);
         }
         let out = change(&mut next)?;
-        write_atomically(&self.path, &next)?;
+        save(&self.path, &next)?;
         *guard = next;
         Ok(out)
     }
@@ -284,25 +293,14 @@ impl LocalBackend {
     }
 }
 
-fn write_atomically(path: &Path, authorisations: &[Authorisation]) -> Result<(), PowerError> {
-    use std::io::Write;
-    let io = |e: std::io::Error| PowerError::Unavailable(format!("{}: {e}", path.display()));
+/// Writes the whole state to `path`, durably ([`write_atomic`]).
+fn save(path: &Path, authorisations: &[Authorisation]) -> Result<(), PowerError> {
     let bytes = serde_json::to_vec_pretty(&StateFile {
         authorisations: authorisations.to_vec(),
     })
     .map_err(|e| PowerError::Unavailable(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    // The rename is durable only once the directory entry is.
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_atomic(path, &bytes)
+        .map_err(|e| PowerError::Unavailable(format!("{}: {e}", path.display())))
 }
 
 impl PowerBackend for LocalBackend {
@@ -521,17 +519,6 @@ pub fn is_code(code: &str) -> bool {
 pub fn today() -> String {
     let d = time::OffsetDateTime::now_utc().date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-/// Now in UTC as RFC 3339 with a fixed number of fraction digits, so that
-/// instants sort correctly as text (the list of a person's authorisations).
-fn now_rfc3339() -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(&format)
-        .unwrap_or_default()
 }
 
 /// A random 16-digit code whose first digit is not 0 (so it survives being
