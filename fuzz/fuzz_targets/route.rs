@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mconnect::exchange::call::parse_route;
-use mconnect::sdk::query_param;
+use mconnect_sdk::query_param;
 
 // One round of percent-decoding, `%XX` only (a path has no `+` rule).
 fn decode_once(s: &str) -> String {

@@ -731,7 +731,7 @@ fn full_view(r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
 pub(crate) fn openapi_paths() -> Value {
     let problem = super::openapi::problem();
     let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^cr-[0-9]{4}-[0-9]{6}$"}}]);
-    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect::sdk::sign_request` does this). The exact body and signature are kept as evidence.";
+    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect_sdk::sign_request` does this). The exact body and signature are kept as evidence.";
     // The embedded schema keeps its `$id`, so its `#/$defs/...` references
     // resolve inside it (JSON Schema 2020-12, as OpenAPI 3.1 uses).
     let schema: Value = serde_json::from_str(connect::application::APPLICATION_SCHEMA)

@@ -1,6 +1,6 @@
 //! Replay protection over a signature's `created` window, in bounded memory:
 //! what a provider uses to serve each broker-signed `MConnect-Exchange-Id`
-//! once (`sdk::ExchangeIds`). (The broker's own check of request ids, which
+//! once (`crate::ExchangeIds`). (The broker's own check of request ids, which
 //! must hold for 24 hours and across restarts, is `replay_store`.)
 //!
 //! A request is only accepted while its signature's `created` lies within the

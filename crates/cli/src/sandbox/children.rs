@@ -5,7 +5,7 @@
 //! Invariants: every child gets a lifeline (`MCONNECT_LIFELINE=stdin`, a pipe
 //! on its standard input whose write end only the sandbox holds, close-on-exec
 //! so no sibling inherits it), so it ends when the sandbox ends, even by
-//! SIGKILL (see `sdk::exit_when_parent_dies`); a clean stop closes the
+//! SIGKILL (see `mconnect_sdk::exit_when_parent_dies`); a clean stop closes the
 //! lifelines, waits for each child and kills (then reaps) any that outstay
 //! the grace period; all binaries are checked before anything starts.
 
