@@ -5,7 +5,10 @@
 
 command -v python3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
 
-cargo build --release --bins --examples --bench load
+# Every binary of the workspace (the sandbox starts the adapters and the
+# example registers beside the `mconnect` binary), then the load harness.
+cargo build --release --workspace --bins --examples
+cargo build --release --bench load
 LOAD=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -n 1)
 
 WORK=$(mktemp -d)
