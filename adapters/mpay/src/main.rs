@@ -47,11 +47,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Required arguments first, as a parser would check them.
-    let participant = args
-        .common
-        .participant
-        .as_deref()
-        .ok_or("--participant is required: MPay has no default participant id")?;
+    let participant = args.common.required_participant("MPay")?;
     let data = args.common.data_dir()?;
     let (credentials, broker) = args.common.credentials(participant, "ed25519")?;
     let backend = Arc::new(backend::LocalBackend::open(data)?);

@@ -426,19 +426,9 @@ fn format_name(alg: Algorithm) -> &'static str {
     }
 }
 
-/// A 13-digit IDNP with the Moldovan control digit.
-pub fn is_idnp(id: &str) -> bool {
-    let b = id.as_bytes();
-    if b.len() != 13 || !b.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let sum: u32 = b[..12]
-        .iter()
-        .zip([7u32, 3, 1].iter().cycle())
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    sum % 10 == u32::from(b[12] - b'0')
-}
+/// A 13-digit IDNP with the Moldovan control digit (the SDK's one check, as
+/// the broker applies it).
+pub use mconnect_sdk::ids::is_valid_idnp as is_idnp;
 
 #[cfg(test)]
 mod tests {

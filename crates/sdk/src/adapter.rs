@@ -63,6 +63,15 @@ impl AdapterArgs {
         Ok((credentials, broker))
     }
 
+    /// The participant id, for an adapter that has no default one.
+    pub fn required_participant(&self, service: &str) -> Result<&str, SdkError> {
+        self.participant.as_deref().ok_or_else(|| {
+            SdkError::Arguments(format!(
+                "--participant is required: {service} has no default participant id"
+            ))
+        })
+    }
+
     /// `--data`, required by adapters that keep state.
     pub fn data_dir(&self) -> Result<&Path, SdkError> {
         self.data.as_deref().ok_or_else(|| {

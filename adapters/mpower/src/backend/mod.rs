@@ -480,20 +480,9 @@ pub fn validate_grant(request: &GrantRequest) -> Result<(), PowerError> {
     Ok(())
 }
 
-/// A 13-digit IDNP or IDNO with the Moldovan control digit (weights 7, 3, 1
-/// repeated over the first 12 digits, sum mod 10).
-pub fn is_person_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    if b.len() != 13 || !b.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let sum: u32 = b[..12]
-        .iter()
-        .zip([7u32, 3, 1].iter().cycle())
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    sum % 10 == u32::from(b[12] - b'0')
-}
+/// A 13-digit IDNP or IDNO with the Moldovan control digit (the SDK's one
+/// check, as the broker applies it).
+pub use mconnect_sdk::ids::is_valid_national_id as is_person_id;
 
 /// `AT-` followed by 1 to 61 letters, digits or dashes.
 pub fn is_type_code(code: &str) -> bool {
