@@ -19,8 +19,48 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct JsonError(String);
+#[error("{message}")]
+pub struct JsonError {
+    message: String,
+    content_free: String,
+}
+
+/// This module's own refusals: they name no part of the document.
+const OWN_MESSAGES: [&str; 3] = [
+    "the document has too many values",
+    "the document nests deeper than",
+    "a member name appears twice in one object",
+];
+
+impl JsonError {
+    fn from_serde(e: &serde_json::Error) -> JsonError {
+        let message = e.to_string();
+        let content_free = if OWN_MESSAGES.iter().any(|own| message.starts_with(own)) {
+            message.clone()
+        } else {
+            // serde_json's own messages may quote the document ("invalid
+            // type: string \"...\""); the category and position never do.
+            let what = match e.classify() {
+                serde_json::error::Category::Syntax => "not valid JSON",
+                serde_json::error::Category::Eof => "the document ends too early",
+                serde_json::error::Category::Data => "a value of an unexpected kind",
+                serde_json::error::Category::Io => "the document could not be read",
+            };
+            format!("{what} at line {} column {}", e.line(), e.column())
+        };
+        JsonError {
+            message,
+            content_free,
+        }
+    }
+
+    /// The refusal without any part of the document: what to say about a
+    /// document that holds someone else's data (a provider's answer), where
+    /// a member name can itself be a personal number.
+    pub fn content_free(&self) -> &str {
+        &self.content_free
+    }
+}
 
 /// Parses `bytes` as one JSON document of at most `max_values` values.
 pub fn parse(bytes: &[u8], max_values: usize) -> Result<Value, JsonError> {
@@ -31,8 +71,8 @@ pub fn parse(bytes: &[u8], max_values: usize) -> Result<Value, JsonError> {
         depth: 0,
     }
     .deserialize(&mut de)
-    .map_err(|e| JsonError(e.to_string()))?;
-    de.end().map_err(|e| JsonError(e.to_string()))?;
+    .map_err(|e| JsonError::from_serde(&e))?;
+    de.end().map_err(|e| JsonError::from_serde(&e))?;
     Ok(value)
 }
 
@@ -136,10 +176,11 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.contains_key(&key) {
-                return Err(de::Error::custom(format!(
-                    "member {:?} appears twice in one object",
-                    key.escape_debug().to_string()
-                )));
+                // The name is not repeated back: it may be a personal number,
+                // and the position (added by serde_json) finds it.
+                return Err(de::Error::custom(
+                    "a member name appears twice in one object",
+                ));
             }
             let value = map.next_value_seed(inner)?;
             members.insert(key, value);
@@ -179,6 +220,35 @@ mod tests {
         assert!(parse(deep.as_bytes(), 10_000).is_err());
         let ok_deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(ok_deep.as_bytes(), 10_000).is_ok());
+    }
+
+    #[test]
+    fn refusals_can_be_told_without_the_document() {
+        // A personal number as a member name or value must not come back in
+        // what is said about someone else's document.
+        let secret = "2004000000035";
+        let cases = [
+            format!(r#"{{"{secret}":1,"{secret}":2}}"#),
+            format!(r#"{{"a":"{secret}"#),
+            format!(r#"{{"a":{secret}x}}"#),
+            format!(r#"["{secret}" "#),
+        ];
+        for text in &cases {
+            let Err(e) = parse(text.as_bytes(), 100) else {
+                panic!("{text} parsed");
+            };
+            assert!(
+                !e.content_free().contains(secret),
+                "{text}: {}",
+                e.content_free()
+            );
+            assert!(!e.to_string().contains(secret), "{text}: {e}");
+            assert!(
+                e.content_free().contains("line 1"),
+                "{text}: {}",
+                e.content_free()
+            );
+        }
     }
 
     #[test]

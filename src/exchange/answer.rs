@@ -56,8 +56,12 @@ pub(super) fn deliver(
             "provider answered {status} as {media_type:?}; services on this bus answer application/json"
         )));
     }
-    let mut value = crate::json::parse(&answer.body, max_json_values)
-        .map_err(|e| bad(format!("provider answer is not acceptable JSON: {e}")))?;
+    let mut value = crate::json::parse(&answer.body, max_json_values).map_err(|e| {
+        bad(format!(
+            "provider answer is not acceptable JSON: {}",
+            e.content_free()
+        ))
+    })?;
     service
         .validate_response(&value)
         .map_err(|v| ExchangeError::new(ErrorKind::ResponseSchemaInvalid, v.to_string()))?;
@@ -92,8 +96,12 @@ fn problem_answer(
             "provider answered {status} as {media_type:?}; error answers must be application/problem+json"
         )));
     }
-    let value = crate::json::parse(body, max_json_values)
-        .map_err(|e| bad(format!("provider problem is not acceptable JSON: {e}")))?;
+    let value = crate::json::parse(body, max_json_values).map_err(|e| {
+        bad(format!(
+            "provider problem is not acceptable JSON: {}",
+            e.content_free()
+        ))
+    })?;
     let serde_json::Value::Object(members) = value else {
         return Err(bad("provider problem is not a JSON object".into()));
     };

@@ -459,3 +459,6 @@ impl Broker {
         Ok(format!("{base}{path_and_query}"))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -177,8 +177,13 @@ impl Broker {
                 answer.status
             )));
         }
-        let verdict = crate::json::parse(&answer.body, self.limits.max_json_values)
-            .map_err(|e| denied(format!("MPower's answer is not acceptable JSON: {e}")))?;
+        let verdict =
+            crate::json::parse(&answer.body, self.limits.max_json_values).map_err(|e| {
+                denied(format!(
+                    "MPower's answer is not acceptable JSON: {}",
+                    e.content_free()
+                ))
+            })?;
         let confirmed = confirms(&verdict, user, party, kind);
         if !confirmed {
             return Err(denied(format!(
