@@ -67,7 +67,12 @@ fn offending(files: &[PathBuf], needles: &[&str]) -> Vec<String> {
                 continue;
             }
             if let Some(needle) = needles.iter().find(|needle| code.contains(*needle)) {
-                found.push(format!("{}:{}: `{needle}` in: {}", file.display(), n + 1, code));
+                found.push(format!(
+                    "{}:{}: `{needle}` in: {}",
+                    file.display(),
+                    n + 1,
+                    code
+                ));
             }
         }
     }
@@ -85,7 +90,11 @@ fn the_sdk_knows_no_broker() {
         );
     }
     let hits = offending(&sources(&repo().join("crates/sdk/src")), &["mconnect::"]);
-    assert!(hits.is_empty(), "the SDK names the broker:\n{}", hits.join("\n"));
+    assert!(
+        hits.is_empty(),
+        "the SDK names the broker:\n{}",
+        hits.join("\n")
+    );
 }
 
 #[test]
@@ -112,7 +121,10 @@ fn adapters_depend_on_the_sdk_alone() {
                 "{relative} depends on {broker}: adapters are participants and use the SDK alone"
             );
         }
-        let hits = offending(&sources(&dir.join("src")), &["mconnect::", "mconnect_cli::"]);
+        let hits = offending(
+            &sources(&dir.join("src")),
+            &["mconnect::", "mconnect_cli::"],
+        );
         assert!(hits.is_empty(), "{relative}:\n{}", hits.join("\n"));
         checked += 1;
     }
@@ -123,7 +135,9 @@ fn adapters_depend_on_the_sdk_alone() {
 fn examples_are_targets_of_the_sdk_and_use_nothing_else() {
     let root = manifest("Cargo.toml");
     assert_eq!(
-        root["package"].get("autoexamples").and_then(|v| v.as_bool()),
+        root["package"]
+            .get("autoexamples")
+            .and_then(|v| v.as_bool()),
         Some(false),
         "the broker package must not build examples/ against the whole library"
     );
@@ -144,12 +158,18 @@ fn examples_are_targets_of_the_sdk_and_use_nothing_else() {
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy();
         assert!(
-            declared.iter().any(|p| p.ends_with(&format!("examples/{name}"))),
+            declared
+                .iter()
+                .any(|p| p.ends_with(&format!("examples/{name}"))),
             "examples/{name} is not an example of crates/sdk"
         );
     }
     let hits = offending(&files, &["mconnect::", "mconnect_cli::"]);
-    assert!(hits.is_empty(), "examples name the broker:\n{}", hits.join("\n"));
+    assert!(
+        hits.is_empty(),
+        "examples name the broker:\n{}",
+        hits.join("\n")
+    );
 }
 
 #[test]
@@ -163,9 +183,19 @@ fn the_library_knows_no_command_line() {
     }
     let hits = offending(
         &sources(&repo().join("src")),
-        &["clap::", "anyhow::", "indicatif::", "process::Command", "mconnect_cli"],
+        &[
+            "clap::",
+            "anyhow::",
+            "indicatif::",
+            "process::Command",
+            "mconnect_cli",
+        ],
     );
-    assert!(hits.is_empty(), "the library reaches for the CLI:\n{}", hits.join("\n"));
+    assert!(
+        hits.is_empty(),
+        "the library reaches for the CLI:\n{}",
+        hits.join("\n")
+    );
 }
 
 #[test]
@@ -176,7 +206,14 @@ fn policy_does_no_io() {
         .collect();
     let hits = offending(
         &files,
-        &["std::fs", "tokio::", "std::net", "std::io::Read", "redb::", "File::"],
+        &[
+            "std::fs",
+            "tokio::",
+            "std::net",
+            "std::io::Read",
+            "redb::",
+            "File::",
+        ],
     );
     assert!(hits.is_empty(), "policy does I/O:\n{}", hits.join("\n"));
 }

@@ -203,16 +203,7 @@ fn forward_request(
         HeaderValue::from_str(call.exchange_id)
             .map_err(|_| ExchangeError::new(ErrorKind::Internal, "exchange id unusable"))?,
     );
-    let mut covered = vec![
-        "@method",
-        "@target-uri",
-        headers::CLIENT,
-        headers::CALLING_USER,
-        headers::CALL_BASIS,
-        headers::CALL_REASON,
-        headers::REQUEST_ID,
-        headers::EXCHANGE_ID,
-    ];
+    let mut covered = mconnect_sdk::protocol::FORWARDED_COMPONENTS.to_vec();
     if call.call.subject.is_some() {
         covered.push(headers::SUBJECT);
     }

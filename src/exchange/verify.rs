@@ -22,15 +22,7 @@ use crate::httpsig::{self, HttpSigError, MessageView, RequestView};
 use crate::registry::ParticipantEntry;
 
 /// Components every consumer signature must cover (PROTOCOL.md section 2).
-pub const REQUIRED_COMPONENTS: &[&str] = &[
-    "@method",
-    "@target-uri",
-    headers::CLIENT,
-    headers::CALLING_USER,
-    headers::CALL_BASIS,
-    headers::CALL_REASON,
-    headers::REQUEST_ID,
-];
+pub const REQUIRED_COMPONENTS: &[&str] = mconnect_sdk::protocol::CONSUMER_COMPONENTS;
 
 /// What a verified signature established.
 #[derive(Debug, Clone)]

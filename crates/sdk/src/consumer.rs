@@ -71,15 +71,7 @@ pub fn sign_request(
     request_headers: &mut HeaderMap,
     body: &[u8],
 ) -> Result<(), SdkError> {
-    let mut covered = vec![
-        "@method",
-        "@target-uri",
-        headers::CLIENT,
-        headers::CALLING_USER,
-        headers::CALL_BASIS,
-        headers::CALL_REASON,
-        headers::REQUEST_ID,
-    ];
+    let mut covered = crate::protocol::CONSUMER_COMPONENTS.to_vec();
     for optional in [
         headers::SUBJECT,
         headers::REPRESENTED_PARTY,

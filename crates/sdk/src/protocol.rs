@@ -31,6 +31,32 @@ pub mod headers {
     pub const CONTENT_DIGEST: &str = "content-digest";
 }
 
+/// What every consumer request signature covers (PROTOCOL.md section 2);
+/// the consumer signs these, the broker requires them.
+pub const CONSUMER_COMPONENTS: &[&str] = &[
+    "@method",
+    "@target-uri",
+    headers::CLIENT,
+    headers::CALLING_USER,
+    headers::CALL_BASIS,
+    headers::CALL_REASON,
+    headers::REQUEST_ID,
+];
+
+/// What every broker-forwarded request signature covers: the consumer's
+/// components plus the broker's exchange id; the broker signs these, the
+/// provider requires them.
+pub const FORWARDED_COMPONENTS: &[&str] = &[
+    "@method",
+    "@target-uri",
+    headers::CLIENT,
+    headers::CALLING_USER,
+    headers::CALL_BASIS,
+    headers::CALL_REASON,
+    headers::REQUEST_ID,
+    headers::EXCHANGE_ID,
+];
+
 /// The signature labels of the protocol.
 pub mod labels {
     /// Consumer requests and the broker's forwarded requests.
@@ -210,6 +236,15 @@ mod tests {
         let parsed: serde_json::Value =
             serde_json::from_slice(&problem.to_json()).unwrap_or_default();
         assert_eq!(parsed, value);
+    }
+
+    #[test]
+    fn forwarded_components_extend_the_consumer_components() {
+        assert_eq!(
+            &FORWARDED_COMPONENTS[..CONSUMER_COMPONENTS.len()],
+            CONSUMER_COMPONENTS
+        );
+        assert_eq!(FORWARDED_COMPONENTS.last(), Some(&headers::EXCHANGE_ID));
     }
 
     #[test]

@@ -174,16 +174,7 @@ fn verify_broker_signature(
     let key = broker
         .get(&keyid)
         .ok_or_else(|| v(format!("{keyid} is not a trusted broker certificate")))?;
-    for name in [
-        "@method",
-        "@target-uri",
-        headers::CLIENT,
-        headers::CALLING_USER,
-        headers::CALL_BASIS,
-        headers::CALL_REASON,
-        headers::REQUEST_ID,
-        headers::EXCHANGE_ID,
-    ] {
+    for &name in crate::protocol::FORWARDED_COMPONENTS {
         if !parsed.params.covers(name) {
             return Err(v(format!("broker signature does not cover {name}")));
         }
