@@ -29,12 +29,23 @@ fn manifest(relative: &str) -> toml::Table {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The names of a manifest's `[dependencies]` (not dev-dependencies).
+/// The packages a manifest's `[dependencies]` (not dev-dependencies) name:
+/// the key, or the `package` it renames, so `x = { package = "mconnect" }`
+/// counts as `mconnect`.
 fn dependencies(manifest: &toml::Table) -> Vec<String> {
     manifest
         .get("dependencies")
         .and_then(|d| d.as_table())
-        .map(|d| d.keys().cloned().collect())
+        .map(|d| {
+            d.iter()
+                .map(|(key, spec)| {
+                    spec.get("package")
+                        .and_then(|p| p.as_str())
+                        .unwrap_or(key)
+                        .to_owned()
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
