@@ -30,22 +30,33 @@ fn manifest(relative: &str) -> toml::Table {
 }
 
 /// The packages a manifest's `[dependencies]` (not dev-dependencies) name:
-/// the key, or the `package` it renames, so `x = { package = "mconnect" }`
-/// counts as `mconnect`.
+/// the key, or the `package` it renames, also through
+/// `[workspace.dependencies]` for `x.workspace = true`, so no renaming hides
+/// a dependency on the broker.
 fn dependencies(manifest: &toml::Table) -> Vec<String> {
+    let root = self::manifest("Cargo.toml");
+    let workspace = root
+        .get("workspace")
+        .and_then(|w| w.get("dependencies"))
+        .and_then(|d| d.as_table())
+        .cloned()
+        .unwrap_or_default();
+    let package = |key: &str, spec: &toml::Value| -> String {
+        if let Some(renamed) = spec.get("package").and_then(|p| p.as_str()) {
+            return renamed.to_owned();
+        }
+        if spec.get("workspace").and_then(|w| w.as_bool()) == Some(true)
+            && let Some(shared) = workspace.get(key)
+            && let Some(renamed) = shared.get("package").and_then(|p| p.as_str())
+        {
+            return renamed.to_owned();
+        }
+        key.to_owned()
+    };
     manifest
         .get("dependencies")
         .and_then(|d| d.as_table())
-        .map(|d| {
-            d.iter()
-                .map(|(key, spec)| {
-                    spec.get("package")
-                        .and_then(|p| p.as_str())
-                        .unwrap_or(key)
-                        .to_owned()
-                })
-                .collect()
-        })
+        .map(|d| d.iter().map(|(key, spec)| package(key, spec)).collect())
         .unwrap_or_default()
 }
 
