@@ -28,7 +28,11 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     let catalog = Catalog::load_dir(&root.join("catalog")).expect("shipped catalog loads");
     let dir = std::env::temp_dir().join(format!("mconnect-fuzz-app-{}", std::process::id()));
     let store = RedbStore::open(&dir.join("state.redb")).expect("registry store opens");
-    let registry = Registry::open(Arc::new(store)).expect("registry opens");
+    // Participants are registered without certificates: the anchors only
+    // have to exist (a development CA made for this run).
+    let ca = mconnect::pki::DevCa::generate("fuzz bus ca").expect("a development CA");
+    let anchors = mconnect::trust::TrustAnchors::from_pem(ca.cert_pem()).expect("anchors");
+    let registry = Registry::open(Arc::new(store), anchors).expect("registry opens");
     let listed: Value = serde_json::from_slice(
         &std::fs::read(root.join("examples/sandbox/participants.json")).expect("participants"),
     )
