@@ -1,0 +1,303 @@
+//! The portal's three languages — Romanian (the default), Russian and
+//! English — and the words of its pages in each. The catalog's own texts
+//! carry their three versions themselves (`catalog::Text`).
+//!
+//! Invariant: every page is available in every language; a missing
+//! translation is a compile error, not an empty string (each language is
+//! one value of [`Strings`], whose fields are all required).
+
+use mconnect::catalog::Text;
+
+/// A language of the portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// Romanian, the default.
+    Ro,
+    /// Russian.
+    Ru,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// Every language, in the order the switcher shows them.
+    pub const ALL: [Lang; 3] = [Lang::Ro, Lang::Ru, Lang::En];
+
+    /// The BCP 47 code (`lang` attribute, `?lang=` parameter, cookie).
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Ro => "ro",
+            Lang::Ru => "ru",
+            Lang::En => "en",
+        }
+    }
+
+    /// The language's name in itself, for the switcher.
+    pub fn own_name(self) -> &'static str {
+        match self {
+            Lang::Ro => "Română",
+            Lang::Ru => "Русский",
+            Lang::En => "English",
+        }
+    }
+
+    /// A language from its code; anything else is `None`.
+    pub fn parse(code: &str) -> Option<Lang> {
+        Lang::ALL.into_iter().find(|l| l.code() == code)
+    }
+
+    /// The text's version in this language.
+    pub fn pick(self, text: &Text) -> &str {
+        match self {
+            Lang::Ro => &text.ro,
+            Lang::Ru => &text.ru,
+            Lang::En => &text.en,
+        }
+    }
+
+    /// The words of the portal's pages.
+    pub fn strings(self) -> &'static Strings {
+        match self {
+            Lang::Ro => &RO,
+            Lang::Ru => &RU,
+            Lang::En => &EN,
+        }
+    }
+}
+
+/// The words of the portal's pages in one language.
+#[derive(Debug)]
+pub struct Strings {
+    /// The portal's name.
+    pub portal: &'static str,
+    /// "Skip to main content".
+    pub skip: &'static str,
+    /// "Language".
+    pub language: &'static str,
+    /// The catalog's heading.
+    pub catalog: &'static str,
+    /// The catalog's introduction.
+    pub catalog_intro: &'static str,
+    /// "Search the catalog".
+    pub search_label: &'static str,
+    /// The search hint.
+    pub search_hint: &'static str,
+    /// "Search".
+    pub search_button: &'static str,
+    /// "Services found:" (the number follows).
+    pub services_found: &'static str,
+    /// No service matched.
+    pub nothing_found: &'static str,
+    /// "Registers".
+    pub registers: &'static str,
+    /// "Service".
+    pub service: &'static str,
+    /// "Register".
+    pub register: &'static str,
+    /// "Provider".
+    pub provider: &'static str,
+    /// "Owner".
+    pub owner: &'static str,
+    /// "Status".
+    pub status: &'static str,
+    /// "Version".
+    pub version: &'static str,
+    /// "Personal data".
+    pub personal_data: &'static str,
+    /// "What it returns".
+    pub returns: &'static str,
+    /// "Data elements".
+    pub data_elements: &'static str,
+    /// "Field".
+    pub field: &'static str,
+    /// "Meaning".
+    pub meaning: &'static str,
+    /// "Parameters".
+    pub parameters: &'static str,
+    /// "required".
+    pub required: &'static str,
+    /// "optional".
+    pub optional: &'static str,
+    /// "Legal acts".
+    pub legal_acts: &'static str,
+    /// "Article".
+    pub article: &'static str,
+    /// "Public task".
+    pub public_task: &'static str,
+    /// "Contact".
+    pub contact: &'static str,
+    /// "Request schema".
+    pub request_schema: &'static str,
+    /// "Response schema".
+    pub response_schema: &'static str,
+    /// "How it is called".
+    pub how_called: &'static str,
+    /// The DCAT-AP link's text.
+    pub dcat: &'static str,
+    /// "Back to the catalog".
+    pub back: &'static str,
+    /// The not-found heading.
+    pub not_found: &'static str,
+    /// The not-found explanation.
+    pub not_found_text: &'static str,
+    /// The personal-data classes: none, personal, special.
+    pub personal_classes: [&'static str; 3],
+    /// The lifecycle statuses: draft, active, deprecated, retired.
+    pub lifecycle: [&'static str; 4],
+}
+
+static RO: Strings = Strings {
+    portal: "MConnect — acces la date",
+    skip: "Salt la conținutul principal",
+    language: "Limba",
+    catalog: "Catalogul semantic",
+    catalog_intro: "Registrele de stat și serviciile lor de date disponibile prin MConnect: ce date există, cine le deține, în temeiul căror acte normative și ce date cu caracter personal conțin.",
+    search_label: "Căutați în catalog",
+    search_hint: "De exemplu: domiciliu, vehicule, impozite. Diacriticele nu contează.",
+    search_button: "Căutare",
+    services_found: "Servicii găsite:",
+    nothing_found: "Niciun serviciu nu corespunde căutării.",
+    registers: "Registre",
+    service: "Serviciu",
+    register: "Registru",
+    provider: "Furnizor",
+    owner: "Deținător",
+    status: "Stare",
+    version: "Versiune",
+    personal_data: "Date cu caracter personal",
+    returns: "Ce returnează",
+    data_elements: "Elemente de date",
+    field: "Câmp",
+    meaning: "Semnificație",
+    parameters: "Parametri",
+    required: "obligatoriu",
+    optional: "opțional",
+    legal_acts: "Acte normative",
+    article: "Articolul",
+    public_task: "Misiunea publică",
+    contact: "Contact",
+    request_schema: "Schema cererii",
+    response_schema: "Schema răspunsului",
+    how_called: "Cum se apelează",
+    dcat: "Descriere DCAT-AP (JSON-LD)",
+    back: "Înapoi la catalog",
+    not_found: "Pagina nu a fost găsită",
+    not_found_text: "Adresa nu corespunde niciunei pagini. Verificați adresa sau reveniți la catalog.",
+    personal_classes: [
+        "fără date personale",
+        "date cu caracter personal",
+        "categorii speciale de date",
+    ],
+    lifecycle: ["în pregătire", "activ", "depreciat", "retras"],
+};
+
+static RU: Strings = Strings {
+    portal: "MConnect — доступ к данным",
+    skip: "Перейти к основному содержанию",
+    language: "Язык",
+    catalog: "Семантический каталог",
+    catalog_intro: "Государственные регистры и их сервисы данных, доступные через MConnect: какие данные существуют, кто ими владеет, на основании каких нормативных актов и какие персональные данные они содержат.",
+    search_label: "Поиск по каталогу",
+    search_hint: "Например: место жительства, транспорт, налоги. Диакритика не важна.",
+    search_button: "Найти",
+    services_found: "Найдено сервисов:",
+    nothing_found: "Ни один сервис не соответствует запросу.",
+    registers: "Регистры",
+    service: "Сервис",
+    register: "Регистр",
+    provider: "Поставщик",
+    owner: "Владелец",
+    status: "Состояние",
+    version: "Версия",
+    personal_data: "Персональные данные",
+    returns: "Что возвращает",
+    data_elements: "Элементы данных",
+    field: "Поле",
+    meaning: "Значение",
+    parameters: "Параметры",
+    required: "обязательный",
+    optional: "необязательный",
+    legal_acts: "Нормативные акты",
+    article: "Статья",
+    public_task: "Публичная задача",
+    contact: "Контакт",
+    request_schema: "Схема запроса",
+    response_schema: "Схема ответа",
+    how_called: "Как вызывается",
+    dcat: "Описание DCAT-AP (JSON-LD)",
+    back: "Назад к каталогу",
+    not_found: "Страница не найдена",
+    not_found_text: "Адрес не соответствует ни одной странице. Проверьте адрес или вернитесь в каталог.",
+    personal_classes: [
+        "без персональных данных",
+        "персональные данные",
+        "особые категории данных",
+    ],
+    lifecycle: ["в подготовке", "действует", "устаревший", "выведен"],
+};
+
+static EN: Strings = Strings {
+    portal: "MConnect — data access",
+    skip: "Skip to main content",
+    language: "Language",
+    catalog: "Semantic catalog",
+    catalog_intro: "The state registers and their data services available through MConnect: what data exists, who holds it, under which legal acts, and what personal data it contains.",
+    search_label: "Search the catalog",
+    search_hint: "For example: domicile, vehicles, taxes. Diacritics do not matter.",
+    search_button: "Search",
+    services_found: "Services found:",
+    nothing_found: "No service matches the search.",
+    registers: "Registers",
+    service: "Service",
+    register: "Register",
+    provider: "Provider",
+    owner: "Owner",
+    status: "Status",
+    version: "Version",
+    personal_data: "Personal data",
+    returns: "What it returns",
+    data_elements: "Data elements",
+    field: "Field",
+    meaning: "Meaning",
+    parameters: "Parameters",
+    required: "required",
+    optional: "optional",
+    legal_acts: "Legal acts",
+    article: "Article",
+    public_task: "Public task",
+    contact: "Contact",
+    request_schema: "Request schema",
+    response_schema: "Response schema",
+    how_called: "How it is called",
+    dcat: "DCAT-AP description (JSON-LD)",
+    back: "Back to the catalog",
+    not_found: "Page not found",
+    not_found_text: "The address matches no page. Check the address or go back to the catalog.",
+    personal_classes: [
+        "no personal data",
+        "personal data",
+        "special categories of data",
+    ],
+    lifecycle: ["draft", "active", "deprecated", "retired"],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_are_refused() {
+        for lang in Lang::ALL {
+            assert_eq!(Lang::parse(lang.code()), Some(lang));
+        }
+        assert_eq!(Lang::parse("fr"), None);
+        assert_eq!(Lang::parse(""), None);
+    }
+
+    #[test]
+    fn every_language_names_the_portal_differently() {
+        let names: Vec<&str> = Lang::ALL.iter().map(|l| l.strings().portal).collect();
+        assert_eq!(names.len(), 3);
+        assert!(names[0] != names[1] && names[1] != names[2] && names[0] != names[2]);
+    }
+}

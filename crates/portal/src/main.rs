@@ -1,0 +1,86 @@
+//! `mconnect-portal`: the data-access portal as a process of its own,
+//! serving the public catalog over HTTP on `--listen`.
+//!
+//! Plain HTTP is for loopback (the sandbox, or behind a TLS-terminating
+//! proxy in production); the portal refuses a non-loopback `--listen`
+//! address unless `--behind-proxy` says a TLS proxy stands in front.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use mconnect::catalog::Catalog;
+use mconnect_portal::Portal;
+use mconnect_sdk::server::{ListenerStats, ServerLimits, serve_with};
+
+/// Command line.
+#[derive(Parser)]
+#[command(version, about = "The MConnect data-access portal")]
+struct Args {
+    /// The catalog directory (one JSON file per register).
+    #[arg(long)]
+    catalog: PathBuf,
+    /// Listen address (loopback unless --behind-proxy).
+    #[arg(long, default_value = "127.0.0.1:8450")]
+    listen: SocketAddr,
+    /// A TLS-terminating proxy stands in front: allow a non-loopback address.
+    #[arg(long)]
+    behind_proxy: bool,
+}
+
+fn main() -> ExitCode {
+    mconnect_sdk::exit_when_parent_dies();
+    mconnect_sdk::adapter::init_logging("mconnect_portal");
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() && !args.behind_proxy {
+        eprintln!(
+            "mconnect-portal: {} is not a loopback address: the portal serves plain HTTP, so put a TLS proxy in front and pass --behind-proxy",
+            args.listen
+        );
+        return ExitCode::from(64);
+    }
+    let catalog = match Catalog::load_dir(&args.catalog) {
+        Ok(catalog) => Arc::new(catalog),
+        Err(e) => {
+            eprintln!("mconnect-portal: catalog: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mconnect-portal: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let portal = Arc::new(Portal::new(catalog));
+        let server = serve_with(
+            args.listen,
+            None,
+            ServerLimits::default(),
+            Arc::new(ListenerStats::default()),
+            move |_peer, request| {
+                let portal = portal.clone();
+                async move { portal.handle(&request) }
+            },
+        )
+        .await;
+        match server {
+            Ok(server) => {
+                println!("LISTENING http://{}", server.local_addr());
+                mconnect_sdk::until_stopped().await;
+                server.shutdown().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mconnect-portal: cannot listen on {}: {e}", args.listen);
+                ExitCode::from(1)
+            }
+        }
+    })
+}
