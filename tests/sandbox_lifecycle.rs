@@ -36,7 +36,7 @@ fn mconnect() -> PathBuf {
 }
 
 /// How many child processes the shipped definition starts: one per
-/// participant that serves a register or runs an adapter.
+/// participant that serves a register or runs an adapter, and the portal.
 fn expected_children() -> usize {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sandbox/participants.json");
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -46,6 +46,7 @@ fn expected_children() -> usize {
         .iter()
         .filter(|p| p.get("serves").is_some() || p.get("adapter").is_some())
         .count()
+        + 1
 }
 
 /// A process as /proc shows it.

@@ -37,7 +37,8 @@ mod shipped;
 
 pub use children::ManifestProcess;
 pub use mconnect_sdk::manifest::{
-    ManifestAuditor, ManifestBroker, ManifestParticipant, ManifestTry, SandboxManifest,
+    ManifestAuditor, ManifestBroker, ManifestParticipant, ManifestPortal, ManifestTry,
+    SandboxManifest,
 };
 
 /// Options of `mconnect sandbox`.
@@ -204,6 +205,16 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         )?
         .write(&pki_dir, "broker")?;
     }
+    if !pki_dir.join("portal.key.pem").exists() {
+        // The portal's HTTPS certificate (a server certificate for
+        // 127.0.0.1 and localhost, like every certificate of this CA).
+        ca.issue(
+            "portal",
+            "Agenția de Guvernare Electronică",
+            KeyType::EcdsaP256,
+        )?
+        .write(&pki_dir, "portal")?;
+    }
     for p in &definition.participants {
         if !pki_dir.join(format!("{}.key.pem", p.id)).exists() {
             let key_type = KeyType::parse(&p.key)
@@ -329,7 +340,17 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         }
     }
 
+    // The data-access portal, on the same catalog as the broker.
+    let (portal, portal_url) = spawn_portal(&binaries.portal, &pki_dir, &catalog_dir).await?;
+    processes.push(ManifestProcess {
+        participant: "portal".to_string(),
+        pid: portal.id().unwrap_or_default(),
+        program: "mconnect-portal".to_string(),
+    });
+    children.push(portal);
+
     let mut manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
+    manifest.portal = Some(ManifestPortal { url: portal_url });
     fixtures::prepare(&mut manifest, dir).await?;
     children::write_manifest(dir, &manifest, &processes)?;
     Ok(RunningSandbox {
@@ -390,7 +411,25 @@ async fn spawn_adapter(
     spawn_listening(exe, command, &participant.id).await
 }
 
-/// Starts a provider process and waits for its `LISTENING https://…` line.
+async fn spawn_portal(
+    exe: &Path,
+    pki_dir: &Path,
+    catalog_dir: &Path,
+) -> Result<(tokio::process::Child, String)> {
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("--catalog")
+        .arg(catalog_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--cert")
+        .arg(pki_dir.join("portal.cert.pem"))
+        .arg("--key")
+        .arg(pki_dir.join("portal.key.pem"));
+    spawn_listening(exe, command, "the portal").await
+}
+
+/// Starts a child process and waits for its `LISTENING https://…` line.
 async fn spawn_listening(
     exe: &Path,
     mut command: tokio::process::Command,
@@ -583,6 +622,7 @@ fn manifest(
         participants,
         tries,
         auditor,
+        portal: None,
     })
 }
 

@@ -1,9 +1,11 @@
 //! `mconnect-portal`: the data-access portal as a process of its own,
-//! serving the public catalog over HTTP on `--listen`.
+//! serving HTTPS on `--listen` with `--cert` and `--key` (the sandbox
+//! passes its development PKI's `portal` certificate). Prints `LISTENING
+//! https://{addr}` once it serves.
 //!
-//! Plain HTTP is for loopback (the sandbox, or behind a TLS-terminating
-//! proxy in production); the portal refuses a non-loopback `--listen`
-//! address unless `--behind-proxy` says a TLS proxy stands in front.
+//! Without a certificate it serves plain HTTP, and then only on a loopback
+//! address unless `--behind-proxy` says a TLS-terminating proxy stands in
+//! front: the session cookies it will set are `Secure`.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +29,14 @@ struct Args {
     /// Listen address (loopback unless --behind-proxy).
     #[arg(long, default_value = "127.0.0.1:8450")]
     listen: SocketAddr,
-    /// A TLS-terminating proxy stands in front: allow a non-loopback address.
+    /// The portal's TLS certificate (PEM chain); with --key, serve HTTPS.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// A TLS-terminating proxy stands in front: allow plain HTTP on a
+    /// non-loopback address.
     #[arg(long)]
     behind_proxy: bool,
 }
@@ -36,7 +45,19 @@ fn main() -> ExitCode {
     mconnect_sdk::exit_when_parent_dies();
     mconnect_sdk::adapter::init_logging("mconnect_portal");
     let args = Args::parse();
-    if !args.listen.ip().is_loopback() && !args.behind_proxy {
+    let tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => match mconnect_sdk::tls::Identity::load(cert, key)
+            .and_then(|identity| mconnect_sdk::tls::browser_server_config(&identity))
+        {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("mconnect-portal: TLS: {e}");
+                return ExitCode::from(64);
+            }
+        },
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.behind_proxy {
         eprintln!(
             "mconnect-portal: {} is not a loopback address: the portal serves plain HTTP, so put a TLS proxy in front and pass --behind-proxy",
             args.listen
@@ -61,7 +82,7 @@ fn main() -> ExitCode {
         let portal = Arc::new(Portal::new(catalog));
         let server = serve_with(
             args.listen,
-            None,
+            tls.clone(),
             ServerLimits::default(),
             Arc::new(ListenerStats::default()),
             move |_peer, request| {
@@ -72,7 +93,8 @@ fn main() -> ExitCode {
         .await;
         match server {
             Ok(server) => {
-                println!("LISTENING http://{}", server.local_addr());
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                println!("LISTENING {scheme}://{}", server.local_addr());
                 mconnect_sdk::until_stopped().await;
                 server.shutdown().await;
                 ExitCode::SUCCESS

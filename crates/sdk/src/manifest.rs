@@ -27,6 +27,16 @@ pub struct SandboxManifest {
     pub tries: Vec<ManifestTry>,
     /// A participant allowed to read the audit log.
     pub auditor: ManifestAuditor,
+    /// The data-access portal, when the sandbox runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<ManifestPortal>,
+}
+
+/// The data-access portal in `sandbox.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestPortal {
+    /// Its base URL (HTTPS, certificate of the sandbox CA).
+    pub url: String,
 }
 
 /// The broker in `sandbox.json`.

@@ -146,6 +146,18 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A server configuration for browsers: the server's certificate only, no
+/// client certificate asked (the data-access portal, whose users sign in
+/// instead), HTTP/2 and HTTP/1.1 by ALPN.
+pub fn browser_server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The client-certificate verifier of the broker's listeners: chain to one of
 /// `cas`, validity dates, client-authentication purpose (rustls-webpki).
 /// `crate::trust` checks registered certificates with this same verifier, so

@@ -34,6 +34,13 @@ pub(crate) fn welcome(sandbox: &RunningSandbox) -> String {
         "  operations : {}/readyz  (plain HTTP)",
         m.broker.ops_url
     );
+    if let Some(portal) = &m.portal {
+        let _ = writeln!(
+            out,
+            "  portal     : {}/catalog  (certificate of the sandbox CA, pki/ca.cert.pem)",
+            portal.url
+        );
+    }
     let _ = writeln!(out, "  directory  : {}", dir.display());
     let _ = writeln!(out, "  manifest   : {}", dir.join("sandbox.json").display());
     let _ = writeln!(out);

@@ -1,4 +1,5 @@
-//! The sandbox's child processes (example registers and adapters): where
+//! The sandbox's child processes (example registers, adapters and the
+//! data-access portal): where
 //! their binaries are, how they are started so that they end with the
 //! sandbox, and how they are stopped.
 //!
@@ -46,6 +47,8 @@ pub(crate) struct Binaries {
     pub(crate) register: PathBuf,
     /// The directory with `mconnect-adapter-*`.
     pub(crate) adapters: PathBuf,
+    /// `mconnect-portal`, the data-access portal.
+    pub(crate) portal: PathBuf,
 }
 
 impl Binaries {
@@ -72,9 +75,10 @@ impl Binaries {
             .to_path_buf();
         let binaries = Binaries {
             register: examples.join("state_register"),
+            portal: adapters.join("mconnect-portal"),
             adapters,
         };
-        let mut needed = Vec::new();
+        let mut needed = vec![binaries.portal.clone()];
         for p in &definition.participants {
             if p.serves.is_some() {
                 needed.push(binaries.register.clone());
@@ -97,7 +101,7 @@ impl Binaries {
                 .and_then(Path::file_name)
                 .is_some_and(|n| n == "release");
             bail!(
-                "the sandbox runs the example registers and adapters, and {} missing: {}; \
+                "the sandbox runs the example registers, the adapters and the portal, and {} missing: {}; \
                  build them from the repository with `cargo build {}--workspace --bins --examples` \
                  (or name their directory with --examples-dir)",
                 if missing.len() == 1 {
