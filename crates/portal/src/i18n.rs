@@ -140,6 +140,34 @@ pub struct Strings {
     pub not_found: &'static str,
     /// The not-found explanation.
     pub not_found_text: &'static str,
+    /// "Sign in".
+    pub sign_in: &'static str,
+    /// "Sign out".
+    pub sign_out: &'static str,
+    /// The development sign-in's warning.
+    pub dev_sign_in_warning: &'static str,
+    /// "Who are you?" (the sign-in question).
+    pub who_are_you: &'static str,
+    /// "Continue".
+    pub continue_: &'static str,
+    /// The sign-in page when no way to sign in is configured.
+    pub sign_in_unavailable: &'static str,
+    /// "There is a problem" (error summary title).
+    pub there_is_a_problem: &'static str,
+    /// "Choose who you are".
+    pub choose_official: &'static str,
+    /// The form expired (CSRF token missing or wrong).
+    pub form_expired: &'static str,
+    /// "Your account".
+    pub account: &'static str,
+    /// "Signed in as".
+    pub signed_in_as: &'static str,
+    /// "Organisation".
+    pub organisation: &'static str,
+    /// "Roles".
+    pub roles: &'static str,
+    /// Too many sessions open.
+    pub too_many_sessions: &'static str,
     /// The personal-data classes: none, personal, special.
     pub personal_classes: [&'static str; 3],
     /// The lifecycle statuses: draft, active, deprecated, retired.
@@ -183,6 +211,20 @@ static RO: Strings = Strings {
     back: "Înapoi la catalog",
     not_found: "Pagina nu a fost găsită",
     not_found_text: "Adresa nu corespunde niciunei pagini. Verificați adresa sau reveniți la catalog.",
+    sign_in: "Autentificare",
+    sign_out: "Ieșire",
+    dev_sign_in_warning: "Autentificare de dezvoltare: doar în mediul de test (sandbox). În producție, funcționarii se autentifică prin MPass.",
+    who_are_you: "Cine sunteți?",
+    continue_: "Continuare",
+    sign_in_unavailable: "Autentificarea nu este configurată pe acest portal. Catalogul rămâne public.",
+    there_is_a_problem: "Există o problemă",
+    choose_official: "Alegeți persoana în numele căreia vă autentificați",
+    form_expired: "Formularul a expirat. Reîncărcați pagina și încercați din nou.",
+    account: "Contul dumneavoastră",
+    signed_in_as: "Autentificat ca",
+    organisation: "Organizația",
+    roles: "Roluri",
+    too_many_sessions: "Prea multe sesiuni deschise. Încercați din nou peste câteva minute.",
     personal_classes: [
         "fără date personale",
         "date cu caracter personal",
@@ -228,6 +270,20 @@ static RU: Strings = Strings {
     back: "Назад к каталогу",
     not_found: "Страница не найдена",
     not_found_text: "Адрес не соответствует ни одной странице. Проверьте адрес или вернитесь в каталог.",
+    sign_in: "Вход",
+    sign_out: "Выход",
+    dev_sign_in_warning: "Вход для разработки: только в тестовой среде (sandbox). В рабочей среде служащие входят через MPass.",
+    who_are_you: "Кто вы?",
+    continue_: "Продолжить",
+    sign_in_unavailable: "Вход на этом портале не настроен. Каталог остаётся общедоступным.",
+    there_is_a_problem: "Есть проблема",
+    choose_official: "Выберите, от чьего имени вы входите",
+    form_expired: "Срок действия формы истёк. Обновите страницу и попробуйте снова.",
+    account: "Ваша учётная запись",
+    signed_in_as: "Вы вошли как",
+    organisation: "Организация",
+    roles: "Роли",
+    too_many_sessions: "Открыто слишком много сеансов. Попробуйте через несколько минут.",
     personal_classes: [
         "без персональных данных",
         "персональные данные",
@@ -273,6 +329,20 @@ static EN: Strings = Strings {
     back: "Back to the catalog",
     not_found: "Page not found",
     not_found_text: "The address matches no page. Check the address or go back to the catalog.",
+    sign_in: "Sign in",
+    sign_out: "Sign out",
+    dev_sign_in_warning: "Development sign-in: sandbox only. In production, officials sign in through MPass.",
+    who_are_you: "Who are you?",
+    continue_: "Continue",
+    sign_in_unavailable: "Sign-in is not configured on this portal. The catalog stays public.",
+    there_is_a_problem: "There is a problem",
+    choose_official: "Choose who you are signing in as",
+    form_expired: "The form has expired. Reload the page and try again.",
+    account: "Your account",
+    signed_in_as: "Signed in as",
+    organisation: "Organisation",
+    roles: "Roles",
+    too_many_sessions: "Too many sessions are open. Try again in a few minutes.",
     personal_classes: [
         "no personal data",
         "personal data",

@@ -1,7 +1,8 @@
 //! The data-access portal: what about 150 local authorities without a system
 //! of their own use, in a browser, to reach the state registers through the
-//! bus. This first part is the public semantic catalog — every register and
-//! service, searchable in three languages, a page per service — served as
+//! bus. Built so far: the public semantic catalog — every register and
+//! service, searchable in three languages, a page per service — and signing
+//! officials in and out (the development sign-in; [`signin`]), served as
 //! server-rendered HTML that works without JavaScript.
 //!
 //! Layout: [`Portal::handle`] routes and applies the headers every answer
@@ -13,6 +14,8 @@
 //! - every answer carries the security headers (a Content-Security-Policy
 //!   with no inline script or style, `nosniff`, no framing, no referrer);
 //! - every text from the catalog is escaped by the template engine;
+//! - a form is read only up to [`MAX_FORM_BYTES`], and only on the two
+//!   routes that take one;
 //! - the portal never fails: an error is a page, in the visitor's language.
 
 #![forbid(unsafe_code)]
@@ -21,38 +24,78 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use mconnect::catalog::Catalog;
 
 pub mod i18n;
 pub mod pages;
 pub mod security;
+pub mod session;
+pub mod signin;
 
 use i18n::Lang;
+use session::{Official, Sessions};
 
-/// The portal's state: the catalog it shows.
+/// The largest form body read.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The portal's state: the catalog it shows, who may sign in, who has.
 pub struct Portal {
     catalog: Arc<Catalog>,
+    /// The development sign-in's officials; empty outside a sandbox.
+    dev_officials: Vec<Official>,
+    sessions: Sessions,
 }
 
 /// The stylesheet, served from the portal itself (`style-src 'self'`).
 const STYLESHEET: &str = include_str!("../assets/portal.css");
 
 impl Portal {
-    /// A portal showing `catalog`.
+    /// A portal showing `catalog`, signing nobody in.
     pub fn new(catalog: Arc<Catalog>) -> Portal {
-        Portal { catalog }
+        Portal {
+            catalog,
+            dev_officials: Vec::new(),
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// The development sign-in, offering `officials` (a sandbox only).
+    pub fn with_dev_sign_in(mut self, officials: Vec<Official>) -> Portal {
+        self.dev_officials = officials;
+        self
+    }
+
+    /// The open sessions (tests of the timeouts).
+    #[doc(hidden)]
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Answers one request. Never fails: every error is a page.
-    pub fn handle<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
-        let lang = security::language(request);
-        let mut response = self.route(request, lang);
-        security::harden(&mut response, lang, request);
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let lang = security::language(&request);
+        let (head, body) = request.into_parts();
+        let head = Request::from_parts(head, ());
+        let mut response = match (head.method(), head.uri().path()) {
+            (&Method::POST, "/sign-in" | "/sign-out") => match read_form(&head, body).await {
+                Ok(form) if head.uri().path() == "/sign-in" => {
+                    signin::submit(&self.sessions, &self.dev_officials, lang, &head, &form)
+                }
+                Ok(form) => signin::sign_out(&self.sessions, lang, &head, &form),
+                Err(status) => pages::error(lang, status, &head),
+            },
+            _ => self.route(&head, lang),
+        };
+        security::harden(&mut response, lang, &head);
         response
     }
 
-    fn route<B>(&self, request: &Request<B>, lang: Lang) -> Response<Full<Bytes>> {
+    fn route(&self, request: &Request<()>, lang: Lang) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         let query = request.uri().query().unwrap_or("");
         if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -60,6 +103,8 @@ impl Portal {
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
+            ["sign-in"] => signin::form(&self.sessions, &self.dev_officials, lang, request),
+            ["account"] => signin::account(&self.sessions, lang, request),
             [""] => pages::redirect("/catalog"),
             ["catalog"] => pages::catalog(&self.catalog, lang, query),
             ["catalog", "dcat.jsonld"] => pages::dcat(&self.catalog),
@@ -70,4 +115,31 @@ impl Portal {
             _ => pages::error(lang, StatusCode::NOT_FOUND, request),
         }
     }
+}
+
+/// A submitted `application/x-www-form-urlencoded` form, at most
+/// [`MAX_FORM_BYTES`]; anything else is refused with the status to answer.
+async fn read_form<B>(head: &Request<()>, body: B) -> Result<Vec<(String, String)>, StatusCode>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let form_type = head
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    let bytes = Limited::new(body, MAX_FORM_BYTES)
+        .collect()
+        .await
+        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?
+        .to_bytes();
+    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }

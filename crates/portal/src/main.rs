@@ -39,6 +39,11 @@ struct Args {
     /// non-loopback address.
     #[arg(long)]
     behind_proxy: bool,
+    /// The development sign-in's officials (JSON; the sandbox writes it).
+    /// Refused unless the portal listens on a loopback address: it signs
+    /// anyone in as anyone listed, which only a sandbox may do.
+    #[arg(long)]
+    dev_officials: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,23 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let officials = match &args.dev_officials {
+        None => Vec::new(),
+        Some(_) if !args.listen.ip().is_loopback() => {
+            eprintln!(
+                "mconnect-portal: --dev-officials signs anyone in as anyone listed: it is for a sandbox on a loopback address, not {}",
+                args.listen
+            );
+            return ExitCode::from(64);
+        }
+        Some(path) => match mconnect_portal::session::load_officials(path) {
+            Ok(officials) => officials,
+            Err(e) => {
+                eprintln!("mconnect-portal: {e}");
+                return ExitCode::from(64);
+            }
+        },
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -79,7 +101,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let portal = Arc::new(Portal::new(catalog));
+        let portal = Arc::new(Portal::new(catalog).with_dev_sign_in(officials));
         let server = serve_with(
             args.listen,
             tls.clone(),
@@ -87,7 +109,7 @@ fn main() -> ExitCode {
             Arc::new(ListenerStats::default()),
             move |_peer, request| {
                 let portal = portal.clone();
-                async move { portal.handle(&request) }
+                async move { portal.handle(request).await }
             },
         )
         .await;

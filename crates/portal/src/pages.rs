@@ -25,7 +25,7 @@ pub struct Switch {
 }
 
 /// The switcher for the page at `path` (keeping a search's `q`).
-fn switcher(lang: Lang, path: &str, q: Option<&str>) -> Vec<Switch> {
+pub fn switcher(lang: Lang, path: &str, q: Option<&str>) -> Vec<Switch> {
     Lang::ALL
         .into_iter()
         .map(|l| {
@@ -351,7 +351,8 @@ pub fn asset(body: &'static str, content_type: &'static str) -> Response<Full<By
     response
 }
 
-fn render<T: Template>(status: StatusCode, page: &T) -> Response<Full<Bytes>> {
+/// A page rendered, or a plain 500 if its template fails (a bug).
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response<Full<Bytes>> {
     match page.render() {
         Ok(html) => with_type(status, html.into_bytes(), "text/html; charset=utf-8"),
         Err(e) => {

@@ -5,96 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use mconnect::catalog::Catalog;
-use mconnect_portal::Portal;
 use mconnect_portal::security::CONTENT_SECURITY_POLICY;
-use mconnect_sdk::server::{ListenerStats, RunningServer, ServerLimits, serve_with};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Page {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Page {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-async fn start() -> RunningServer {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let catalog = Arc::new(Catalog::load_dir(&root.join("catalog")).unwrap());
-    let portal = Arc::new(Portal::new(catalog));
-    serve_with(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        ServerLimits::default(),
-        Arc::new(ListenerStats::default()),
-        move |_peer, request| {
-            let portal = portal.clone();
-            async move { portal.handle(&request) }
-        },
-    )
-    .await
-    .unwrap()
-}
-
-/// One HTTP/1.1 request on its own connection, read to the end.
-async fn fetch(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Page {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("Content-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut raw),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Page {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
+use support::{Page, fetch, start};
 
 /// What every page of the portal must carry.
 fn assert_hardened(page: &Page, lang: &str, what: &str) {

@@ -1,0 +1,254 @@
+//! Who is signed in: officials and their sessions, and the CSRF tokens that
+//! tie each form to the browser that was given it.
+//!
+//! Invariants:
+//! - a session id is 244 random bits, lives only in a `__Host-` cookie
+//!   (`Secure`, `HttpOnly`, `SameSite=Strict`, `Path=/`, no `Domain`), and
+//!   is replaced at sign-in, so an id planted before sign-in is worthless;
+//! - a session ends after [`IDLE_TIMEOUT`] without a request or
+//!   [`MAX_AGE`] after sign-in, whichever comes first, and at sign-out;
+//! - every form carries a token compared in constant time with the one the
+//!   server holds (the session's, or before sign-in the `__Host-` CSRF
+//!   cookie's, double-submit); the store holds at most [`MAX_SESSIONS`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// A session ends after this long without a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// A session ends this long after sign-in, however active.
+pub const MAX_AGE: Duration = Duration::from_secs(8 * 3600);
+/// Sessions held at most; past it, sign-in is refused until some expire.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "__Host-mconnect_session";
+/// The pre-sign-in CSRF cookie (double-submit).
+pub const CSRF_COOKIE: &str = "__Host-mconnect_csrf";
+
+/// A local-authority official who may sign in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Official {
+    /// The official's IDNP (`MConnect-Calling-User` of their lookups).
+    pub idnp: String,
+    /// Full name.
+    pub name: String,
+    /// The organisation's name.
+    pub organisation: String,
+    /// The organisation's participant id on the bus.
+    pub participant: String,
+    /// `official` and, for whoever decides who may use which grant,
+    /// `administrator`.
+    pub roles: Vec<String>,
+}
+
+/// The officials of the development sign-in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfficialsFile {
+    officials: Vec<Official>,
+}
+
+/// Reads and checks the development sign-in's officials.
+pub fn load_officials(path: &Path) -> Result<Vec<Official>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let file: OfficialsFile =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (i, o) in file.officials.iter().enumerate() {
+        if !mconnect_sdk::ids::is_valid_idnp(&o.idnp) {
+            return Err(format!(
+                "{}: officials/{i}/idnp is not a valid IDNP",
+                path.display()
+            ));
+        }
+        if !mconnect_sdk::ids::is_valid_participant_id(&o.participant) {
+            return Err(format!(
+                "{}: officials/{i}/participant is not a participant id",
+                path.display()
+            ));
+        }
+        if o.roles
+            .iter()
+            .any(|r| r != "official" && r != "administrator")
+        {
+            return Err(format!(
+                "{}: officials/{i}/roles may hold only `official` and `administrator`",
+                path.display()
+            ));
+        }
+        if file.officials[..i]
+            .iter()
+            .any(|earlier| earlier.idnp == o.idnp)
+        {
+            return Err(format!(
+                "{}: officials/{i}/idnp is listed twice",
+                path.display()
+            ));
+        }
+    }
+    Ok(file.officials)
+}
+
+/// One signed-in official's session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who.
+    pub official: Official,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    signed_in: Instant,
+    last_seen: Instant,
+}
+
+/// The sessions of this portal process.
+#[derive(Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<String, Session>>,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// [`MAX_SESSIONS`] are open.
+    Full,
+}
+
+impl Sessions {
+    /// Opens a session for `official`; returns its id.
+    pub fn open(&self, official: Official) -> Result<String, SessionError> {
+        let now = Instant::now();
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_SESSIONS {
+            map.retain(|_, s| live(s, now));
+            if map.len() >= MAX_SESSIONS {
+                return Err(SessionError::Full);
+            }
+        }
+        let id = random_token();
+        map.insert(
+            id.clone(),
+            Session {
+                official,
+                csrf: random_token(),
+                signed_in: now,
+                last_seen: now,
+            },
+        );
+        Ok(id)
+    }
+
+    /// The live session `id`, its idle clock restarted; an expired one is
+    /// removed.
+    pub fn touch(&self, id: &str) -> Option<Session> {
+        let now = Instant::now();
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        let session = map.get_mut(id)?;
+        if !live(session, now) {
+            map.remove(id);
+            return None;
+        }
+        session.last_seen = now;
+        Some(session.clone())
+    }
+
+    /// Ends session `id`.
+    pub fn close(&self, id: &str) {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(id);
+    }
+
+    /// Ages every session by `by` (tests of the timeouts).
+    #[doc(hidden)]
+    pub fn age_all(&self, by: Duration) {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        for session in map.values_mut() {
+            session.last_seen = session
+                .last_seen
+                .checked_sub(by)
+                .unwrap_or(session.last_seen);
+            session.signed_in = session
+                .signed_in
+                .checked_sub(by)
+                .unwrap_or(session.signed_in);
+        }
+    }
+}
+
+fn live(session: &Session, now: Instant) -> bool {
+    now.duration_since(session.last_seen) < IDLE_TIMEOUT
+        && now.duration_since(session.signed_in) < MAX_AGE
+}
+
+/// 244 random bits as 64 hexadecimal digits (two version-4 UUIDs).
+pub fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Compares two tokens in time that does not depend on where they differ.
+pub fn same_token(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() || a.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn official() -> Official {
+        Official {
+            idnp: "2000000000015".into(),
+            name: "Ion Popescu".into(),
+            organisation: "Primăria municipiului Cahul".into(),
+            participant: "apl-cahul".into(),
+            roles: vec!["official".into()],
+        }
+    }
+
+    #[test]
+    fn sessions_end_when_idle_when_old_and_at_sign_out() {
+        let sessions = Sessions::default();
+        let id = sessions.open(official()).unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(sessions.touch(&id).is_some());
+        sessions.age_all(IDLE_TIMEOUT + Duration::from_secs(1));
+        assert!(sessions.touch(&id).is_none(), "idle too long");
+        assert!(sessions.touch(&id).is_none(), "and removed");
+
+        let id = sessions.open(official()).unwrap();
+        for _ in 0..(MAX_AGE.as_secs() / IDLE_TIMEOUT.as_secs() + 3) {
+            sessions.age_all(IDLE_TIMEOUT - Duration::from_secs(60));
+            // Active all along, but past its maximum age in the end.
+            let _ = sessions.touch(&id);
+        }
+        assert!(sessions.touch(&id).is_none(), "older than MAX_AGE");
+
+        let id = sessions.open(official()).unwrap();
+        sessions.close(&id);
+        assert!(sessions.touch(&id).is_none());
+        assert!(sessions.touch("").is_none());
+    }
+
+    #[test]
+    fn tokens_are_random_and_compared_exactly() {
+        let (a, b) = (random_token(), random_token());
+        assert_ne!(a, b);
+        assert!(same_token(&a, &a.clone()));
+        assert!(!same_token(&a, &b));
+        assert!(!same_token(&a, &a[..63]));
+        assert!(!same_token("", ""));
+    }
+}
