@@ -69,5 +69,70 @@ async fn the_sandbox_runs_the_portal_over_https_on_its_own_catalog() {
             service.key
         );
     }
+
+    // The development sign-in offers the definition's officials, and one of
+    // them signs in over HTTPS.
+    let definition: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo().join("examples/sandbox/participants.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let listed: Vec<&str> = portal.officials.iter().map(|o| o.idnp.as_str()).collect();
+    let defined: Vec<&str> = definition["officials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["idnp"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, defined);
+    let official = &portal.officials[0];
+    let get = |path: &str, cookie: &str| {
+        let mut request = http::Request::get(format!("{}{path}", portal.url));
+        if !cookie.is_empty() {
+            request = request.header("cookie", cookie);
+        }
+        request.body(Full::new(Bytes::new())).unwrap()
+    };
+    let form = client.request(get("/sign-in", "")).await.unwrap();
+    let csrf_cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-mconnect_csrf="))
+        .expect("a CSRF cookie");
+    let token = csrf_cookie
+        .trim_start_matches("__Host-mconnect_csrf=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let sign_in = http::Request::post(format!("{}/sign-in", portal.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("__Host-mconnect_csrf={token}"))
+        .body(Full::new(Bytes::from(format!(
+            "csrf={token}&idnp={}",
+            official.idnp
+        ))))
+        .unwrap();
+    let signed_in = client.request(sign_in).await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-mconnect_session="))
+        .expect("a session cookie");
+    let session = session.split(';').next().unwrap().to_owned();
+    let account = client
+        .request(get("/account?lang=en", &session))
+        .await
+        .unwrap();
+    assert_eq!(account.status(), 200);
+    let body = account.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    assert!(html.contains(&official.name), "{html}");
+    assert!(html.contains(&official.participant));
     bus.stop().await;
 }

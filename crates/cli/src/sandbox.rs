@@ -37,8 +37,8 @@ mod shipped;
 
 pub use children::ManifestProcess;
 pub use mconnect_sdk::manifest::{
-    ManifestAuditor, ManifestBroker, ManifestParticipant, ManifestPortal, ManifestTry,
-    SandboxManifest,
+    ManifestAuditor, ManifestBroker, ManifestOfficial, ManifestParticipant, ManifestPortal,
+    ManifestTry, SandboxManifest,
 };
 
 /// Options of `mconnect sandbox`.
@@ -104,6 +104,9 @@ pub struct SandboxParticipant {
 #[serde(deny_unknown_fields)]
 struct SandboxDefinition {
     participants: Vec<SandboxParticipant>,
+    /// The officials the portal's development sign-in offers.
+    #[serde(default)]
+    officials: Vec<ManifestOfficial>,
 }
 
 /// A running sandbox.
@@ -341,7 +344,9 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     }
 
     // The data-access portal, on the same catalog as the broker.
-    let (portal, portal_url) = spawn_portal(&binaries.portal, &pki_dir, &catalog_dir).await?;
+    let officials_file = write_officials(dir, &definition)?;
+    let (portal, portal_url) =
+        spawn_portal(&binaries.portal, &pki_dir, &catalog_dir, &officials_file).await?;
     processes.push(ManifestProcess {
         participant: "portal".to_string(),
         pid: portal.id().unwrap_or_default(),
@@ -350,7 +355,10 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     children.push(portal);
 
     let mut manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
-    manifest.portal = Some(ManifestPortal { url: portal_url });
+    manifest.portal = Some(ManifestPortal {
+        url: portal_url,
+        officials: definition.officials.clone(),
+    });
     fixtures::prepare(&mut manifest, dir).await?;
     children::write_manifest(dir, &manifest, &processes)?;
     Ok(RunningSandbox {
@@ -411,10 +419,44 @@ async fn spawn_adapter(
     spawn_listening(exe, command, &participant.id).await
 }
 
+/// Checks the definition's officials (each of a consumer organisation in the
+/// definition, with a valid IDNP, listed once) and writes them where the
+/// portal's development sign-in reads them.
+fn write_officials(dir: &Path, definition: &SandboxDefinition) -> Result<PathBuf> {
+    for (i, o) in definition.officials.iter().enumerate() {
+        if !mconnect_sdk::ids::is_valid_idnp(&o.idnp) {
+            bail!("officials/{i}: `{}` is not a valid IDNP", o.idnp);
+        }
+        let organisation = definition
+            .participants
+            .iter()
+            .find(|p| p.id == o.participant)
+            .with_context(|| format!("officials/{i}: no participant `{}`", o.participant))?;
+        if !organisation.roles.contains(&Role::Consumer) {
+            bail!(
+                "officials/{i}: `{}` is not a consumer, so its officials could look nothing up",
+                o.participant
+            );
+        }
+        if definition.officials[..i].iter().any(|e| e.idnp == o.idnp) {
+            bail!("officials/{i}: {} is listed twice", o.idnp);
+        }
+    }
+    let portal_dir = dir.join("portal");
+    std::fs::create_dir_all(&portal_dir)
+        .with_context(|| format!("creating {}", portal_dir.display()))?;
+    let path = portal_dir.join("officials.json");
+    let text =
+        serde_json::to_string_pretty(&serde_json::json!({ "officials": definition.officials }))?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 async fn spawn_portal(
     exe: &Path,
     pki_dir: &Path,
     catalog_dir: &Path,
+    officials: &Path,
 ) -> Result<(tokio::process::Child, String)> {
     let mut command = tokio::process::Command::new(exe);
     command
@@ -425,7 +467,9 @@ async fn spawn_portal(
         .arg("--cert")
         .arg(pki_dir.join("portal.cert.pem"))
         .arg("--key")
-        .arg(pki_dir.join("portal.key.pem"));
+        .arg(pki_dir.join("portal.key.pem"))
+        .arg("--dev-officials")
+        .arg(officials);
     spawn_listening(exe, command, "the portal").await
 }
 

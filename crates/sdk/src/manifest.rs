@@ -37,6 +37,27 @@ pub struct SandboxManifest {
 pub struct ManifestPortal {
     /// Its base URL (HTTPS, certificate of the sandbox CA).
     pub url: String,
+    /// The people its development sign-in offers.
+    #[serde(default)]
+    pub officials: Vec<ManifestOfficial>,
+}
+
+/// A local-authority official of the sandbox (the sandbox definition's
+/// `officials`, and `sandbox.json`'s `portal.officials`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestOfficial {
+    /// IDNP.
+    pub idnp: String,
+    /// Full name.
+    pub name: String,
+    /// The organisation's name.
+    pub organisation: String,
+    /// The organisation's participant id.
+    pub participant: String,
+    /// `official`, and `administrator` for who decides which official may
+    /// use which grant.
+    pub roles: Vec<String>,
 }
 
 /// The broker in `sandbox.json`.
