@@ -4,6 +4,8 @@
 //! same catalog as the broker. The pages themselves are tested in
 //! `crates/portal/tests/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use bytes::Bytes;
@@ -134,5 +136,252 @@ async fn the_sandbox_runs_the_portal_over_https_on_its_own_catalog() {
     let html = String::from_utf8(body.to_vec()).unwrap();
     assert!(html.contains(&official.name), "{html}");
     assert!(html.contains(&official.participant));
+    bus.stop().await;
+}
+
+/// A browser on the portal: HTTPS trusting the sandbox CA, and the cookies
+/// it was given.
+struct Browser {
+    base: String,
+    client: mconnect_sdk::tls::HttpsClient,
+    cookies: Vec<(String, String)>,
+}
+
+struct Seen {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(bus: &Bus) -> Browser {
+        let manifest = &bus.sandbox.manifest;
+        let ca = std::fs::read_to_string(bus.dir.path().join(&manifest.ca)).unwrap();
+        let roots = mconnect_sdk::parse_certs(&ca).unwrap();
+        let tls = mconnect_sdk::tls::server_auth_client_config(&roots).unwrap();
+        Browser {
+            base: manifest.portal.as_ref().unwrap().url.clone(),
+            client: mconnect_sdk::tls::https_client(
+                &tls,
+                mconnect_sdk::tls::ClientOptions::default(),
+            ),
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn go(&mut self, method: &str, path: &str, form: Option<&str>) -> Seen {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("cookie", cookie.join("; "));
+        if form.is_some() {
+            request = request.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let body = Bytes::from(form.unwrap_or_default().to_owned());
+        let response = self
+            .client
+            .request(request.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        for set in response.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Seen {
+            status,
+            location,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    async fn sign_in(&mut self, idnp: &str) {
+        let form = self.go("GET", "/sign-in", None).await;
+        let token = csrf(&form.body);
+        let done = self
+            .go(
+                "POST",
+                "/sign-in",
+                Some(&format!("csrf={token}&idnp={idnp}")),
+            )
+            .await;
+        assert_eq!(done.status, 303, "{}", done.body);
+    }
+}
+
+/// The CSRF field of a form page.
+fn csrf(body: &str) -> String {
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with its CSRF token");
+    body[at + 19..at + 19 + 64].to_owned()
+}
+
+#[tokio::test]
+async fn an_official_looks_a_resident_up_through_the_broker_and_another_cannot_use_those_grants() {
+    let bus = Bus::start().await;
+    let resident = "2000000000037";
+    let question = "/lookup/apl-cahul-residence/asp-rsp/person-by-idnp";
+
+    let mut cahul = Browser::new(&bus);
+    cahul.sign_in("2000000000015").await;
+    let list = cahul.go("GET", "/lookup?lang=en", None).await;
+    assert_eq!(list.status, 200);
+    assert!(
+        list.body.contains(&format!("href=\"{question}\"")),
+        "{}",
+        list.body
+    );
+    assert!(
+        !list.body.contains("apl-balti"),
+        "only Cahul's own grants are offered"
+    );
+
+    // The question page: purpose and basis from the grant, never free text.
+    let page = cahul.go("GET", question, None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("value=\"residence-verification\""));
+    assert!(page.body.contains("value=\"md-law-436-2006-art-29\""));
+    let token = csrf(&page.body);
+    // Checked on the server: a wrong IDNP, a purpose or basis the grant lacks.
+    for (form, error) in [
+        (
+            format!(
+                "csrf={token}&purpose=residence-verification&basis=md-law-436-2006-art-29&person=2000000000038"
+            ),
+            "#person",
+        ),
+        (
+            format!(
+                "csrf={token}&purpose=tax-collection&basis=md-law-436-2006-art-29&person={resident}"
+            ),
+            "#purpose",
+        ),
+        (
+            format!("csrf={token}&purpose=residence-verification&basis=any-law&person={resident}"),
+            "#basis",
+        ),
+    ] {
+        let refused = cahul.go("POST", question, Some(&form)).await;
+        assert_eq!(refused.status, 400, "{form}");
+        assert!(
+            refused.body.contains(&format!("href=\"{error}\"")),
+            "{form}: error summary links {error}"
+        );
+    }
+    let before = bus.sandbox.broker.broker.audit().tree_size();
+    let asked = cahul
+        .go(
+            "POST",
+            question,
+            Some(&format!(
+                "csrf={token}&purpose=residence-verification&basis=md-law-436-2006-art-29&person={resident}"
+            )),
+        )
+        .await;
+    assert_eq!(asked.status, 303);
+    assert_eq!(asked.location.as_deref(), Some("/lookup/check"));
+    // Nothing is asked before the check page is confirmed.
+    assert_eq!(bus.sandbox.broker.broker.audit().tree_size(), before);
+    let check = cahul.go("GET", "/lookup/check?lang=en", None).await;
+    assert_eq!(check.status, 200);
+    assert!(check.body.contains(resident));
+    assert!(
+        check
+            .body
+            .contains("Verifying domicile for local public services")
+    );
+    let result = cahul
+        .go(
+            "POST",
+            "/lookup/confirm?lang=en",
+            Some(&format!("csrf={}", csrf(&check.body))),
+        )
+        .await;
+    assert_eq!(result.status, 200);
+    assert!(
+        result.body.contains("The register&#39;s answer"),
+        "{}",
+        result.body
+    );
+    assert!(result.body.contains("verified: signed by MConnect"));
+    // Only the grant's fields: idnp, first_name, last_name, status, address.
+    assert!(result.body.contains("<code>first_name</code>"));
+    assert!(
+        !result.body.contains("<code>birth_date</code>"),
+        "minimised by the broker"
+    );
+    // The audit record names the organisation, the official and the person.
+    let seq_at = result.body.find("Audit log number").unwrap();
+    let seq: u64 = result.body[seq_at..]
+        .split("<code>")
+        .nth(1)
+        .unwrap()
+        .split("</code>")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (record, _) = bus
+        .sandbox
+        .broker
+        .broker
+        .audit()
+        .record(seq)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.consumer.as_deref(), Some("apl-cahul"));
+    assert_eq!(record.calling_user.as_deref(), Some("2000000000015"));
+    assert_eq!(record.subject.as_deref(), Some(resident));
+    assert_eq!(record.grant_id.as_deref(), Some("apl-cahul-residence"));
+    assert_eq!(record.purpose.as_deref(), Some("residence-verification"));
+    // Confirming again sends nothing: the lookup was taken when sent.
+    let again = cahul
+        .go(
+            "POST",
+            "/lookup/confirm",
+            Some(&format!("csrf={}", csrf(&check.body))),
+        )
+        .await;
+    assert_eq!(again.status, 303);
+    assert_eq!(bus.sandbox.broker.broker.audit().tree_size(), seq + 1);
+
+    // An official of Bălți cannot use Cahul's grants, by link or by form.
+    let mut balti = Browser::new(&bus);
+    balti.sign_in("2000000000026").await;
+    let theirs = balti.go("GET", "/lookup", None).await;
+    assert!(!theirs.body.contains("apl-cahul-"), "{}", theirs.body);
+    assert_eq!(balti.go("GET", question, None).await.status, 404);
+    let account = balti.go("GET", "/account", None).await;
+    let forged = balti
+        .go(
+            "POST",
+            question,
+            Some(&format!(
+                "csrf={}&purpose=residence-verification&basis=md-law-436-2006-art-29&person={resident}",
+                csrf(&account.body)
+            )),
+        )
+        .await;
+    assert_eq!(forged.status, 404);
+    // Signed out, no lookup page is reachable.
+    let mut stranger = Browser::new(&bus);
+    let bounced = stranger.go("GET", question, None).await;
+    assert_eq!(bounced.status, 303);
+    assert_eq!(bounced.location.as_deref(), Some("/sign-in"));
     bus.stop().await;
 }

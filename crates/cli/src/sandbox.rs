@@ -345,8 +345,33 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
 
     // The data-access portal, on the same catalog as the broker.
     let officials_file = write_officials(dir, &definition)?;
-    let (portal, portal_url) =
-        spawn_portal(&binaries.portal, &pki_dir, &catalog_dir, &officials_file).await?;
+    // It looks up for the organisations its officials belong to, signing as
+    // each with that organisation's own key.
+    let mut hosted: Vec<String> = Vec::new();
+    for o in &definition.officials {
+        if let Some(p) = definition
+            .participants
+            .iter()
+            .find(|p| p.id == o.participant)
+        {
+            let entry = format!("{}:{}", p.id, p.key);
+            if !hosted.contains(&entry) {
+                hosted.push(entry);
+            }
+        }
+    }
+    let (portal, portal_url) = spawn_portal(
+        &binaries.portal,
+        PortalFiles {
+            pki: &pki_dir,
+            catalog: &catalog_dir,
+            policies: &policies_dir,
+            officials: &officials_file,
+        },
+        &data_url,
+        &hosted,
+    )
+    .await?;
     processes.push(ManifestProcess {
         participant: "portal".to_string(),
         pid: portal.id().unwrap_or_default(),
@@ -452,16 +477,31 @@ fn write_officials(dir: &Path, definition: &SandboxDefinition) -> Result<PathBuf
     Ok(path)
 }
 
+/// The files the portal is started with.
+struct PortalFiles<'a> {
+    pki: &'a Path,
+    catalog: &'a Path,
+    policies: &'a Path,
+    officials: &'a Path,
+}
+
 async fn spawn_portal(
     exe: &Path,
-    pki_dir: &Path,
-    catalog_dir: &Path,
-    officials: &Path,
+    files: PortalFiles<'_>,
+    broker_url: &str,
+    hosted: &[String],
 ) -> Result<(tokio::process::Child, String)> {
+    let pki_dir = files.pki;
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("--catalog")
-        .arg(catalog_dir)
+        .arg(files.catalog)
+        .arg("--policies")
+        .arg(files.policies)
+        .arg("--pki")
+        .arg(pki_dir)
+        .arg("--broker-url")
+        .arg(broker_url)
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--cert")
@@ -469,7 +509,10 @@ async fn spawn_portal(
         .arg("--key")
         .arg(pki_dir.join("portal.key.pem"))
         .arg("--dev-officials")
-        .arg(officials);
+        .arg(files.officials);
+    for h in hosted {
+        command.arg("--hosted").arg(h);
+    }
     spawn_listening(exe, command, "the portal").await
 }
 

@@ -168,6 +168,66 @@ pub struct Strings {
     pub roles: &'static str,
     /// Too many sessions open.
     pub too_many_sessions: &'static str,
+    /// Words of the lookup pages: `lookups`.
+    pub lookups: &'static str,
+    /// Words of the lookup pages: `lookups_intro`.
+    pub lookups_intro: &'static str,
+    /// Words of the lookup pages: `lookups_not_configured`.
+    pub lookups_not_configured: &'static str,
+    /// Words of the lookup pages: `no_offers`.
+    pub no_offers: &'static str,
+    /// Words of the lookup pages: `purpose`.
+    pub purpose: &'static str,
+    /// Words of the lookup pages: `legal_basis`.
+    pub legal_basis: &'static str,
+    /// Words of the lookup pages: `person_idnp`.
+    pub person_idnp: &'static str,
+    /// Words of the lookup pages: `person_hint`.
+    pub person_hint: &'static str,
+    /// Words of the lookup pages: `choose_purpose`.
+    pub choose_purpose: &'static str,
+    /// Words of the lookup pages: `choose_basis`.
+    pub choose_basis: &'static str,
+    /// Words of the lookup pages: `idnp_invalid`.
+    pub idnp_invalid: &'static str,
+    /// Words of the lookup pages: `check_answers`.
+    pub check_answers: &'static str,
+    /// Words of the lookup pages: `check_intro`.
+    pub check_intro: &'static str,
+    /// Words of the lookup pages: `check_warning`.
+    pub check_warning: &'static str,
+    /// Words of the lookup pages: `change`.
+    pub change: &'static str,
+    /// Words of the lookup pages: `confirm_lookup`.
+    pub confirm_lookup: &'static str,
+    /// Words of the lookup pages: `refused`.
+    pub refused: &'static str,
+    /// Words of the lookup pages: `problem_code`.
+    pub problem_code: &'static str,
+    /// Words of the lookup pages: `answer`.
+    pub answer: &'static str,
+    /// Words of the lookup pages: `answer_fields`.
+    pub answer_fields: &'static str,
+    /// Words of the lookup pages: `value`.
+    pub value: &'static str,
+    /// Words of the lookup pages: `receipt`.
+    pub receipt: &'static str,
+    /// Words of the lookup pages: `exchange_id`.
+    pub exchange_id: &'static str,
+    /// Words of the lookup pages: `audit_seq`.
+    pub audit_seq: &'static str,
+    /// Words of the lookup pages: `receipt_status`.
+    pub receipt_status: &'static str,
+    /// Words of the lookup pages: `receipt_verified`.
+    pub receipt_verified: &'static str,
+    /// Words of the lookup pages: `receipt_unverified`.
+    pub receipt_unverified: &'static str,
+    /// Words of the lookup pages: `broker_unreachable`.
+    pub broker_unreachable: &'static str,
+    /// Words of the lookup pages: `print_hint`.
+    pub print_hint: &'static str,
+    /// Words of the lookup pages: `new_lookup`.
+    pub new_lookup: &'static str,
     /// The personal-data classes: none, personal, special.
     pub personal_classes: [&'static str; 3],
     /// The lifecycle statuses: draft, active, deprecated, retired.
@@ -225,6 +285,36 @@ static RO: Strings = Strings {
     organisation: "Organizația",
     roles: "Roluri",
     too_many_sessions: "Prea multe sesiuni deschise. Încercați din nou peste câteva minute.",
+    lookups: "Interogări",
+    lookups_intro: "Serviciile pe care organizația dumneavoastră le poate interoga, conform autorizațiilor sale. Fiecare interogare este semnată, verificată de MConnect și înregistrată în jurnalul de audit.",
+    lookups_not_configured: "Interogările nu sunt configurate pe acest portal.",
+    no_offers: "Organizația dumneavoastră nu are autorizații pentru servicii pe care le puteți interoga aici.",
+    purpose: "Scopul",
+    legal_basis: "Temeiul legal",
+    person_idnp: "IDNP-ul persoanei",
+    person_hint: "13 cifre, de pe actul de identitate al persoanei.",
+    choose_purpose: "Alegeți scopul interogării",
+    choose_basis: "Alegeți temeiul legal",
+    idnp_invalid: "Introduceți un IDNP valid: 13 cifre, cu cifra de control corectă",
+    check_answers: "Verificați înainte de interogare",
+    check_intro: "Urmează să cereți date despre o persoană din registrul de stat. Verificați că totul este corect.",
+    check_warning: "Interogarea se face în numele organizației dumneavoastră, sub numele dumneavoastră, și se înregistrează; persoana o va vedea în istoricul accesărilor datelor sale.",
+    change: "Modificați",
+    confirm_lookup: "Confirmați și interogați",
+    refused: "Interogarea a fost refuzată",
+    problem_code: "Codul problemei",
+    answer: "Răspunsul registrului",
+    answer_fields: "Datele primite (doar câmpurile permise de autorizație)",
+    value: "Valoare",
+    receipt: "Confirmarea MConnect",
+    exchange_id: "Identificatorul schimbului",
+    audit_seq: "Numărul în jurnalul de audit",
+    receipt_status: "Confirmarea",
+    receipt_verified: "verificată: semnată de MConnect",
+    receipt_unverified: "neverificată: răspunsul nu poate fi folosit",
+    broker_unreachable: "MConnect nu a putut fi contactat. Interogarea nu a fost trimisă; încercați din nou.",
+    print_hint: "Tipăriți această pagină pentru dosar: extrasul include confirmarea.",
+    new_lookup: "O nouă interogare",
     personal_classes: [
         "fără date personale",
         "date cu caracter personal",
@@ -284,6 +374,36 @@ static RU: Strings = Strings {
     organisation: "Организация",
     roles: "Роли",
     too_many_sessions: "Открыто слишком много сеансов. Попробуйте через несколько минут.",
+    lookups: "Запросы",
+    lookups_intro: "Сервисы, которые ваша организация может запрашивать по своим разрешениям. Каждый запрос подписан, проверен MConnect и записан в журнал аудита.",
+    lookups_not_configured: "Запросы на этом портале не настроены.",
+    no_offers: "У вашей организации нет разрешений на сервисы, которые здесь можно запросить.",
+    purpose: "Цель",
+    legal_basis: "Правовое основание",
+    person_idnp: "IDNP лица",
+    person_hint: "13 цифр, из удостоверения личности.",
+    choose_purpose: "Выберите цель запроса",
+    choose_basis: "Выберите правовое основание",
+    idnp_invalid: "Введите действительный IDNP: 13 цифр с правильной контрольной цифрой",
+    check_answers: "Проверьте перед запросом",
+    check_intro: "Вы собираетесь запросить данные о лице из государственного регистра. Проверьте, что всё верно.",
+    check_warning: "Запрос делается от имени вашей организации, под вашим именем, и записывается; лицо увидит его в истории обращений к своим данным.",
+    change: "Изменить",
+    confirm_lookup: "Подтвердить и запросить",
+    refused: "Запрос отклонён",
+    problem_code: "Код проблемы",
+    answer: "Ответ регистра",
+    answer_fields: "Полученные данные (только поля, разрешённые разрешением)",
+    value: "Значение",
+    receipt: "Подтверждение MConnect",
+    exchange_id: "Идентификатор обмена",
+    audit_seq: "Номер в журнале аудита",
+    receipt_status: "Подтверждение",
+    receipt_verified: "проверено: подписано MConnect",
+    receipt_unverified: "не проверено: ответ нельзя использовать",
+    broker_unreachable: "Не удалось связаться с MConnect. Запрос не отправлен; попробуйте снова.",
+    print_hint: "Распечатайте эту страницу для дела: выписка содержит подтверждение.",
+    new_lookup: "Новый запрос",
     personal_classes: [
         "без персональных данных",
         "персональные данные",
@@ -343,6 +463,36 @@ static EN: Strings = Strings {
     organisation: "Organisation",
     roles: "Roles",
     too_many_sessions: "Too many sessions are open. Try again in a few minutes.",
+    lookups: "Lookups",
+    lookups_intro: "The services your organisation may ask, under its grants. Every lookup is signed, checked by MConnect and recorded in the audit log.",
+    lookups_not_configured: "Lookups are not configured on this portal.",
+    no_offers: "Your organisation holds no grant for a service you can look up here.",
+    purpose: "Purpose",
+    legal_basis: "Legal basis",
+    person_idnp: "The person's IDNP",
+    person_hint: "13 digits, from the person's identity document.",
+    choose_purpose: "Choose the purpose of the lookup",
+    choose_basis: "Choose the legal basis",
+    idnp_invalid: "Enter a valid IDNP: 13 digits with the right control digit",
+    check_answers: "Check before you look up",
+    check_intro: "You are about to ask a state register for data about a person. Check that everything is right.",
+    check_warning: "The lookup is made on behalf of your organisation, under your name, and recorded; the person will see it in the history of who accessed their data.",
+    change: "Change",
+    confirm_lookup: "Confirm and look up",
+    refused: "The lookup was refused",
+    problem_code: "Problem code",
+    answer: "The register's answer",
+    answer_fields: "Data received (only the fields the grant allows)",
+    value: "Value",
+    receipt: "MConnect receipt",
+    exchange_id: "Exchange id",
+    audit_seq: "Audit log number",
+    receipt_status: "Receipt",
+    receipt_verified: "verified: signed by MConnect",
+    receipt_unverified: "not verified: the answer must not be used",
+    broker_unreachable: "MConnect could not be reached. The lookup was not sent; try again.",
+    print_hint: "Print this page for the case file: the extract includes the receipt.",
+    new_lookup: "A new lookup",
     personal_classes: [
         "no personal data",
         "personal data",

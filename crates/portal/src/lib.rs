@@ -28,12 +28,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use mconnect::catalog::Catalog;
 
 pub mod i18n;
+pub mod lookup;
 pub mod pages;
 pub mod security;
 pub mod session;
 pub mod signin;
 
 use i18n::Lang;
+use lookup::Lookups;
 use session::{Official, Sessions};
 
 /// The largest form body read.
@@ -45,6 +47,9 @@ pub struct Portal {
     /// The development sign-in's officials; empty outside a sandbox.
     dev_officials: Vec<Official>,
     sessions: Sessions,
+    /// Lookups through the broker, when the portal holds the keys of the
+    /// organisations it serves.
+    lookups: Option<Lookups>,
 }
 
 /// The stylesheet, served from the portal itself (`style-src 'self'`).
@@ -57,7 +62,14 @@ impl Portal {
             catalog,
             dev_officials: Vec::new(),
             sessions: Sessions::default(),
+            lookups: None,
         }
+    }
+
+    /// Lookups through the broker for the organisations `lookups` serves.
+    pub fn with_lookups(mut self, lookups: Lookups) -> Portal {
+        self.lookups = Some(lookups);
+        self
     }
 
     /// The development sign-in, offering `officials` (a sandbox only).
@@ -81,18 +93,85 @@ impl Portal {
         let lang = security::language(&request);
         let (head, body) = request.into_parts();
         let head = Request::from_parts(head, ());
-        let mut response = match (head.method(), head.uri().path()) {
-            (&Method::POST, "/sign-in" | "/sign-out") => match read_form(&head, body).await {
-                Ok(form) if head.uri().path() == "/sign-in" => {
-                    signin::submit(&self.sessions, &self.dev_officials, lang, &head, &form)
-                }
-                Ok(form) => signin::sign_out(&self.sessions, lang, &head, &form),
+        let path = head.uri().path().to_owned();
+        let takes_form = path == "/sign-in" || path == "/sign-out" || path.starts_with("/lookup/");
+        let mut response = if head.method() == Method::POST && takes_form {
+            match read_form(&head, body).await {
+                Ok(form) => self.submit(&head, lang, &path, &form).await,
                 Err(status) => pages::error(lang, status, &head),
-            },
-            _ => self.route(&head, lang),
+            }
+        } else {
+            self.route(&head, lang)
         };
         security::harden(&mut response, lang, &head);
         response
+    }
+
+    /// The forms: sign-in, sign-out, and the lookup's question and confirmation.
+    async fn submit(
+        &self,
+        head: &Request<()>,
+        lang: Lang,
+        path: &str,
+        form: &[(String, String)],
+    ) -> Response<Full<Bytes>> {
+        match path {
+            "/sign-in" => signin::submit(&self.sessions, &self.dev_officials, lang, head, form),
+            "/sign-out" => signin::sign_out(&self.sessions, lang, head, form),
+            _ => {
+                let Some((id, session)) = signin::session_of(&self.sessions, head) else {
+                    return pages::redirect("/sign-in");
+                };
+                let Some(lookups) = &self.lookups else {
+                    return pages::error(lang, StatusCode::NOT_FOUND, head);
+                };
+                let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+                match segments.as_slice() {
+                    ["lookup", "confirm"] => {
+                        lookup::confirm(lookups, &self.catalog, lang, head, (&id, &session), form)
+                            .await
+                    }
+                    ["lookup", grant, provider, code] => lookup::question(
+                        lookups,
+                        &self.catalog,
+                        lang,
+                        head,
+                        (&id, &session),
+                        (grant, provider, code),
+                        Some(form),
+                    ),
+                    _ => pages::error(lang, StatusCode::NOT_FOUND, head),
+                }
+            }
+        }
+    }
+
+    /// The pages a signed-in official reaches under `/lookup`.
+    fn lookup_page(
+        &self,
+        request: &Request<()>,
+        lang: Lang,
+        segments: &[&str],
+    ) -> Response<Full<Bytes>> {
+        let Some((id, session)) = signin::session_of(&self.sessions, request) else {
+            return pages::redirect("/sign-in");
+        };
+        match (segments, &self.lookups) {
+            (["lookup"], lookups) => lookup::list(lookups.as_ref(), &self.catalog, lang, &session),
+            (["lookup", "check"], Some(lookups)) => {
+                lookup::check(lookups, &self.catalog, lang, (&id, &session))
+            }
+            (["lookup", grant, provider, code], Some(lookups)) => lookup::question(
+                lookups,
+                &self.catalog,
+                lang,
+                request,
+                (&id, &session),
+                (grant, provider, code),
+                None,
+            ),
+            _ => pages::error(lang, StatusCode::NOT_FOUND, request),
+        }
     }
 
     fn route(&self, request: &Request<()>, lang: Lang) -> Response<Full<Bytes>> {
@@ -105,6 +184,7 @@ impl Portal {
         match segments.as_slice() {
             ["sign-in"] => signin::form(&self.sessions, &self.dev_officials, lang, request),
             ["account"] => signin::account(&self.sessions, lang, request),
+            ["lookup", ..] => self.lookup_page(request, lang, &segments),
             [""] => pages::redirect("/catalog"),
             ["catalog"] => pages::catalog(&self.catalog, lang, query),
             ["catalog", "dcat.jsonld"] => pages::dcat(&self.catalog),

@@ -14,10 +14,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use clap::Parser;
 use mconnect::catalog::Catalog;
+use mconnect::policy::PolicyIndex;
 use mconnect_portal::Portal;
+use mconnect_portal::lookup::Lookups;
 use mconnect_sdk::server::{ListenerStats, ServerLimits, serve_with};
+use mconnect_sdk::{Consumer, Credentials, TrustedKeys};
 
 /// Command line.
 #[derive(Parser)]
@@ -44,6 +49,47 @@ struct Args {
     /// anyone in as anyone listed, which only a sandbox may do.
     #[arg(long)]
     dev_officials: Option<PathBuf>,
+    /// The broker's data-plane URL, for lookups.
+    #[arg(long, requires_all = ["pki", "policies"])]
+    broker_url: Option<String>,
+    /// Directory with ca.cert.pem, broker.cert.pem and the hosted
+    /// organisations' {participant}.{cert,key}.pem.
+    #[arg(long)]
+    pki: Option<PathBuf>,
+    /// The policies directory (the grants the lookups are offered under).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// An organisation whose lookups the portal makes, as
+    /// `participant:algorithm` (repeat for each).
+    #[arg(long = "hosted")]
+    hosted: Vec<String>,
+}
+
+/// Consumer clients for the hosted organisations and the grants of the bus.
+fn lookups(args: &Args, catalog: &Catalog) -> Result<Option<Lookups>, String> {
+    let (Some(url), Some(pki), Some(policies)) = (&args.broker_url, &args.pki, &args.policies)
+    else {
+        return Ok(None);
+    };
+    let broker = TrustedKeys::broker_in_pki_dir(pki).map_err(|e| e.to_string())?;
+    let mut consumers = HashMap::new();
+    for hosted in &args.hosted {
+        let (participant, alg) = hosted
+            .split_once(':')
+            .ok_or_else(|| format!("--hosted {hosted}: write participant:algorithm"))?;
+        let credentials = Credentials::from_pki_dir(pki, participant, alg)
+            .map_err(|e| format!("{participant}: {e}"))?;
+        let consumer = Consumer::new(credentials, url, broker.clone())
+            .map_err(|e| format!("{participant}: {e}"))?;
+        consumers.insert(participant.to_owned(), consumer);
+    }
+    // Grants name participants the portal cannot check here; the broker
+    // decides every call anyway.
+    let index = PolicyIndex::load_dir(policies, catalog, &|_| true).map_err(|e| e.to_string())?;
+    Ok(Some(Lookups::new(
+        consumers,
+        index.grants().cloned().collect(),
+    )))
 }
 
 fn main() -> ExitCode {
@@ -93,6 +139,13 @@ fn main() -> ExitCode {
             }
         },
     };
+    let lookups = match lookups(&args, &catalog) {
+        Ok(lookups) => lookups,
+        Err(e) => {
+            eprintln!("mconnect-portal: lookups: {e}");
+            return ExitCode::from(64);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -101,7 +154,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let portal = Arc::new(Portal::new(catalog).with_dev_sign_in(officials));
+        let mut portal = Portal::new(catalog).with_dev_sign_in(officials);
+        if let Some(lookups) = lookups {
+            portal = portal.with_lookups(lookups);
+        }
+        let portal = Arc::new(portal);
         let server = serve_with(
             args.listen,
             tls.clone(),

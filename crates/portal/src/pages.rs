@@ -351,6 +351,15 @@ pub fn asset(body: &'static str, content_type: &'static str) -> Response<Full<By
     response
 }
 
+/// Pages about a signed-in person or the data of someone else are kept by
+/// no cache, shared or private.
+pub fn private(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// A page rendered, or a plain 500 if its template fails (a bug).
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Response<Full<Bytes>> {
     match page.render() {

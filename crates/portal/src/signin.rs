@@ -163,7 +163,7 @@ pub fn account<B>(sessions: &Sessions, lang: Lang, request: &Request<B>) -> Resp
         roles: o.roles.join(", "),
         csrf: session.csrf.clone(),
     };
-    private(pages::render(StatusCode::OK, &page))
+    pages::private(pages::render(StatusCode::OK, &page))
 }
 
 /// `POST /sign-out`: ends the session if the form is its own.
@@ -212,7 +212,7 @@ fn sign_in_page<B>(
         csrf: csrf.to_owned(),
         problem,
     };
-    private(pages::render(status, &page))
+    pages::private(pages::render(status, &page))
 }
 
 /// The first value of `name` in a submitted form, or "".
@@ -226,14 +226,6 @@ fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
 /// nothing else is ever echoed into a page.
 fn is_token(value: &str) -> bool {
     value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Pages about a signed-in person are kept by no cache.
-fn private(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 fn set_cookie(response: &mut Response<Full<Bytes>>, name: &str, value: &str, same_site: &str) {

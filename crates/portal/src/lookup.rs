@@ -1,0 +1,550 @@
+//! Authorised lookups for a signed-in official: the portal is a participant
+//! of the bus and calls through the broker like any consumer, signing as the
+//! official's own organisation with the official's IDNP as
+//! `MConnect-Calling-User`, so every lookup is a signed, policy-checked,
+//! minimised, audited exchange. The official picks a service one of the
+//! organisation's grants allows, the purpose and legal basis from that grant
+//! (never free text), and the person's IDNP; a check-your-answers page states
+//! what is about to be invoked; the answer shows only what the broker let
+//! through, with its verified receipt, printable for the case file.
+//!
+//! Invariants:
+//! - the grants offered are the official's organisation's only, and the
+//!   confirmed lookup is rebuilt from the grant on the server, so no form
+//!   field can name another organisation's grant, a purpose or a basis the
+//!   grant does not list;
+//! - a lookup is sent only from the check page's confirmation (POST with
+//!   the session's CSRF token), once: the pending lookup is taken from the
+//!   session when it is sent;
+//! - the decision is the broker's: the portal offers, the broker refuses.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use askama::Template;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use mconnect::catalog::params::ParamFormat;
+use mconnect::catalog::{Catalog, Service};
+use mconnect::policy::{Grant, GrantStatus};
+use mconnect_sdk::{Call, Consumer};
+
+use crate::i18n::{Lang, Strings};
+use crate::pages::{self, Switch};
+use crate::session::{Session, same_token};
+
+/// What the portal needs to look things up: a consumer client per hosted
+/// organisation (its key and certificate), and the grants of the bus.
+pub struct Lookups {
+    consumers: HashMap<String, Consumer>,
+    grants: Vec<Grant>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// A lookup the official has filled in and not yet confirmed.
+#[derive(Debug, Clone)]
+struct Pending {
+    grant: String,
+    service: String,
+    purpose: String,
+    basis: String,
+    person: String,
+}
+
+impl Lookups {
+    /// Lookups for the organisations in `consumers`, under `grants`.
+    pub fn new(consumers: HashMap<String, Consumer>, grants: Vec<Grant>) -> Lookups {
+        Lookups {
+            consumers,
+            grants,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The organisation's active, in-date grants with the services the
+    /// portal can ask (a GET that takes the person's IDNP as a parameter).
+    fn offers<'a>(
+        &'a self,
+        catalog: &'a Catalog,
+        organisation: &str,
+    ) -> impl Iterator<Item = (&'a Grant, &'a Service, &'a str)> + 'a {
+        let organisation = organisation.to_owned();
+        let now = mconnect_sdk::protocol::unix_now();
+        self.grants
+            .iter()
+            .filter(move |g| {
+                g.consumer == *organisation
+                    && g.status == GrantStatus::Active
+                    && g.in_date(now)
+                    && g.representation.is_none()
+            })
+            .flat_map(move |g| {
+                g.services.iter().filter_map(move |key| {
+                    let service = catalog.service_by_key(key)?;
+                    let param = person_parameter(service)?;
+                    Some((g, service.as_ref(), param))
+                })
+            })
+    }
+}
+
+/// The query parameter that names the person, for a service the portal can
+/// ask: a callable GET with an IDNP parameter.
+fn person_parameter(service: &Service) -> Option<&str> {
+    if service.method != Method::GET || !service.is_callable() {
+        return None;
+    }
+    service
+        .query
+        .iter()
+        .find(|q| matches!(q.format, ParamFormat::Idnp | ParamFormat::IdnpOrIdno))
+        .map(|q| q.name.as_str())
+}
+
+/// One grant's service on the lookup list.
+pub struct OfferRow {
+    href: String,
+    service: String,
+    register: String,
+    grant: String,
+}
+
+/// `/lookup`.
+#[derive(Template)]
+#[template(path = "lookups.html")]
+pub struct LookupsPage {
+    lang_code: &'static str,
+    s: &'static Strings,
+    switch: Vec<Switch>,
+    title: &'static str,
+    organisation: String,
+    offers: Vec<OfferRow>,
+    configured: bool,
+}
+
+/// A choice of a radio group.
+pub struct Choice {
+    value: String,
+    label: String,
+    checked: bool,
+}
+
+/// `/lookup/{grant}/{provider}/{code}`.
+#[derive(Template)]
+#[template(path = "lookup_form.html")]
+pub struct QuestionPage {
+    lang_code: &'static str,
+    s: &'static Strings,
+    switch: Vec<Switch>,
+    title: String,
+    action: String,
+    csrf: String,
+    register: String,
+    purposes: Vec<Choice>,
+    bases: Vec<Choice>,
+    person: String,
+    errors: Vec<(&'static str, &'static str)>,
+}
+
+/// `/lookup/check`.
+#[derive(Template)]
+#[template(path = "lookup_check.html")]
+pub struct CheckPage {
+    lang_code: &'static str,
+    s: &'static Strings,
+    switch: Vec<Switch>,
+    title: &'static str,
+    csrf: String,
+    service: String,
+    register: String,
+    person: String,
+    purpose: String,
+    basis: String,
+    organisation: String,
+    official: String,
+    change: String,
+}
+
+/// One line of an answer.
+pub struct AnswerRow {
+    field: String,
+    value: String,
+}
+
+/// `/lookup/confirm`'s answer.
+#[derive(Template)]
+#[template(path = "lookup_result.html")]
+pub struct ResultPage {
+    lang_code: &'static str,
+    s: &'static Strings,
+    switch: Vec<Switch>,
+    title: String,
+    refused: bool,
+    refusal: String,
+    code: String,
+    rows: Vec<AnswerRow>,
+    exchange_id: String,
+    audit_seq: String,
+    verified: bool,
+    person: String,
+    purpose: String,
+    basis: String,
+    organisation: String,
+    official: String,
+}
+
+/// `GET /lookup`: the services the official's organisation may ask.
+pub fn list(
+    lookups: Option<&Lookups>,
+    catalog: &Catalog,
+    lang: Lang,
+    session: &Session,
+) -> Response<Full<Bytes>> {
+    let s = lang.strings();
+    let organisation = &session.official.participant;
+    let offers = lookups
+        .map(|l| {
+            l.offers(catalog, organisation)
+                .map(|(g, svc, _)| OfferRow {
+                    href: format!("/lookup/{}/{}/{}", g.id, svc.provider, svc.code),
+                    service: lang.pick(&svc.name).to_owned(),
+                    register: catalog
+                        .register(&svc.register)
+                        .map(|r| lang.pick(&r.name).to_owned())
+                        .unwrap_or_default(),
+                    grant: g.id.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pages::private(pages::render(
+        StatusCode::OK,
+        &LookupsPage {
+            lang_code: lang.code(),
+            s,
+            switch: pages::switcher(lang, "/lookup", None),
+            title: s.lookups,
+            organisation: session.official.organisation.clone(),
+            offers,
+            configured: lookups.is_some(),
+        },
+    ))
+}
+
+/// The grant and service of `/lookup/{grant}/{provider}/{code}`, if the
+/// official's organisation holds that grant and the portal can ask it.
+fn offer<'a>(
+    lookups: &'a Lookups,
+    catalog: &'a Catalog,
+    session: &Session,
+    grant: &str,
+    provider: &str,
+    code: &str,
+) -> Option<(&'a Grant, &'a Service, &'a str)> {
+    lookups
+        .offers(catalog, &session.official.participant)
+        .find(|(g, svc, _)| g.id == grant && svc.provider == provider && svc.code == code)
+}
+
+/// `GET|POST /lookup/{grant}/{provider}/{code}`: the question page, and its
+/// answers checked (on the server, whatever the browser checked).
+#[allow(clippy::too_many_arguments)]
+pub fn question<B>(
+    lookups: &Lookups,
+    catalog: &Catalog,
+    lang: Lang,
+    request: &Request<B>,
+    (id, session): (&str, &Session),
+    path: (&str, &str, &str),
+    form: Option<&[(String, String)]>,
+) -> Response<Full<Bytes>> {
+    let s = lang.strings();
+    let (grant_id, provider, code) = path;
+    let Some((grant, service, _)) = offer(lookups, catalog, session, grant_id, provider, code)
+    else {
+        return pages::error(lang, StatusCode::NOT_FOUND, request);
+    };
+    let (mut purpose, mut basis, mut person, mut errors) =
+        (String::new(), String::new(), String::new(), Vec::new());
+    if let Some(form) = form {
+        if !same_token(&session.csrf, field(form, "csrf")) {
+            return pages::error(lang, StatusCode::FORBIDDEN, request);
+        }
+        purpose = field(form, "purpose").to_owned();
+        basis = field(form, "basis").to_owned();
+        person = field(form, "person").trim().to_owned();
+        if !grant.purposes.iter().any(|p| p.code == purpose) {
+            errors.push(("purpose", s.choose_purpose));
+        }
+        if !grant.legal_bases.iter().any(|b| b.id == basis) {
+            errors.push(("basis", s.choose_basis));
+        }
+        if !mconnect_sdk::ids::is_valid_idnp(&person) {
+            errors.push(("person", s.idnp_invalid));
+        }
+        if errors.is_empty() {
+            let pending = Pending {
+                grant: grant.id.clone(),
+                service: service.key.clone(),
+                purpose,
+                basis,
+                person,
+            };
+            lock(&lookups.pending).insert(id.to_owned(), pending);
+            return pages::redirect("/lookup/check");
+        }
+    }
+    let register = catalog
+        .register(&service.register)
+        .map(|r| lang.pick(&r.name).to_owned())
+        .unwrap_or_default();
+    let page = QuestionPage {
+        lang_code: lang.code(),
+        s,
+        switch: pages::switcher(lang, request.uri().path(), None),
+        title: lang.pick(&service.name).to_owned(),
+        action: request.uri().path().to_owned(),
+        csrf: session.csrf.clone(),
+        register,
+        purposes: grant
+            .purposes
+            .iter()
+            .map(|p| Choice {
+                value: p.code.clone(),
+                label: lang.pick(&p.text).to_owned(),
+                checked: p.code == purpose || grant.purposes.len() == 1,
+            })
+            .collect(),
+        bases: grant
+            .legal_bases
+            .iter()
+            .map(|b| Choice {
+                value: b.id.clone(),
+                label: format!("{} — {}, {}", b.text, b.act, b.article),
+                checked: b.id == basis || grant.legal_bases.len() == 1,
+            })
+            .collect(),
+        person,
+        errors,
+    };
+    let status = if page.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    pages::private(pages::render(status, &page))
+}
+
+/// `GET /lookup/check`: what is about to be asked, under which law.
+pub fn check(
+    lookups: &Lookups,
+    catalog: &Catalog,
+    lang: Lang,
+    (id, session): (&str, &Session),
+) -> Response<Full<Bytes>> {
+    let Some(pending) = lock(&lookups.pending).get(id).cloned() else {
+        return pages::redirect("/lookup");
+    };
+    let Some((grant, service)) = resolve(lookups, catalog, session, &pending) else {
+        return pages::redirect("/lookup");
+    };
+    let s = lang.strings();
+    let (purpose, basis) = words(lang, grant, &pending);
+    let page = CheckPage {
+        lang_code: lang.code(),
+        s,
+        switch: pages::switcher(lang, "/lookup/check", None),
+        title: s.check_answers,
+        csrf: session.csrf.clone(),
+        service: lang.pick(&service.name).to_owned(),
+        register: catalog
+            .register(&service.register)
+            .map(|r| lang.pick(&r.name).to_owned())
+            .unwrap_or_default(),
+        person: pending.person.clone(),
+        purpose,
+        basis,
+        organisation: session.official.organisation.clone(),
+        official: session.official.name.clone(),
+        change: format!("/lookup/{}/{}/{}", grant.id, service.provider, service.code),
+    };
+    pages::private(pages::render(StatusCode::OK, &page))
+}
+
+/// `POST /lookup/confirm`: sends the pending lookup through the broker and
+/// shows what came back, with the receipt.
+pub async fn confirm<B>(
+    lookups: &Lookups,
+    catalog: &Catalog,
+    lang: Lang,
+    request: &Request<B>,
+    (id, session): (&str, &Session),
+    form: &[(String, String)],
+) -> Response<Full<Bytes>> {
+    if !same_token(&session.csrf, field(form, "csrf")) {
+        return pages::error(lang, StatusCode::FORBIDDEN, request);
+    }
+    // Taken, not read: a lookup is sent once, however often the form is.
+    let Some(pending) = lock(&lookups.pending).remove(id) else {
+        return pages::redirect("/lookup");
+    };
+    let Some((grant, service)) = resolve(lookups, catalog, session, &pending) else {
+        return pages::redirect("/lookup");
+    };
+    let Some(consumer) = lookups.consumers.get(&session.official.participant) else {
+        return pages::error(lang, StatusCode::SERVICE_UNAVAILABLE, request);
+    };
+    let Some(param) = person_parameter(service) else {
+        return pages::error(lang, StatusCode::NOT_FOUND, request);
+    };
+    let s = lang.strings();
+    let call = Call {
+        method: Method::GET,
+        path: format!(
+            "/r1/{}/{}?{}",
+            service.provider,
+            service.code,
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair(param, &pending.person)
+                .finish()
+        ),
+        body: None,
+        calling_user: session.official.idnp.clone(),
+        basis: pending.basis.clone(),
+        reason: pending.purpose.clone(),
+        subject: Some(pending.person.clone()),
+        represented_party: None,
+        request_id: None,
+    };
+    let (purpose, basis) = words(lang, grant, &pending);
+    let mut page = ResultPage {
+        lang_code: lang.code(),
+        s,
+        switch: Vec::new(),
+        title: lang.pick(&service.name).to_owned(),
+        refused: false,
+        refusal: String::new(),
+        code: String::new(),
+        rows: Vec::new(),
+        exchange_id: String::new(),
+        audit_seq: String::new(),
+        verified: false,
+        person: pending.person.clone(),
+        purpose,
+        basis,
+        organisation: session.official.organisation.clone(),
+        official: session.official.name.clone(),
+    };
+    match consumer.call(&call).await {
+        Err(e) => {
+            tracing::warn!(error = %e, "lookup could not be sent");
+            page.refused = true;
+            page.refusal = s.broker_unreachable.to_owned();
+        }
+        Ok(outcome) => {
+            if let Ok(receipt) = &outcome.receipt {
+                page.verified = true;
+                page.exchange_id = receipt.exchange_id.clone();
+                page.audit_seq = receipt
+                    .audit_seq
+                    .map(|seq| seq.to_string())
+                    .unwrap_or_default();
+            }
+            let value: serde_json::Value =
+                serde_json::from_slice(&outcome.body).unwrap_or_default();
+            if outcome.status.is_success() && page.verified {
+                flatten("", &value, &mut page.rows);
+            } else {
+                page.refused = true;
+                page.code = value["code"].as_str().unwrap_or_default().to_owned();
+                page.refusal = value["detail"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| s.receipt_unverified.to_owned());
+            }
+            tracing::info!(
+                official = %session.official.idnp,
+                organisation = %session.official.participant,
+                service = %service.key,
+                status = outcome.status.as_u16(),
+                exchange_id = %page.exchange_id,
+                "lookup"
+            );
+        }
+    }
+    pages::private(pages::render(StatusCode::OK, &page))
+}
+
+/// The grant and service of a pending lookup, checked again against the
+/// session's organisation (the grants may have changed since).
+fn resolve<'a>(
+    lookups: &'a Lookups,
+    catalog: &'a Catalog,
+    session: &Session,
+    pending: &Pending,
+) -> Option<(&'a Grant, &'a Service)> {
+    let (provider, code) = pending.service.split_once('/')?;
+    let (grant, service, _) = offer(lookups, catalog, session, &pending.grant, provider, code)?;
+    let purpose_ok = grant.purposes.iter().any(|p| p.code == pending.purpose);
+    let basis_ok = grant.legal_bases.iter().any(|b| b.id == pending.basis);
+    (purpose_ok && basis_ok).then_some((grant, service))
+}
+
+/// The purpose and legal basis of a pending lookup, in words.
+fn words(lang: Lang, grant: &Grant, pending: &Pending) -> (String, String) {
+    let purpose = grant
+        .purposes
+        .iter()
+        .find(|p| p.code == pending.purpose)
+        .map(|p| lang.pick(&p.text).to_owned())
+        .unwrap_or_default();
+    let basis = grant
+        .legal_bases
+        .iter()
+        .find(|b| b.id == pending.basis)
+        .map(|b| format!("{} — {}, {}", b.text, b.act, b.article))
+        .unwrap_or_default();
+    (purpose, basis)
+}
+
+/// An answer as lines of `field: value`, nested objects and arrays with
+/// dotted paths, in the order the broker sent them.
+fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<AnswerRow>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, rows);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{}]", i + 1), v, rows);
+            }
+        }
+        serde_json::Value::String(text) => rows.push(AnswerRow {
+            field: prefix.to_owned(),
+            value: text.clone(),
+        }),
+        serde_json::Value::Null => {}
+        other => rows.push(AnswerRow {
+            field: prefix.to_owned(),
+            value: other.to_string(),
+        }),
+    }
+}
+
+fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
+    form.iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
