@@ -128,11 +128,20 @@ impl Portal {
                 let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
                 match segments.as_slice() {
                     ["lookup", "confirm"] => {
-                        lookup::confirm(lookups, &self.catalog, lang, head, (&id, &session), form)
-                            .await
+                        lookup::confirm(
+                            lookups,
+                            &self.sessions,
+                            &self.catalog,
+                            lang,
+                            head,
+                            (&id, &session),
+                            form,
+                        )
+                        .await
                     }
                     ["lookup", grant, provider, code] => lookup::question(
                         lookups,
+                        &self.sessions,
                         &self.catalog,
                         lang,
                         head,
@@ -159,10 +168,11 @@ impl Portal {
         match (segments, &self.lookups) {
             (["lookup"], lookups) => lookup::list(lookups.as_ref(), &self.catalog, lang, &session),
             (["lookup", "check"], Some(lookups)) => {
-                lookup::check(lookups, &self.catalog, lang, (&id, &session))
+                lookup::check(lookups, &self.catalog, lang, &session)
             }
             (["lookup", grant, provider, code], Some(lookups)) => lookup::question(
                 lookups,
+                &self.sessions,
                 &self.catalog,
                 lang,
                 request,

@@ -14,12 +14,11 @@
 //!   field can name another organisation's grant, a purpose or a basis the
 //!   grant does not list;
 //! - a lookup is sent only from the check page's confirmation (POST with
-//!   the session's CSRF token), once: the pending lookup is taken from the
-//!   session when it is sent;
+//!   the session's CSRF token), once: the pending lookup lives in the
+//!   session (so it ends with it) and is taken out when it is sent;
 //! - the decision is the broker's: the portal offers, the broker refuses.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use askama::Template;
 use bytes::Bytes;
@@ -32,34 +31,19 @@ use mconnect_sdk::{Call, Consumer};
 
 use crate::i18n::{Lang, Strings};
 use crate::pages::{self, Switch};
-use crate::session::{Session, same_token};
+use crate::session::{PendingLookup as Pending, Session, Sessions, same_token};
 
 /// What the portal needs to look things up: a consumer client per hosted
 /// organisation (its key and certificate), and the grants of the bus.
 pub struct Lookups {
     consumers: HashMap<String, Consumer>,
     grants: Vec<Grant>,
-    pending: Mutex<HashMap<String, Pending>>,
-}
-
-/// A lookup the official has filled in and not yet confirmed.
-#[derive(Debug, Clone)]
-struct Pending {
-    grant: String,
-    service: String,
-    purpose: String,
-    basis: String,
-    person: String,
 }
 
 impl Lookups {
     /// Lookups for the organisations in `consumers`, under `grants`.
     pub fn new(consumers: HashMap<String, Consumer>, grants: Vec<Grant>) -> Lookups {
-        Lookups {
-            consumers,
-            grants,
-            pending: Mutex::new(HashMap::new()),
-        }
+        Lookups { consumers, grants }
     }
 
     /// The organisation's active, in-date grants with the services the
@@ -252,6 +236,7 @@ fn offer<'a>(
 #[allow(clippy::too_many_arguments)]
 pub fn question<B>(
     lookups: &Lookups,
+    sessions: &Sessions,
     catalog: &Catalog,
     lang: Lang,
     request: &Request<B>,
@@ -291,7 +276,7 @@ pub fn question<B>(
                 basis,
                 person,
             };
-            lock(&lookups.pending).insert(id.to_owned(), pending);
+            sessions.set_pending(id, pending);
             return pages::redirect("/lookup/check");
         }
     }
@@ -341,9 +326,9 @@ pub fn check(
     lookups: &Lookups,
     catalog: &Catalog,
     lang: Lang,
-    (id, session): (&str, &Session),
+    session: &Session,
 ) -> Response<Full<Bytes>> {
-    let Some(pending) = lock(&lookups.pending).get(id).cloned() else {
+    let Some(pending) = session.pending.clone() else {
         return pages::redirect("/lookup");
     };
     let Some((grant, service)) = resolve(lookups, catalog, session, &pending) else {
@@ -376,6 +361,7 @@ pub fn check(
 /// shows what came back, with the receipt.
 pub async fn confirm<B>(
     lookups: &Lookups,
+    sessions: &Sessions,
     catalog: &Catalog,
     lang: Lang,
     request: &Request<B>,
@@ -386,7 +372,7 @@ pub async fn confirm<B>(
         return pages::error(lang, StatusCode::FORBIDDEN, request);
     }
     // Taken, not read: a lookup is sent once, however often the form is.
-    let Some(pending) = lock(&lookups.pending).remove(id) else {
+    let Some(pending) = sessions.take_pending(id) else {
         return pages::redirect("/lookup");
     };
     let Some((grant, service)) = resolve(lookups, catalog, session, &pending) else {
@@ -543,8 +529,4 @@ fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
     form.iter()
         .find(|(n, _)| n == name)
         .map_or("", |(_, v)| v.as_str())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -95,6 +95,22 @@ pub fn load_officials(path: &Path) -> Result<Vec<Official>, String> {
     Ok(file.officials)
 }
 
+/// A lookup filled in and not yet confirmed: what the check page shows and
+/// the confirmation sends. It lives in its session, so it ends with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLookup {
+    /// The grant's id.
+    pub grant: String,
+    /// The service's key.
+    pub service: String,
+    /// The purpose code, one of the grant's.
+    pub purpose: String,
+    /// The legal basis id, one of the grant's.
+    pub basis: String,
+    /// The IDNP of the person asked about.
+    pub person: String,
+}
+
 /// One signed-in official's session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -102,6 +118,8 @@ pub struct Session {
     pub official: Official,
     /// The token every form of this session carries.
     pub csrf: String,
+    /// The lookup awaiting confirmation, if any.
+    pub pending: Option<PendingLookup>,
     signed_in: Instant,
     last_seen: Instant,
 }
@@ -136,6 +154,7 @@ impl Sessions {
             Session {
                 official,
                 csrf: random_token(),
+                pending: None,
                 signed_in: now,
                 last_seen: now,
             },
@@ -155,6 +174,21 @@ impl Sessions {
         }
         session.last_seen = now;
         Some(session.clone())
+    }
+
+    /// Sets the lookup awaiting confirmation in live session `id`.
+    pub fn set_pending(&self, id: &str, lookup: PendingLookup) {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = map.get_mut(id) {
+            session.pending = Some(lookup);
+        }
+    }
+
+    /// Takes the lookup awaiting confirmation out of session `id`: whoever
+    /// takes it sends it, once.
+    pub fn take_pending(&self, id: &str) -> Option<PendingLookup> {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        map.get_mut(id)?.pending.take()
     }
 
     /// Ends session `id`.
@@ -240,6 +274,40 @@ mod tests {
         sessions.close(&id);
         assert!(sessions.touch(&id).is_none());
         assert!(sessions.touch("").is_none());
+    }
+
+    #[test]
+    fn a_pending_lookup_is_taken_once_and_ends_with_its_session() {
+        let sessions = Sessions::default();
+        let id = sessions.open(official()).unwrap();
+        let lookup = PendingLookup {
+            grant: "g".into(),
+            service: "p/s".into(),
+            purpose: "x".into(),
+            basis: "y".into(),
+            person: "2000000000037".into(),
+        };
+        sessions.set_pending(&id, lookup.clone());
+        assert_eq!(sessions.touch(&id).unwrap().pending, Some(lookup.clone()));
+        assert_eq!(sessions.take_pending(&id), Some(lookup.clone()));
+        assert_eq!(sessions.take_pending(&id), None, "taken once");
+        sessions.set_pending(&id, lookup);
+        sessions.close(&id);
+        assert_eq!(sessions.take_pending(&id), None, "gone with the session");
+        sessions.set_pending(
+            "nobody",
+            PendingLookup {
+                grant: String::new(),
+                service: String::new(),
+                purpose: String::new(),
+                basis: String::new(),
+                person: String::new(),
+            },
+        );
+        assert!(
+            sessions.touch("nobody").is_none(),
+            "no session is made by it"
+        );
     }
 
     #[test]
