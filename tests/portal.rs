@@ -319,6 +319,10 @@ async fn an_official_looks_a_resident_up_through_the_broker_and_another_cannot_u
         result.body
     );
     assert!(result.body.contains("verified: signed by MConnect"));
+    assert!(
+        result.body.contains("hreflang=\"ro\"") && result.body.contains("hreflang=\"ru\""),
+        "every page offers the other languages"
+    );
     // Only the grant's fields: idnp, first_name, last_name, status, address.
     assert!(result.body.contains("<code>first_name</code>"));
     assert!(

@@ -407,7 +407,8 @@ pub async fn confirm<B>(
     let mut page = ResultPage {
         lang_code: lang.code(),
         s,
-        switch: Vec::new(),
+        // The answer is shown once; a language switch leads to the list.
+        switch: pages::switcher(lang, "/lookup", None),
         title: lang.pick(&service.name).to_owned(),
         refused: false,
         refusal: String::new(),
