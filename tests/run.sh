@@ -7,8 +7,20 @@ cd "$(dirname "$0")/.."
 # The interoperability test signs with an independent RFC 9421
 # implementation (Python's http-message-signatures).
 # The MNotify tests mail a real SMTP server (Python's aiosmtpd).
-if ! python3 -c "import http_message_signatures, requests, aiosmtpd" 2>/dev/null; then
+# The portal's browser test drives Chromium with Playwright.
+if ! python3 -c "import http_message_signatures, requests, aiosmtpd, playwright" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+
+# The portal's browser test drives Debian's Chromium through Playwright
+# (PyPI, above) and checks every page with axe-core (npm, pinned in
+# tests/browser/package-lock.json).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
+    command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
+    (cd tests/browser && npm ci --silent --no-audit --no-fund)
 fi
 
 # The sandbox the tests start runs the example registers and the adapters as
