@@ -389,3 +389,81 @@ async fn an_official_looks_a_resident_up_through_the_broker_and_another_cannot_u
     assert_eq!(bounced.location.as_deref(), Some("/sign-in"));
     bus.stop().await;
 }
+
+#[tokio::test]
+async fn an_administrator_decides_which_official_may_use_which_grant() {
+    let bus = Bus::start().await;
+    let residence = "/lookup/apl-cahul-residence/asp-rsp/person-by-idnp";
+    let (ion, elena, maria) = ("2000000000015", "2000000000048", "2000000000026");
+
+    let mut official = Browser::new(&bus);
+    official.sign_in(ion).await;
+    assert!(
+        official
+            .go("GET", "/lookup", None)
+            .await
+            .body
+            .contains(residence)
+    );
+    assert_eq!(
+        official.go("GET", "/admin/officials", None).await.status,
+        403,
+        "an official without the administrator role may not"
+    );
+
+    let mut admin = Browser::new(&bus);
+    admin.sign_in(elena).await;
+    let page = admin.go("GET", "/admin/officials?lang=en", None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!(
+        "name=\"allow:{ion}:apl-cahul-residence\" aria-label="
+    )));
+    assert!(
+        !page.body.contains(maria),
+        "only Cahul's officials are listed"
+    );
+    // Ion keeps local taxes only; the form also tries to give a Bălți
+    // official a right, and Ion a Bălți grant: both are ignored.
+    let form = format!(
+        "csrf={}&allow:{ion}:apl-cahul-local-taxes=on&allow:{maria}:apl-cahul-residence=on&allow:{ion}:apl-balti-civil-status=on",
+        csrf(&page.body)
+    );
+    let saved = admin
+        .go("POST", "/admin/officials?lang=en", Some(&form))
+        .await;
+    assert_eq!(saved.status, 200);
+    assert!(saved.body.contains("The rights were saved."));
+    let forged = admin
+        .go(
+            "POST",
+            "/admin/officials",
+            Some(&format!(
+                "csrf={}&allow:{ion}:apl-cahul-residence=on",
+                "0".repeat(64)
+            )),
+        )
+        .await;
+    assert_eq!(
+        forged.status, 403,
+        "without the session's token nothing changes"
+    );
+
+    let list = official.go("GET", "/lookup", None).await;
+    assert!(!list.body.contains(residence), "the right is gone at once");
+    assert!(list.body.contains("/lookup/apl-cahul-local-taxes/"));
+    assert_eq!(official.go("GET", residence, None).await.status, 404);
+
+    // On disk, for a restart: Cahul as decided, Bălți untouched.
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(bus.dir.path().join("portal/assignments.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stored["apl-cahul"][ion],
+        serde_json::json!(["apl-cahul-local-taxes"])
+    );
+    assert_eq!(stored["apl-cahul"][elena], serde_json::json!([]));
+    assert!(stored["apl-balti"][maria].as_array().unwrap().len() > 1);
+    assert!(stored["apl-balti"].get(ion).is_none());
+    bus.stop().await;
+}

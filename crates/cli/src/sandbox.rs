@@ -345,6 +345,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
 
     // The data-access portal, on the same catalog as the broker.
     let officials_file = write_officials(dir, &definition)?;
+    seed_assignments(dir, &definition, &broker)?;
     // It looks up for the organisations its officials belong to, signing as
     // each with that organisation's own key.
     let mut hosted: Vec<String> = Vec::new();
@@ -367,6 +368,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
             catalog: &catalog_dir,
             policies: &policies_dir,
             officials: &officials_file,
+            state: &dir.join("portal"),
         },
         &data_url,
         &hosted,
@@ -483,6 +485,40 @@ struct PortalFiles<'a> {
     catalog: &'a Path,
     policies: &'a Path,
     officials: &'a Path,
+    /// The portal's own state directory.
+    state: &'a Path,
+}
+
+/// Gives each official every grant of their organisation the first time the
+/// sandbox starts, so its lookups work out of the box; later the
+/// administrators' choices in the portal stay (the file is kept).
+fn seed_assignments(
+    dir: &Path,
+    definition: &SandboxDefinition,
+    broker: &RunningBroker,
+) -> Result<()> {
+    let path = dir.join("portal").join("assignments.json");
+    if path.exists() {
+        return Ok(());
+    }
+    let rules = broker.broker.rules();
+    let mut table: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, Vec<&str>>> =
+        std::collections::BTreeMap::new();
+    for o in &definition.officials {
+        let grants = rules
+            .policy
+            .grants()
+            .filter(|g| g.consumer == o.participant && g.representation.is_none())
+            .map(|g| g.id.as_str())
+            .collect();
+        table
+            .entry(o.participant.as_str())
+            .or_default()
+            .insert(o.idnp.as_str(), grants);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&table)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 async fn spawn_portal(
@@ -509,7 +545,9 @@ async fn spawn_portal(
         .arg("--key")
         .arg(pki_dir.join("portal.key.pem"))
         .arg("--dev-officials")
-        .arg(files.officials);
+        .arg(files.officials)
+        .arg("--state")
+        .arg(files.state);
     for h in hosted {
         command.arg("--hosted").arg(h);
     }

@@ -228,6 +228,16 @@ pub struct Strings {
     pub print_hint: &'static str,
     /// Words of the lookup pages: `new_lookup`.
     pub new_lookup: &'static str,
+    /// Words of the administrator's page: `officials_rights`.
+    pub officials_rights: &'static str,
+    /// Words of the administrator's page: `officials_rights_intro`.
+    pub officials_rights_intro: &'static str,
+    /// Words of the administrator's page: `official`.
+    pub official: &'static str,
+    /// Words of the administrator's page: `save`.
+    pub save: &'static str,
+    /// Words of the administrator's page: `saved`.
+    pub saved: &'static str,
     /// The personal-data classes: none, personal, special.
     pub personal_classes: [&'static str; 3],
     /// The lifecycle statuses: draft, active, deprecated, retired.
@@ -315,6 +325,11 @@ static RO: Strings = Strings {
     broker_unreachable: "MConnect nu a putut fi contactat. Interogarea nu a fost trimisă; încercați din nou.",
     print_hint: "Tipăriți această pagină pentru dosar: extrasul include confirmarea.",
     new_lookup: "O nouă interogare",
+    officials_rights: "Drepturile funcționarilor",
+    officials_rights_intro: "Bifați autorizațiile organizației pe care le poate folosi fiecare funcționar. Un funcționar fără nicio bifă nu poate interoga nimic.",
+    official: "Funcționar",
+    save: "Salvați",
+    saved: "Drepturile au fost salvate.",
     personal_classes: [
         "fără date personale",
         "date cu caracter personal",
@@ -404,6 +419,11 @@ static RU: Strings = Strings {
     broker_unreachable: "Не удалось связаться с MConnect. Запрос не отправлен; попробуйте снова.",
     print_hint: "Распечатайте эту страницу для дела: выписка содержит подтверждение.",
     new_lookup: "Новый запрос",
+    officials_rights: "Права служащих",
+    officials_rights_intro: "Отметьте, какими разрешениями организации может пользоваться каждый служащий. Служащий без отметок не может ничего запрашивать.",
+    official: "Служащий",
+    save: "Сохранить",
+    saved: "Права сохранены.",
     personal_classes: [
         "без персональных данных",
         "персональные данные",
@@ -493,6 +513,11 @@ static EN: Strings = Strings {
     broker_unreachable: "MConnect could not be reached. The lookup was not sent; try again.",
     print_hint: "Print this page for the case file: the extract includes the receipt.",
     new_lookup: "A new lookup",
+    officials_rights: "Officials' rights",
+    officials_rights_intro: "Tick which of the organisation's grants each official may use. An official with nothing ticked can look nothing up.",
+    official: "Official",
+    save: "Save",
+    saved: "The rights were saved.",
     personal_classes: [
         "no personal data",
         "personal data",

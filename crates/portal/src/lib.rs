@@ -27,6 +27,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use mconnect::catalog::Catalog;
 
+pub mod admin;
+pub mod assignments;
 pub mod i18n;
 pub mod lookup;
 pub mod pages;
@@ -94,7 +96,10 @@ impl Portal {
         let (head, body) = request.into_parts();
         let head = Request::from_parts(head, ());
         let path = head.uri().path().to_owned();
-        let takes_form = path == "/sign-in" || path == "/sign-out" || path.starts_with("/lookup/");
+        let takes_form = path == "/sign-in"
+            || path == "/sign-out"
+            || path == "/admin/officials"
+            || path.starts_with("/lookup/");
         let mut response = if head.method() == Method::POST && takes_form {
             match read_form(&head, body).await {
                 Ok(form) => self.submit(&head, lang, &path, &form).await,
@@ -127,6 +132,14 @@ impl Portal {
                 };
                 let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
                 match segments.as_slice() {
+                    ["admin", "officials"] => admin::officials(
+                        lookups,
+                        &self.dev_officials,
+                        lang,
+                        head,
+                        &session,
+                        Some(form),
+                    ),
                     ["lookup", "confirm"] => {
                         lookup::confirm(
                             lookups,
@@ -195,6 +208,22 @@ impl Portal {
             ["sign-in"] => signin::form(&self.sessions, &self.dev_officials, lang, request),
             ["account"] => signin::account(&self.sessions, lang, request),
             ["lookup", ..] => self.lookup_page(request, lang, &segments),
+            ["admin", "officials"] => {
+                let Some((_, session)) = signin::session_of(&self.sessions, request) else {
+                    return pages::redirect("/sign-in");
+                };
+                match &self.lookups {
+                    Some(lookups) => admin::officials(
+                        lookups,
+                        &self.dev_officials,
+                        lang,
+                        request,
+                        &session,
+                        None,
+                    ),
+                    None => pages::error(lang, StatusCode::NOT_FOUND, request),
+                }
+            }
             [""] => pages::redirect("/catalog"),
             ["catalog"] => pages::catalog(&self.catalog, lang, query),
             ["catalog", "dcat.jsonld"] => pages::dcat(&self.catalog),

@@ -29,31 +29,61 @@ use mconnect::catalog::{Catalog, Service};
 use mconnect::policy::{Grant, GrantStatus};
 use mconnect_sdk::{Call, Consumer};
 
+use crate::assignments::Assignments;
 use crate::i18n::{Lang, Strings};
 use crate::pages::{self, Switch};
-use crate::session::{PendingLookup as Pending, Session, Sessions, same_token};
+use crate::session::{Official, PendingLookup as Pending, Session, Sessions, same_token};
 
 /// What the portal needs to look things up: a consumer client per hosted
 /// organisation (its key and certificate), and the grants of the bus.
 pub struct Lookups {
     consumers: HashMap<String, Consumer>,
     grants: Vec<Grant>,
+    assignments: Assignments,
 }
 
 impl Lookups {
-    /// Lookups for the organisations in `consumers`, under `grants`.
-    pub fn new(consumers: HashMap<String, Consumer>, grants: Vec<Grant>) -> Lookups {
-        Lookups { consumers, grants }
+    /// Lookups for the organisations in `consumers`, under `grants`, each
+    /// official using the grants `assignments` gives them.
+    pub fn new(
+        consumers: HashMap<String, Consumer>,
+        grants: Vec<Grant>,
+        assignments: Assignments,
+    ) -> Lookups {
+        Lookups {
+            consumers,
+            grants,
+            assignments,
+        }
     }
 
-    /// The organisation's active, in-date grants with the services the
-    /// portal can ask (a GET that takes the person's IDNP as a parameter).
+    /// Who may use which grant.
+    pub fn assignments(&self) -> &Assignments {
+        &self.assignments
+    }
+
+    /// The organisation's active, in-date grants (those an official could be
+    /// given), without representation.
+    pub fn grants_of<'a>(&'a self, organisation: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
+        let now = mconnect_sdk::protocol::unix_now();
+        self.grants.iter().filter(move |g| {
+            g.consumer == organisation
+                && g.status == GrantStatus::Active
+                && g.in_date(now)
+                && g.representation.is_none()
+        })
+    }
+
+    /// What the official may ask: their organisation's grants that an
+    /// administrator gave them, with the services the portal can ask (a GET
+    /// that takes the person's IDNP as a parameter).
     fn offers<'a>(
         &'a self,
         catalog: &'a Catalog,
-        organisation: &str,
+        official: &Official,
     ) -> impl Iterator<Item = (&'a Grant, &'a Service, &'a str)> + 'a {
-        let organisation = organisation.to_owned();
+        let organisation = official.participant.clone();
+        let idnp = official.idnp.clone();
         let now = mconnect_sdk::protocol::unix_now();
         self.grants
             .iter()
@@ -62,6 +92,7 @@ impl Lookups {
                     && g.status == GrantStatus::Active
                     && g.in_date(now)
                     && g.representation.is_none()
+                    && self.assignments.allowed(&organisation, &idnp, &g.id)
             })
             .flat_map(move |g| {
                 g.services.iter().filter_map(move |key| {
@@ -186,10 +217,9 @@ pub fn list(
     session: &Session,
 ) -> Response<Full<Bytes>> {
     let s = lang.strings();
-    let organisation = &session.official.participant;
     let offers = lookups
         .map(|l| {
-            l.offers(catalog, organisation)
+            l.offers(catalog, &session.official)
                 .map(|(g, svc, _)| OfferRow {
                     href: format!("/lookup/{}/{}/{}", g.id, svc.provider, svc.code),
                     service: lang.pick(&svc.name).to_owned(),
@@ -227,7 +257,7 @@ fn offer<'a>(
     code: &str,
 ) -> Option<(&'a Grant, &'a Service, &'a str)> {
     lookups
-        .offers(catalog, &session.official.participant)
+        .offers(catalog, &session.official)
         .find(|(g, svc, _)| g.id == grant && svc.provider == provider && svc.code == code)
 }
 

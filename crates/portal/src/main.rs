@@ -20,6 +20,7 @@ use clap::Parser;
 use mconnect::catalog::Catalog;
 use mconnect::policy::PolicyIndex;
 use mconnect_portal::Portal;
+use mconnect_portal::assignments::Assignments;
 use mconnect_portal::lookup::Lookups;
 use mconnect_sdk::server::{ListenerStats, ServerLimits, serve_with};
 use mconnect_sdk::{Consumer, Credentials, TrustedKeys};
@@ -63,6 +64,10 @@ struct Args {
     /// `participant:algorithm` (repeat for each).
     #[arg(long = "hosted")]
     hosted: Vec<String>,
+    /// Where the portal keeps its state (which official may use which
+    /// grant: `assignments.json`). Required with lookups.
+    #[arg(long)]
+    state: Option<PathBuf>,
 }
 
 /// Consumer clients for the hosted organisations and the grants of the bus.
@@ -86,9 +91,15 @@ fn lookups(args: &Args, catalog: &Catalog) -> Result<Option<Lookups>, String> {
     // Grants name participants the portal cannot check here; the broker
     // decides every call anyway.
     let index = PolicyIndex::load_dir(policies, catalog, &|_| true).map_err(|e| e.to_string())?;
+    let state = args
+        .state
+        .as_ref()
+        .ok_or("--state is required: the portal keeps which official may use which grant there")?;
+    let assignments = Assignments::open(&state.join("assignments.json"))?;
     Ok(Some(Lookups::new(
         consumers,
         index.grants().cloned().collect(),
+        assignments,
     )))
 }
 

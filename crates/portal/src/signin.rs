@@ -53,6 +53,7 @@ pub struct AccountPage {
     organisation: String,
     participant: String,
     roles: String,
+    administrator: bool,
     csrf: String,
 }
 
@@ -161,6 +162,7 @@ pub fn account<B>(sessions: &Sessions, lang: Lang, request: &Request<B>) -> Resp
         organisation: o.organisation.clone(),
         participant: o.participant.clone(),
         roles: o.roles.join(", "),
+        administrator: o.roles.iter().any(|r| r == "administrator"),
         csrf: session.csrf.clone(),
     };
     pages::private(pages::render(StatusCode::OK, &page))
