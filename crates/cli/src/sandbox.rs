@@ -208,15 +208,16 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         )?
         .write(&pki_dir, "broker")?;
     }
-    if !pki_dir.join("portal.key.pem").exists() {
+    if !pki_dir.join("portal-tls.key.pem").exists() {
         // The portal's HTTPS certificate (a server certificate for
-        // 127.0.0.1 and localhost, like every certificate of this CA).
+        // 127.0.0.1 and localhost, like every certificate of this CA),
+        // apart from any key the portal signs bus requests with.
         ca.issue(
-            "portal",
+            "portal-tls",
             "Agenția de Guvernare Electronică",
             KeyType::EcdsaP256,
         )?
-        .write(&pki_dir, "portal")?;
+        .write(&pki_dir, "portal-tls")?;
     }
     for p in &definition.participants {
         if !pki_dir.join(format!("{}.key.pem", p.id)).exists() {
@@ -541,9 +542,9 @@ async fn spawn_portal(
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--cert")
-        .arg(pki_dir.join("portal.cert.pem"))
+        .arg(pki_dir.join("portal-tls.cert.pem"))
         .arg("--key")
-        .arg(pki_dir.join("portal.key.pem"))
+        .arg(pki_dir.join("portal-tls.key.pem"))
         .arg("--dev-officials")
         .arg(files.officials)
         .arg("--state")
