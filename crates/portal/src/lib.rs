@@ -236,6 +236,13 @@ impl Portal {
     }
 }
 
+/// The first value of `name` in a submitted form, or "".
+pub fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
+    form.iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
 /// A submitted `application/x-www-form-urlencoded` form, at most
 /// [`MAX_FORM_BYTES`]; anything else is refused with the status to answer.
 async fn read_form<B>(head: &Request<()>, body: B) -> Result<Vec<(String, String)>, StatusCode>

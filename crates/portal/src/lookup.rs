@@ -283,12 +283,12 @@ pub fn question<B>(
     let (mut purpose, mut basis, mut person, mut errors) =
         (String::new(), String::new(), String::new(), Vec::new());
     if let Some(form) = form {
-        if !same_token(&session.csrf, field(form, "csrf")) {
+        if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
             return pages::error(lang, StatusCode::FORBIDDEN, request);
         }
-        purpose = field(form, "purpose").to_owned();
-        basis = field(form, "basis").to_owned();
-        person = field(form, "person").trim().to_owned();
+        purpose = crate::form_field(form, "purpose").to_owned();
+        basis = crate::form_field(form, "basis").to_owned();
+        person = crate::form_field(form, "person").trim().to_owned();
         if !grant.purposes.iter().any(|p| p.code == purpose) {
             errors.push(("purpose", s.choose_purpose));
         }
@@ -398,7 +398,7 @@ pub async fn confirm<B>(
     (id, session): (&str, &Session),
     form: &[(String, String)],
 ) -> Response<Full<Bytes>> {
-    if !same_token(&session.csrf, field(form, "csrf")) {
+    if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
         return pages::error(lang, StatusCode::FORBIDDEN, request);
     }
     // Taken, not read: a lookup is sent once, however often the form is.
@@ -554,10 +554,4 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<AnswerRow>) {
             value: other.to_string(),
         }),
     }
-}
-
-fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
-    form.iter()
-        .find(|(n, _)| n == name)
-        .map_or("", |(_, v)| v.as_str())
 }

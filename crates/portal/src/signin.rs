@@ -95,7 +95,7 @@ pub fn submit<B>(
 ) -> Response<Full<Bytes>> {
     let s = lang.strings();
     let held = crate::security::cookie(request, CSRF_COOKIE).filter(|t| is_token(t));
-    let sent = field(form, "csrf");
+    let sent = crate::form_field(form, "csrf");
     let Some(csrf) = held.filter(|held| same_token(held, sent)) else {
         let fresh = random_token();
         let mut response = sign_in_page(
@@ -112,7 +112,7 @@ pub fn submit<B>(
     if officials.is_empty() {
         return sign_in_page(officials, lang, request, &csrf, StatusCode::FORBIDDEN, "");
     }
-    let chosen = field(form, "idnp");
+    let chosen = crate::form_field(form, "idnp");
     let Some(official) = officials.iter().find(|o| o.idnp == chosen) else {
         return sign_in_page(
             officials,
@@ -178,7 +178,7 @@ pub fn sign_out<B>(
     let Some((id, session)) = session_of(sessions, request) else {
         return pages::redirect("/catalog");
     };
-    if !same_token(&session.csrf, field(form, "csrf")) {
+    if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
         return pages::error(lang, StatusCode::FORBIDDEN, request);
     }
     sessions.close(&id);
@@ -215,13 +215,6 @@ fn sign_in_page<B>(
         problem,
     };
     pages::private(pages::render(status, &page))
-}
-
-/// The first value of `name` in a submitted form, or "".
-fn field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
-    form.iter()
-        .find(|(n, _)| n == name)
-        .map_or("", |(_, v)| v.as_str())
 }
 
 /// Whether a cookie value has the shape of our tokens (64 hex digits), so
