@@ -755,3 +755,63 @@ fn manifest(
 fn print_welcome(sandbox: &RunningSandbox) {
     print!("{}", banner::welcome(sandbox));
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn definition(officials: serde_json::Value) -> SandboxDefinition {
+        serde_json::from_value(serde_json::json!({
+            "participants": [
+                {"id": "apl-cahul", "organisation": {"idno": "1003603000063", "name": "Primăria municipiului Cahul"}, "roles": ["consumer"], "key": "ed25519"},
+                {"id": "asp-rsp", "organisation": {"idno": "1003601000036", "name": "Agenția Servicii Publice"}, "roles": ["provider"], "key": "ed25519", "serves": "population"}
+            ],
+            "officials": officials
+        }))
+        .unwrap()
+    }
+
+    fn official(idnp: &str, participant: &str) -> serde_json::Value {
+        serde_json::json!({"idnp": idnp, "name": "N", "organisation": "O", "participant": participant, "roles": ["official"]})
+    }
+
+    #[test]
+    fn officials_must_be_people_of_consumer_organisations_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = [
+            ("a bad IDNP", vec![official("2000000000016", "apl-cahul")]),
+            (
+                "an unknown organisation",
+                vec![official("2000000000015", "apl-nowhere")],
+            ),
+            (
+                "a provider, which looks nothing up",
+                vec![official("2000000000015", "asp-rsp")],
+            ),
+            (
+                "the same person twice",
+                vec![
+                    official("2000000000015", "apl-cahul"),
+                    official("2000000000015", "apl-cahul"),
+                ],
+            ),
+        ];
+        for (what, officials) in refused {
+            let d = definition(serde_json::Value::Array(officials));
+            assert!(write_officials(dir.path(), &d).is_err(), "{what}");
+        }
+        let d = definition(serde_json::json!([official("2000000000015", "apl-cahul")]));
+        let path = write_officials(dir.path(), &d).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(written["officials"][0]["participant"], "apl-cahul");
+        // Unknown members of an official are refused when the definition is read.
+        let bad = serde_json::from_value::<SandboxDefinition>(serde_json::json!({
+            "participants": [],
+            "officials": [{"idnp": "2000000000015", "name": "N", "organisation": "O", "participant": "apl-cahul", "roles": [], "password": "x"}]
+        }));
+        assert!(bad.is_err());
+    }
+}
