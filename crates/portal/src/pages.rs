@@ -125,6 +125,9 @@ pub fn catalog(catalog: &Catalog, lang: Lang, query: &str) -> Response<Full<Byte
     let listed = |svc: &&std::sync::Arc<Service>, register: &str| {
         svc.register == register && svc.status != Lifecycle::Retired
     };
+    // The search runs once over the catalog (it folds every text it
+    // compares), then the matches are grouped by register.
+    let found: Vec<&std::sync::Arc<Service>> = catalog.search(&filter).collect();
     let mut groups: Vec<RegisterGroup> = Vec::new();
     let mut count = 0;
     for register in catalog.registers() {
@@ -137,8 +140,8 @@ pub fn catalog(catalog: &Catalog, lang: Lang, query: &str) -> Response<Full<Byte
                 .map(|svc| row(svc))
                 .collect()
         } else {
-            catalog
-                .search(&filter)
+            found
+                .iter()
                 .filter(|svc| listed(svc, &register.id))
                 .map(|svc| row(svc))
                 .collect()
