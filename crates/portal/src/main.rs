@@ -76,6 +76,10 @@ fn lookups(args: &Args, catalog: &Catalog) -> Result<Option<Lookups>, String> {
     else {
         return Ok(None);
     };
+    let state = args
+        .state
+        .as_ref()
+        .ok_or("--state is required: the portal keeps which official may use which grant there")?;
     let broker = TrustedKeys::broker_in_pki_dir(pki).map_err(|e| e.to_string())?;
     let mut consumers = HashMap::new();
     for hosted in &args.hosted {
@@ -91,10 +95,6 @@ fn lookups(args: &Args, catalog: &Catalog) -> Result<Option<Lookups>, String> {
     // Grants name participants the portal cannot check here; the broker
     // decides every call anyway.
     let index = PolicyIndex::load_dir(policies, catalog, &|_| true).map_err(|e| e.to_string())?;
-    let state = args
-        .state
-        .as_ref()
-        .ok_or("--state is required: the portal keeps which official may use which grant there")?;
     let assignments = Assignments::open(&state.join("assignments.json"))?;
     Ok(Some(Lookups::new(
         consumers,
@@ -135,10 +135,17 @@ fn main() -> ExitCode {
     };
     let officials = match &args.dev_officials {
         None => Vec::new(),
-        Some(_) if !args.listen.ip().is_loopback() => {
+        // A proxy in front of a loopback portal would publish it, so the
+        // development sign-in and a proxy never go together.
+        Some(_) if !args.listen.ip().is_loopback() || args.behind_proxy => {
             eprintln!(
-                "mconnect-portal: --dev-officials signs anyone in as anyone listed: it is for a sandbox on a loopback address, not {}",
-                args.listen
+                "mconnect-portal: --dev-officials signs anyone in as anyone listed: it is for a sandbox on a loopback address with no proxy in front, not {}{}",
+                args.listen,
+                if args.behind_proxy {
+                    " behind a proxy"
+                } else {
+                    ""
+                }
             );
             return ExitCode::from(64);
         }

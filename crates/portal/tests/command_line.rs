@@ -1,0 +1,86 @@
+//! `mconnect-portal` refuses to start where it would be unsafe: plain HTTP
+//! on a public address, the development sign-in anywhere but a sandbox on
+//! loopback with no proxy in front, lookups without a place for their state.
+//! Each refusal is exit 64 with a sentence that says what to do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn portal(args: &[&str]) -> (i32, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(env!("CARGO_BIN_EXE_mconnect-portal"))
+        .arg("--catalog")
+        .arg(root.join("catalog"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unsafe_set_ups_are_refused_before_anything_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let officials = dir.path().join("officials.json");
+    std::fs::write(
+        &officials,
+        r#"{"officials": [{"idnp": "2000000000015", "name": "N", "organisation": "O", "participant": "apl-cahul", "roles": ["official"]}]}"#,
+    )
+    .unwrap();
+    let officials = officials.to_str().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let policies = root.join("policies");
+    let pki = dir.path().to_str().unwrap().to_owned();
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "plain HTTP on a public address",
+            vec!["--listen", "0.0.0.0:0"],
+            "TLS proxy",
+        ),
+        (
+            "development sign-in on a public address",
+            vec![
+                "--listen",
+                "0.0.0.0:0",
+                "--behind-proxy",
+                "--dev-officials",
+                officials,
+            ],
+            "sandbox",
+        ),
+        (
+            "development sign-in behind a proxy on loopback",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--behind-proxy",
+                "--dev-officials",
+                officials,
+            ],
+            "no proxy",
+        ),
+        (
+            "lookups without a state directory",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--broker-url",
+                "https://127.0.0.1:1",
+                "--pki",
+                &pki,
+                "--policies",
+                policies.to_str().unwrap(),
+            ],
+            "--state is required",
+        ),
+    ];
+    for (what, args, says) in cases {
+        let (code, stderr) = portal(&args);
+        assert_eq!(code, 64, "{what}: {stderr}");
+        assert!(stderr.contains(says), "{what}: {stderr}");
+    }
+}
