@@ -66,12 +66,9 @@ impl Lookups {
     /// given), without representation.
     pub fn grants_of<'a>(&'a self, organisation: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
         let now = mconnect_sdk::protocol::unix_now();
-        self.grants.iter().filter(move |g| {
-            g.consumer == organisation
-                && g.status == GrantStatus::Active
-                && g.in_date(now)
-                && g.representation.is_none()
-        })
+        self.grants
+            .iter()
+            .filter(move |g| usable(g, organisation, now))
     }
 
     /// What the official may ask: their organisation's grants that an
@@ -88,10 +85,7 @@ impl Lookups {
         self.grants
             .iter()
             .filter(move |g| {
-                g.consumer == *organisation
-                    && g.status == GrantStatus::Active
-                    && g.in_date(now)
-                    && g.representation.is_none()
+                usable(g, &organisation, now)
                     && self.assignments.allowed(&organisation, &idnp, &g.id)
             })
             .flat_map(move |g| {
@@ -102,6 +96,16 @@ impl Lookups {
                 })
             })
     }
+}
+
+/// Whether `organisation` can use `grant` through the portal now: its own,
+/// active, in date, and not for acting on someone's behalf (representation
+/// needs MPower's consent flow, which the portal does not offer).
+fn usable(grant: &Grant, organisation: &str, now: i64) -> bool {
+    grant.consumer == organisation
+        && grant.status == GrantStatus::Active
+        && grant.in_date(now)
+        && grant.representation.is_none()
 }
 
 /// The query parameter that names the person, for a service the portal can
