@@ -20,7 +20,7 @@
 //! Audit: one log, grown by durable appends from many concurrent appenders
 //! to 10k, 100k, 1M and 10M records (`--max-records` stops lower). Records
 //! are about 1 KB (the shape of `benches/audit.rs`'s), with ~100k subjects,
-//! 200 consumers and 20 services, received about 3.15 s apart (10M records
+//! 200 consumers and 21 services, received about 3.15 s apart (10M records
 //! span a year). At each size it notes how far the indexer thread is behind,
 //! brings the index up to date (`sync_index`, timed) and times each query
 //! shape, with the bytes read from the disk (not the page cache) per call:
@@ -94,7 +94,7 @@ const AUDIT_CHECKPOINTS: [u64; 4] = [10_000, 100_000, 1_000_000, 10_000_000];
 const SUBJECTS: u64 = 100_000;
 const CONSUMERS: u64 = 200;
 /// Real service keys of the shipped catalog: the audit records' spread.
-const AUDIT_SERVICES: [&str; 20] = [
+const AUDIT_SERVICES: [&str; 21] = [
     "asp-rsp/person-by-idnp",
     "asp-rsp/persons-lookup",
     "cnas/insurance-record",
@@ -115,6 +115,7 @@ const AUDIT_SERVICES: [&str; 20] = [
     "msign/sign-result",
     "msign/signature-verify",
     "mconnect/access-history",
+    "mconnect/find-usage",
 ];
 /// First record's `received_at`: 2025-01-01T00:00:00Z, in microseconds.
 const T0_MICROS: u64 = 1_735_689_600_000_000;

@@ -2,8 +2,8 @@
 //! load loses no receipted exchange; a log that cannot be written refuses
 //! exchanges (503 `audit.unavailable`); the admin endpoints of PROTOCOL.md
 //! section 7 over real mTLS with legal-basis checks, each read audited; the
-//! "who accessed my data" bus service; and `mconnect audit verify` catching a
-//! flipped byte.
+//! "who accessed my data" bus services (access-history and find-usage); and
+//! `mconnect audit verify` catching a flipped byte.
 //!
 //! Every loop is bounded in count and time; everything listens on 127.0.0.1.
 
@@ -757,6 +757,260 @@ async fn a_citizen_sees_who_accessed_their_data_except_confidential_consumers() 
         .unwrap();
     assert!(page.items.len() >= 4, "{}", page.items.len());
     assert!(page.items.iter().all(|e| e.record.event == "exchange"));
+    bus.stop().await;
+}
+
+fn usage_call(person: &str, query: &str) -> mconnect_sdk::Call {
+    get(
+        &format!("/r1/mconnect/find-usage?personCode={person}{query}"),
+        "md-law-133-2011-art-13",
+        "citizen-access-history",
+        Some(person),
+    )
+}
+
+/// Calls find-usage as MCabinet and returns its answer, which must be 200.
+async fn find_usage(bus: &Bus, person: &str, query: &str) -> serde_json::Value {
+    let out = bus
+        .consumer("mcabinet")
+        .call(&usage_call(person, query))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status,
+        StatusCode::OK,
+        "{query}: {}",
+        String::from_utf8_lossy(&out.body)
+    );
+    assert!(out.receipt.is_ok(), "the broker's own answer is sealed too");
+    serde_json::from_slice(&out.body).unwrap()
+}
+
+fn exchange_ids(answer: &serde_json::Value) -> Vec<String> {
+    answer["usages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["exchangeId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_usage_counts_and_pages_a_persons_accesses_in_the_data_tracker_shape() {
+    const OFFICIAL: &str = "2001000000012";
+    const OTHER: &str = "2003000000027";
+    let bus = Bus::start().await;
+    // apl-balti becomes a confidential consumer.
+    let registry = bus.sandbox.broker.broker.registry().clone();
+    let mut balti = registry
+        .snapshot()
+        .get("apl-balti")
+        .unwrap()
+        .participant
+        .clone();
+    balti.confidential = true;
+    registry.upsert(balti).unwrap();
+
+    // apl-cahul looks the person up four times, the second time for an
+    // official (the others with the person as calling user); apl-balti once;
+    // apl-cahul also looks up someone else, and is refused once.
+    let mut cahul = Vec::new();
+    for i in 0..4 {
+        let mut call = person_call();
+        if i == 1 {
+            call.calling_user = OFFICIAL.into();
+        }
+        let out = bus.consumer("apl-cahul").call(&call).await.unwrap();
+        assert_eq!(out.status, StatusCode::OK);
+        cahul.push(out.receipt.unwrap().exchange_id);
+    }
+    let out = bus
+        .consumer("apl-balti")
+        .call(&person_call())
+        .await
+        .unwrap();
+    assert_eq!(out.status, StatusCode::OK);
+    let balti_exchange = out.receipt.unwrap().exchange_id;
+    let out = bus
+        .consumer("apl-cahul")
+        .call(&get(
+            &format!("/r1/asp-rsp/person-by-idnp?idnp={OTHER}"),
+            SOCIAL_BASIS,
+            SOCIAL_REASON,
+            Some(OTHER),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.status, StatusCode::OK);
+    let other_exchange = out.receipt.unwrap().exchange_id;
+    let refused = bus
+        .consumer("apl-cahul")
+        .call(&get(
+            &format!("/r1/asp-rsp/person-by-idnp?idnp={PERSON}"),
+            SOCIAL_BASIS,
+            "curiosity",
+            Some(PERSON),
+        ))
+        .await
+        .unwrap();
+    assert_refused(&refused, 403, "policy.purpose_not_allowed");
+    let newest_first: Vec<String> = cahul.iter().rev().cloned().collect();
+
+    // Everything: newest first, only apl-cahul's accepted lookups.
+    let all = find_usage(&bus, PERSON, "").await;
+    assert_eq!(all["personCode"], PERSON);
+    assert_eq!(
+        (&all["totalCount"], &all["offset"], &all["limit"]),
+        (&4.into(), &0.into(), &50.into()),
+        "{all}"
+    );
+    assert_eq!(exchange_ids(&all), newest_first, "{all}");
+    assert!(!exchange_ids(&all).contains(&balti_exchange));
+    assert!(!exchange_ids(&all).contains(&other_exchange));
+    let rsp = registry
+        .snapshot()
+        .get("asp-rsp")
+        .unwrap()
+        .participant
+        .clone();
+    let rules = bus.sandbox.broker.broker.rules();
+    let service = rules.catalog.service("asp-rsp", "person-by-idnp").unwrap();
+    for usage in all["usages"].as_array().unwrap() {
+        assert!(usage["logTime"].as_str().unwrap().ends_with('Z'), "{usage}");
+        assert_eq!(usage["action"], "asp-rsp/person-by-idnp");
+        assert_eq!(usage["actionName"]["ro"], service.name.ro.as_str());
+        assert_eq!(usage["actionName"]["ru"], service.name.ru.as_str());
+        assert_eq!(usage["actionName"]["en"], service.name.en.as_str());
+        assert_eq!(usage["receiverCode"], "1003603000063");
+        assert_eq!(usage["receiverName"], "Primăria municipiului Cahul");
+        assert_eq!(usage["receiverSystem"], "apl-cahul");
+        assert_eq!(usage["senderCode"], rsp.organisation.idno.as_str());
+        assert_eq!(usage["senderName"], rsp.organisation.name.as_str());
+        assert_eq!(usage["senderSystem"], "asp-rsp");
+        assert_eq!(usage["purpose"], SOCIAL_REASON);
+        assert_eq!(usage["legalBasis"], SOCIAL_BASIS);
+    }
+    // The citizen learns the role, never the official's personal number.
+    let roles: Vec<&str> = all["usages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userRole"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["self", "self", "official", "self"]);
+    assert!(!all.to_string().contains(OFFICIAL), "{all}");
+
+    // Offset and limit cover every usage exactly once, with one total.
+    for limit in 1..=3 {
+        let mut seen = Vec::new();
+        for offset in (0..6).step_by(limit) {
+            let page = find_usage(&bus, PERSON, &format!("&offset={offset}&limit={limit}")).await;
+            assert_eq!(
+                (&page["totalCount"], &page["offset"], &page["limit"]),
+                (&4.into(), &offset.into(), &limit.into()),
+                "{page}"
+            );
+            seen.extend(exchange_ids(&page));
+        }
+        assert_eq!(seen, newest_first, "limit {limit}");
+    }
+
+    // The period: dateFrom inclusive, dateTo exclusive, dates or times.
+    let newest_time = all["usages"][0]["logTime"].as_str().unwrap().to_string();
+    let before = find_usage(&bus, PERSON, "&dateTo=2025-01-01").await;
+    assert_eq!(
+        (&before["totalCount"], exchange_ids(&before).len()),
+        (&0.into(), 0)
+    );
+    let since = find_usage(&bus, PERSON, &format!("&dateFrom={newest_time}")).await;
+    assert_eq!(exchange_ids(&since), newest_first[..1].to_vec(), "{since}");
+    let until = find_usage(
+        &bus,
+        PERSON,
+        &format!("&dateFrom=2025-01-01&dateTo={newest_time}"),
+    )
+    .await;
+    assert_eq!(until["totalCount"], 3, "{until}");
+    assert_eq!(exchange_ids(&until), newest_first[1..].to_vec());
+
+    // Another person's usage holds only their own lookup.
+    let other = find_usage(&bus, OTHER, "").await;
+    assert_eq!(other["totalCount"], 1, "{other}");
+    assert_eq!(exchange_ids(&other), [other_exchange]);
+
+    // The readings are audited with the person as subject, and are not
+    // usages themselves: the total has not moved.
+    let again = find_usage(&bus, PERSON, "").await;
+    assert_eq!(again["totalCount"], 4, "{again}");
+    let audit = bus.sandbox.broker.broker.audit();
+    audit.sync_index().unwrap();
+    let reads = audit
+        .query(&mconnect::audit::AuditQuery {
+            consumer: Some("mcabinet".into()),
+            service: Some("mconnect/find-usage".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(reads.items.len() >= 12, "{}", reads.items.len());
+    let latest = &reads.items[0].record;
+    assert_eq!(latest.event, "exchange");
+    assert_eq!(latest.subject.as_deref(), Some(PERSON));
+    assert!(latest.subjects.iter().any(|s| s == PERSON));
+    assert!(
+        reads
+            .items
+            .iter()
+            .all(|e| !exchange_ids(&again).contains(&e.record.exchange_id))
+    );
+
+    // Refusals. The header must be the person asked about, which binding
+    // checks before the service runs (403); the rest are malformed calls.
+    let mcabinet = bus.consumer("mcabinet");
+    let mut elsewhere = usage_call(PERSON, "");
+    elsewhere.subject = Some(OTHER.into());
+    let out = mcabinet.call(&elsewhere).await.unwrap();
+    assert_refused(&out, 403, "policy.subject_mismatch");
+    let mut anonymous = usage_call(PERSON, "");
+    anonymous.subject = None;
+    let out = mcabinet.call(&anonymous).await.unwrap();
+    assert_refused(&out, 403, "policy.subject_required");
+    for query in [
+        "&dateFrom=yesterday",
+        "&dateTo=2025-13-01",
+        "&dateFrom=2025-02-01&dateTo=2025-01-01",
+        "&limit=0",
+        "&limit=201",
+        "&offset=-1",
+        "&offset=x",
+        "&cursor=1-1",
+    ] {
+        let out = mcabinet.call(&usage_call(PERSON, query)).await.unwrap();
+        assert_eq!(code(&out), "request.malformed", "{query}");
+        assert_refused(&out, 400, "request.malformed");
+    }
+    let out = mcabinet
+        .call(&get(
+            "/r1/mconnect/find-usage?personCode=123",
+            "md-law-133-2011-art-13",
+            "citizen-access-history",
+            Some("123"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.as_u16(),
+        400,
+        "{}",
+        String::from_utf8_lossy(&out.body)
+    );
+    // Only grant holders read usage.
+    let out = bus
+        .consumer("apl-cahul")
+        .call(&usage_call(PERSON, ""))
+        .await
+        .unwrap();
+    assert_refused(&out, 403, "policy.denied");
     bus.stop().await;
 }
 
