@@ -209,6 +209,17 @@ impl Browser {
         }
     }
 
+    async fn sign_in_resident(&mut self, idnp: &str) -> Seen {
+        let form = self.go("GET", "/sign-in", None).await;
+        let token = csrf(&form.body);
+        self.go(
+            "POST",
+            "/sign-in",
+            Some(&format!("csrf={token}&kind=resident&resident_idnp={idnp}")),
+        )
+        .await
+    }
+
     async fn sign_in(&mut self, idnp: &str) {
         let form = self.go("GET", "/sign-in", None).await;
         let token = csrf(&form.body);
@@ -465,5 +476,206 @@ async fn an_administrator_decides_which_official_may_use_which_grant() {
     assert_eq!(stored["apl-cahul"][elena], serde_json::json!([]));
     assert!(stored["apl-balti"][maria].as_array().unwrap().len() > 1);
     assert!(stored["apl-balti"].get(ion).is_none());
-    bus.stop().await;
+
+    // The portal's own audit log: who signed in, who changed whose rights,
+    // and the refusals the portal made itself.
+    let dir = bus.stop().await;
+    let records = portal_audit(dir.path());
+    let signed_in: Vec<&str> = records
+        .iter()
+        .filter(|r| r.event == "portal.sign_in" && r.problem_code.is_none())
+        .filter_map(|r| r.calling_user.as_deref())
+        .collect();
+    assert!(
+        signed_in.contains(&ion) && signed_in.contains(&elena),
+        "{signed_in:?}"
+    );
+    let change = records
+        .iter()
+        .find(|r| r.event == "portal.assignments" && r.subject.as_deref() == Some(ion))
+        .expect("the change to Ion's rights is recorded");
+    assert_eq!(change.calling_user.as_deref(), Some(elena));
+    assert_eq!(change.consumer.as_deref(), Some("apl-cahul"));
+    assert_eq!(change.grant_id.as_deref(), Some("apl-cahul-local-taxes"));
+    assert!(
+        records.iter().any(|r| r.event == "portal.refusal"
+            && r.calling_user.as_deref() == Some(elena)
+            && r.http_status == 403),
+        "the forged form is recorded as refused"
+    );
+    assert!(
+        records.iter().any(|r| r.event == "portal.refusal"
+            && r.calling_user.as_deref() == Some(ion)
+            && r.service.as_deref() == Some("/admin/officials")),
+        "an official on the administrators' page is recorded as refused"
+    );
+}
+
+/// The records of the portal's audit log in a stopped sandbox's directory.
+fn portal_audit(dir: &std::path::Path) -> Vec<mconnect::audit::AuditRecord> {
+    struct Unsigned;
+    impl mconnect::audit::TreeHeadSigner for Unsigned {
+        fn keyid(&self) -> String {
+            "test".into()
+        }
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
+        }
+    }
+    let config = mconnect::audit::AuditConfig::new(dir.join("portal/audit"));
+    let (log, _) = mconnect::audit::AuditLog::open(config, std::sync::Arc::new(Unsigned)).unwrap();
+    (0..log.tree_size())
+        .map(|seq| log.record(seq).unwrap().unwrap().0)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resident_sees_who_accessed_their_data_and_reaches_nothing_of_an_official() {
+    let bus = Bus::start().await;
+    let resident = "2000000000037";
+    let question = "/lookup/apl-cahul-residence/asp-rsp/person-by-idnp";
+
+    // An official of Cahul looks the resident up.
+    let mut cahul = Browser::new(&bus);
+    cahul.sign_in("2000000000015").await;
+    let page = cahul.go("GET", question, None).await;
+    let asked = cahul
+        .go(
+            "POST",
+            question,
+            Some(&format!(
+                "csrf={}&purpose=residence-verification&basis=md-law-436-2006-art-29&person={resident}",
+                csrf(&page.body)
+            )),
+        )
+        .await;
+    assert_eq!(asked.status, 303);
+    let check = cahul.go("GET", "/lookup/check", None).await;
+    let result = cahul
+        .go(
+            "POST",
+            "/lookup/confirm",
+            Some(&format!("csrf={}", csrf(&check.body))),
+        )
+        .await;
+    assert_eq!(result.status, 200);
+
+    // The resident signs in (the development sign-in's resident form).
+    let mut person = Browser::new(&bus);
+    let bad = person.sign_in_resident("2000000000038").await;
+    assert_eq!(bad.status, 400, "a wrong control digit is refused");
+    assert!(bad.body.contains("href=\"#resident-idnp\""));
+    let done = person.sign_in_resident(resident).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let account = person.go("GET", "/account?lang=en", None).await;
+    assert!(account.body.contains("href=\"/my-data\""));
+    assert!(!account.body.contains("href=\"/lookup\""));
+
+    // Nothing of an official's: not the lookups, not the administration,
+    // not a forged confirmation.
+    for path in ["/lookup", question, "/lookup/check", "/admin/officials"] {
+        assert_eq!(person.go("GET", path, None).await.status, 403, "{path}");
+    }
+    let forged = person
+        .go(
+            "POST",
+            "/lookup/confirm",
+            Some(&format!("csrf={}", csrf(&account.body))),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+
+    // Their history: Cahul's lookup, by an official, under its purpose and
+    // law, without the official's personal number; the history read itself
+    // is not listed.
+    let history = person.go("GET", "/my-data?lang=en", None).await;
+    assert_eq!(history.status, 200, "{}", history.body);
+    assert!(
+        history.body.contains("Accesses in the period: 1"),
+        "{}",
+        history.body
+    );
+    assert!(history.body.contains("Primăria municipiului Cahul"));
+    assert!(history.body.contains("<code>apl-cahul</code>"));
+    assert!(history.body.contains("an official of the authority"));
+    assert!(
+        history
+            .body
+            .contains("Verifying domicile for local public services")
+    );
+    assert!(
+        !history.body.contains("2000000000015"),
+        "the official stays unnamed"
+    );
+    let again = person.go("GET", "/my-data?lang=en", None).await;
+    assert!(
+        again.body.contains("Accesses in the period: 1"),
+        "reading is not an access"
+    );
+    // A period that ends before the lookup holds nothing; a backwards or
+    // unreadable one is an error on the page.
+    let before = person
+        .go(
+            "GET",
+            "/my-data?lang=en&from=2025-01-01&to=2025-02-01",
+            None,
+        )
+        .await;
+    assert!(
+        before.body.contains("Accesses in the period: 0"),
+        "{}",
+        before.body
+    );
+    let backwards = person
+        .go(
+            "GET",
+            "/my-data?lang=en&from=2026-02-01&to=2026-01-01",
+            None,
+        )
+        .await;
+    assert_eq!(backwards.status, 400);
+    assert!(backwards.body.contains("href=\"#from\""));
+
+    // Another resident sees nothing of it.
+    let mut other = Browser::new(&bus);
+    other.sign_in_resident("2000000000026").await;
+    let theirs = other.go("GET", "/my-data?lang=en", None).await;
+    assert!(!theirs.body.contains("apl-cahul"), "{}", theirs.body);
+
+    // The broker recorded each history read, by the portal's own system,
+    // with the person as calling user and subject.
+    let audit = bus.sandbox.broker.broker.audit();
+    let reads = (0..audit.tree_size())
+        .map(|seq| audit.record(seq).unwrap().unwrap().0)
+        .filter(|r| {
+            r.provider.as_deref() == Some("mconnect")
+                && r.service
+                    .as_deref()
+                    .is_some_and(|s| s.ends_with("find-usage"))
+                && r.subject.as_deref() == Some(resident)
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        reads.len(),
+        3,
+        "three pages read, the backwards period never asked: {reads:?}"
+    );
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.consumer.as_deref() == Some("mconnect-portal")
+                && r.calling_user.as_deref() == Some(resident))
+    );
+    let dir = bus.stop().await;
+    let records = portal_audit(dir.path());
+    assert!(records.iter().any(|r| r.event == "portal.sign_in"
+        && r.calling_user.as_deref() == Some(resident)
+        && r.consumer.is_none()));
+    assert!(records.iter().any(|r| r.event == "portal.refusal"
+        && r.calling_user.as_deref() == Some(resident)
+        && r.problem_code.as_deref() == Some("portal.officials_only")));
+    assert!(
+        records.iter().any(|r| r.event == "portal.sign_in"
+            && r.problem_code.as_deref() == Some("portal.invalid_idnp"))
+    );
 }

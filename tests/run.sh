@@ -8,8 +8,13 @@ cd "$(dirname "$0")/.."
 # implementation (Python's http-message-signatures).
 # The MNotify tests mail a real SMTP server (Python's aiosmtpd).
 # The portal's browser test drives Chromium with Playwright.
-if ! python3 -c "import http_message_signatures, requests, aiosmtpd, playwright" 2>/dev/null; then
+# The portal's MPass test signs in at a real SAML identity provider
+# (pysaml2's, which signs with Debian's xmlsec1).
+if ! python3 -c "import http_message_signatures, requests, aiosmtpd, playwright, saml2.server" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+if ! command -v xmlsec1 >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq xmlsec1 >/dev/null
 fi
 
 # The portal's browser test drives Debian's Chromium through Playwright

@@ -5,7 +5,8 @@ Run by tests/browser.rs against a running sandbox (the portal's URL and the
 officials come from sandbox.json). An APL official finds a service in the
 catalog, signs in, looks a resident up through the check page, sees the
 minimised answer with a verified receipt and prints the extract; an official
-of another authority cannot use that grant. Every page must pass axe-core
+of another authority cannot use that grant; the resident sees the lookup
+in their history and cannot reach an official's page. Every page must pass axe-core
 with no serious or critical violation. Exits non-zero on the first failure,
 saying what failed.
 
@@ -140,6 +141,23 @@ def main():
         page.click(f"input[value='{other['idnp']}']")
         page.click("button[type=submit]")
         run.goto(f"{portal}{question}", "refused", status=404)
+
+        # The resident looked up sees it in their own history, with the
+        # authority, its system and the official's role, never the
+        # official's personal number; an official's pages stay closed.
+        context.clear_cookies()
+        run.goto(f"{portal}/sign-in", "sign-in-resident")
+        page.fill("#resident-idnp", "2000000000037")
+        page.click("form:has(input[name=kind]) button[type=submit]")
+        check(page.url.endswith("/account"), f"a resident's sign-in leads to the account, not {page.url}")
+        page.click("a[href='/my-data']")
+        content = page.content()
+        check("Primăria municipiului Cahul" in content, "the history names the authority")
+        check("<code>apl-cahul</code>" in content, "and its system")
+        check("un funcționar al autorității" in content, "and the official's role")
+        check(cahul["idnp"] not in content, "but not the official's IDNP")
+        run.axe("my-data")
+        run.goto(f"{portal}/lookup", "resident-refused", status=403)
         browser.close()
     print(json.dumps({"pages_checked": run.checked}))
 

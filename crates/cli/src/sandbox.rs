@@ -362,6 +362,11 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
             }
         }
     }
+    let own = definition
+        .participants
+        .iter()
+        .find(|p| p.id == PORTAL_PARTICIPANT)
+        .map(|p| format!("{}:{}", p.id, p.key));
     let (portal, portal_url) = spawn_portal(
         &binaries.portal,
         PortalFiles {
@@ -372,7 +377,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
             state: &dir.join("portal"),
         },
         &data_url,
-        &hosted,
+        (&hosted, own.as_deref()),
     )
     .await?;
     processes.push(ManifestProcess {
@@ -522,11 +527,15 @@ fn seed_assignments(
     Ok(())
 }
 
+/// The data-access portal's own participant on the bus: people read who
+/// accessed their data under its grant.
+const PORTAL_PARTICIPANT: &str = "mconnect-portal";
+
 async fn spawn_portal(
     exe: &Path,
     files: PortalFiles<'_>,
     broker_url: &str,
-    hosted: &[String],
+    (hosted, own): (&[String], Option<&str>),
 ) -> Result<(tokio::process::Child, String)> {
     let pki_dir = files.pki;
     let mut command = tokio::process::Command::new(exe);
@@ -551,6 +560,9 @@ async fn spawn_portal(
         .arg(files.state);
     for h in hosted {
         command.arg("--hosted").arg(h);
+    }
+    if let Some(own) = own {
+        command.arg("--own-participant").arg(own);
     }
     spawn_listening(exe, command, "the portal").await
 }

@@ -64,7 +64,10 @@ fn pages(c: &mut Criterion) {
             .with_dev_sign_in(vec![official.clone()])
             .with_lookups(lookups),
     );
-    let session = portal.sessions().open(official).unwrap();
+    let session = portal
+        .sessions()
+        .open(mconnect_portal::session::Person::Official(official))
+        .unwrap();
     let cookie = format!("__Host-mconnect_session={session}");
     let question = "/lookup/apl-cahul-residence/asp-rsp/person-by-idnp";
     // A pending lookup, for the check page.

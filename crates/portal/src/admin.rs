@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::audit::{PortalAudit, PortalEvent};
 use crate::i18n::{Lang, Strings};
 use crate::lookup::Lookups;
 use crate::pages::{self, Switch};
@@ -48,23 +49,24 @@ pub struct OfficialsPage {
     saved: bool,
 }
 
-fn is_administrator(session: &Session) -> bool {
-    session.official.roles.iter().any(|r| r == "administrator")
+fn is_administrator(official: &Official) -> bool {
+    official.roles.iter().any(|r| r == "administrator")
 }
 
 /// `GET` (form `None`) and `POST /admin/officials`.
-pub fn officials<B>(
+pub async fn officials<B>(
+    audit: Option<&PortalAudit>,
     lookups: &Lookups,
     officials: &[Official],
     lang: Lang,
     request: &Request<B>,
-    session: &Session,
+    (session, official): (&Session, &Official),
     form: Option<&[(String, String)]>,
 ) -> Response<Full<Bytes>> {
-    if !is_administrator(session) {
+    if !is_administrator(official) {
         return pages::error(lang, StatusCode::FORBIDDEN, request);
     }
-    let organisation = session.official.participant.as_str();
+    let organisation = official.participant.as_str();
     let grants: Vec<String> = lookups
         .grants_of(organisation)
         .map(|g| g.id.clone())
@@ -96,11 +98,43 @@ pub fn officials<B>(
                 .collect();
             next.insert(official.idnp.clone(), given);
         }
+        // Each official whose rights change is recorded first: a change the
+        // log cannot show is not made.
+        let before = lookups.assignments().of(organisation);
+        for (idnp, given) in &next {
+            if before.get(idnp).unwrap_or(&BTreeSet::new()) == given {
+                continue;
+            }
+            let event = PortalEvent::Assignments {
+                administrator: official.idnp.clone(),
+                organisation: organisation.to_owned(),
+                official: idnp.clone(),
+                grants: given.iter().cloned().collect(),
+            };
+            if let Some(audit) = audit
+                && let Err(e) = audit.record(&event).await
+            {
+                tracing::error!(error = %e, "assignment change not recorded; not made");
+                return pages::error(lang, StatusCode::SERVICE_UNAVAILABLE, request);
+            }
+        }
         if let Err(e) = lookups.assignments().replace(organisation, next) {
             tracing::error!(error = %e, "assignments not saved");
+            if let Some(audit) = audit {
+                let event = PortalEvent::Refused {
+                    idnp: official.idnp.clone(),
+                    organisation: Some(organisation.to_owned()),
+                    path: "/admin/officials".to_owned(),
+                    code: "portal.assignments_not_saved".to_owned(),
+                    status: 503,
+                };
+                if let Err(e) = audit.record(&event).await {
+                    tracing::error!(error = %e, "the failed change could not be recorded either");
+                }
+            }
             return pages::error(lang, StatusCode::SERVICE_UNAVAILABLE, request);
         }
-        tracing::info!(administrator = %session.official.idnp, organisation, "assignments changed");
+        tracing::info!(administrator = %official.idnp, organisation, "assignments changed");
         saved = true;
     }
     let current = lookups.assignments().of(organisation);
@@ -125,7 +159,7 @@ pub fn officials<B>(
         s,
         switch: pages::switcher(lang, "/admin/officials", None),
         title: s.officials_rights,
-        organisation: session.official.organisation.clone(),
+        organisation: official.organisation.clone(),
         grants,
         rows,
         csrf: session.csrf.clone(),

@@ -242,6 +242,82 @@ pub struct Strings {
     pub personal_classes: [&'static str; 3],
     /// The lifecycle statuses: draft, active, deprecated, retired.
     pub lifecycle: [&'static str; 4],
+    /// An error page: refused.
+    pub forbidden: &'static str,
+    /// An error page: refused, why.
+    pub forbidden_text: &'static str,
+    /// An error page: cannot now.
+    pub unavailable: &'static str,
+    /// An error page: cannot now, what to do.
+    pub unavailable_text: &'static str,
+    /// An error page: the request cannot be read.
+    pub bad_request: &'static str,
+    /// An error page: the request cannot be read, what to do.
+    pub bad_request_text: &'static str,
+    /// The label of an IDNP.
+    pub idnp: &'static str,
+    /// The page of who accessed a person's data: its title.
+    pub my_data: &'static str,
+    /// The history page: what it shows.
+    pub my_data_intro: &'static str,
+    /// The history page: what it leaves out, and why.
+    pub my_data_confidential: &'static str,
+    /// The history page: nothing found.
+    pub my_data_empty: &'static str,
+    /// The history page: the broker could not answer.
+    pub my_data_unavailable: &'static str,
+    /// The history page: how many accesses the period holds.
+    pub my_data_total: &'static str,
+    /// The history page: the period's start.
+    pub period_from: &'static str,
+    /// The history page: the period's end.
+    pub period_to: &'static str,
+    /// The history page: how to write a date.
+    pub period_hint: &'static str,
+    /// The history page: the button that applies the period.
+    pub show: &'static str,
+    /// Paging: back.
+    pub previous_page: &'static str,
+    /// Paging: on.
+    pub next_page: &'static str,
+    /// The history table: when.
+    pub when: &'static str,
+    /// The history table: which authority and system.
+    pub authority: &'static str,
+    /// The history table: in which role.
+    pub user_role: &'static str,
+    /// A role: an official of the authority.
+    pub role_official: &'static str,
+    /// A role: the person themself.
+    pub role_self: &'static str,
+    /// A role: the authority's system, with no person named.
+    pub role_system: &'static str,
+    /// The history page: a date that cannot be read.
+    pub date_invalid: &'static str,
+    /// The development sign-in: as a resident.
+    pub resident_sign_in: &'static str,
+    /// The development sign-in: the resident's IDNP.
+    pub resident_hint: &'static str,
+    /// Refusal: a resident on an official's page.
+    pub officials_only: &'static str,
+    /// MPass: the way in (a link and a title).
+    pub mpass_sign_in: &'static str,
+    /// MPass: what happens next.
+    pub mpass_intro: &'static str,
+    /// MPass: the button that goes to MPass.
+    pub mpass_continue: &'static str,
+    /// MPass: not configured on this portal.
+    pub mpass_off: &'static str,
+    /// MPass: signed in, on the way to the account.
+    pub mpass_signed_in: &'static str,
+    /// MPass: its answer was not accepted.
+    pub mpass_refused: &'static str,
+    /// MPass: it did not sign the person in.
+    pub mpass_failed: &'static str,
+    /// MPass: the sign-in is too old or was used.
+    pub mpass_expired: &'static str,
+    /// MPass: start again (a link).
+    pub mpass_again: &'static str,
 }
 
 static RO: Strings = Strings {
@@ -336,6 +412,44 @@ static RO: Strings = Strings {
         "categorii speciale de date",
     ],
     lifecycle: ["în pregătire", "activ", "depreciat", "retras"],
+    forbidden: "Nu aveți acces la această pagină",
+    forbidden_text: "Pagina este doar pentru funcționarii cu acest drept, iar formularul trebuie trimis din sesiunea dumneavoastră. Reveniți la contul dumneavoastră.",
+    unavailable: "Serviciul nu este disponibil acum",
+    unavailable_text: "Nu s-a făcut nimic. Încercați din nou peste câteva minute.",
+    bad_request: "Cererea nu poate fi citită",
+    bad_request_text: "Reveniți la pagina anterioară și trimiteți formularul din nou.",
+    idnp: "IDNP",
+    my_data: "Cine mi-a accesat datele",
+    my_data_intro: "Fiecare schimb de date prin MConnect care v-a privit: când, ce autoritate și ce sistem, în ce rol, ce serviciu, cu ce scop și în baza cărui temei legal. Cele mai noi sunt primele.",
+    my_data_confidential: "Accesările autorităților cărora legea le permite confidențialitatea (de exemplu, organele de urmărire penală) nu sunt afișate.",
+    my_data_empty: "Nicio accesare a datelor dumneavoastră în această perioadă.",
+    my_data_unavailable: "Istoricul nu poate fi citit acum. Încercați din nou peste câteva minute.",
+    my_data_total: "Accesări în perioadă",
+    period_from: "De la data",
+    period_to: "Până la data (exclusiv)",
+    period_hint: "De exemplu, 2026-01-31",
+    show: "Afișați",
+    previous_page: "Pagina anterioară",
+    next_page: "Pagina următoare",
+    when: "Când",
+    authority: "Autoritatea și sistemul",
+    user_role: "În ce rol",
+    role_official: "un funcționar al autorității",
+    role_self: "dumneavoastră",
+    role_system: "sistemul autorității",
+    date_invalid: "Introduceți data ca an-lună-zi, de exemplu 2026-01-31; prima dată nu poate fi după a doua",
+    resident_sign_in: "Intrați ca locuitor",
+    resident_hint: "IDNP-ul persoanei din datele sandbox-ului, pentru a vedea cine i-a accesat datele.",
+    officials_only: "Această pagină este doar pentru funcționari.",
+    mpass_sign_in: "Autentificare cu MPass",
+    mpass_intro: "Vă veți autentifica în MPass, serviciul guvernamental de autentificare, apoi veți reveni aici.",
+    mpass_continue: "Continuați spre MPass",
+    mpass_off: "Autentificarea cu MPass nu este configurată pe acest portal.",
+    mpass_signed_in: "V-ați autentificat. Continuați spre contul dumneavoastră.",
+    mpass_refused: "Răspunsul MPass nu a putut fi acceptat. Reluați autentificarea; dacă se repetă, anunțați administratorii portalului.",
+    mpass_failed: "MPass nu v-a autentificat. Puteți încerca din nou.",
+    mpass_expired: "Această autentificare a expirat sau a fost deja folosită. Reluați-o.",
+    mpass_again: "Autentificați-vă din nou",
 };
 
 static RU: Strings = Strings {
@@ -430,6 +544,44 @@ static RU: Strings = Strings {
         "особые категории данных",
     ],
     lifecycle: ["в подготовке", "действует", "устаревший", "выведен"],
+    forbidden: "У вас нет доступа к этой странице",
+    forbidden_text: "Страница только для служащих с этим правом, а форма должна быть отправлена из вашей сессии. Вернитесь в свой кабинет.",
+    unavailable: "Сервис сейчас недоступен",
+    unavailable_text: "Ничего не было сделано. Повторите через несколько минут.",
+    bad_request: "Запрос не удаётся прочитать",
+    bad_request_text: "Вернитесь на предыдущую страницу и отправьте форму ещё раз.",
+    idnp: "IDNP",
+    my_data: "Кто обращался к моим данным",
+    my_data_intro: "Каждый обмен данными через MConnect, который касался вас: когда, какой орган и какая система, в какой роли, какой сервис, с какой целью и на каком правовом основании. Новые сначала.",
+    my_data_confidential: "Обращения органов, которым закон разрешает конфиденциальность (например, органов уголовного преследования), не показываются.",
+    my_data_empty: "За этот период к вашим данным никто не обращался.",
+    my_data_unavailable: "История сейчас недоступна. Повторите через несколько минут.",
+    my_data_total: "Обращений за период",
+    period_from: "С даты",
+    period_to: "По дату (не включая)",
+    period_hint: "Например, 2026-01-31",
+    show: "Показать",
+    previous_page: "Предыдущая страница",
+    next_page: "Следующая страница",
+    when: "Когда",
+    authority: "Орган и система",
+    user_role: "В какой роли",
+    role_official: "служащий органа",
+    role_self: "вы сами",
+    role_system: "система органа",
+    date_invalid: "Введите дату как год-месяц-день, например 2026-01-31; первая дата не может быть позже второй",
+    resident_sign_in: "Войти как житель",
+    resident_hint: "IDNP человека из данных песочницы, чтобы увидеть, кто обращался к его данным.",
+    officials_only: "Эта страница только для служащих.",
+    mpass_sign_in: "Войти через MPass",
+    mpass_intro: "Вы войдёте в MPass, государственной службе входа, и вернётесь сюда.",
+    mpass_continue: "Перейти в MPass",
+    mpass_off: "Вход через MPass на этом портале не настроен.",
+    mpass_signed_in: "Вы вошли. Перейдите в свой кабинет.",
+    mpass_refused: "Ответ MPass не может быть принят. Начните вход заново; если это повторится, сообщите администраторам портала.",
+    mpass_failed: "MPass не выполнил вход. Можно попробовать ещё раз.",
+    mpass_expired: "Этот вход устарел или уже был использован. Начните его заново.",
+    mpass_again: "Войти снова",
 };
 
 static EN: Strings = Strings {
@@ -524,6 +676,44 @@ static EN: Strings = Strings {
         "special categories of data",
     ],
     lifecycle: ["draft", "active", "deprecated", "retired"],
+    forbidden: "You cannot use this page",
+    forbidden_text: "The page is for officials with this right, and a form must be sent from your own session. Go back to your account.",
+    unavailable: "The service is not available now",
+    unavailable_text: "Nothing was done. Try again in a few minutes.",
+    bad_request: "The request cannot be read",
+    bad_request_text: "Go back to the previous page and send the form again.",
+    idnp: "IDNP",
+    my_data: "Who accessed my data",
+    my_data_intro: "Every exchange of data through MConnect that concerned you: when, which authority and system, in which role, which service, for what purpose and under which legal basis. Newest first.",
+    my_data_confidential: "Accesses by authorities the law allows to stay confidential (criminal investigation bodies, for example) are not shown.",
+    my_data_empty: "Nobody accessed your data in this period.",
+    my_data_unavailable: "The history cannot be read now. Try again in a few minutes.",
+    my_data_total: "Accesses in the period",
+    period_from: "From",
+    period_to: "Until (not included)",
+    period_hint: "For example, 2026-01-31",
+    show: "Show",
+    previous_page: "Previous page",
+    next_page: "Next page",
+    when: "When",
+    authority: "Authority and system",
+    user_role: "In which role",
+    role_official: "an official of the authority",
+    role_self: "you",
+    role_system: "the authority's system",
+    date_invalid: "Enter the date as year-month-day, for example 2026-01-31; the first date cannot be after the second",
+    resident_sign_in: "Sign in as a resident",
+    resident_hint: "The IDNP of a person in the sandbox's data, to see who accessed their data.",
+    officials_only: "This page is for officials only.",
+    mpass_sign_in: "Sign in with MPass",
+    mpass_intro: "You will sign in on MPass, the government's sign-in service, and come back here.",
+    mpass_continue: "Continue to MPass",
+    mpass_off: "Sign-in with MPass is not configured on this portal.",
+    mpass_signed_in: "You are signed in. Continue to your account.",
+    mpass_refused: "MPass's answer could not be accepted. Start the sign-in again; if it happens again, tell the portal's administrators.",
+    mpass_failed: "MPass did not sign you in. You can try again.",
+    mpass_expired: "This sign-in has expired or was already used. Start it again.",
+    mpass_again: "Sign in again",
 };
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! of their own use, in a browser, to reach the state registers through the
 //! bus. Built so far: the public semantic catalog — every register and
 //! service, searchable in three languages, a page per service — and signing
-//! officials in and out (the development sign-in; [`signin`]), served as
+//! people in and out (the development sign-in, [`signin`]; MPass, SAML
+//! 2.0, [`mpass`] over [`saml`]), served as
 //! server-rendered HTML that works without JavaScript.
 //!
 //! Layout: [`Portal::handle`] routes and applies the headers every answer
@@ -14,8 +15,9 @@
 //! - every answer carries the security headers (a Content-Security-Policy
 //!   with no inline script or style, `nosniff`, no framing, no referrer);
 //! - every text from the catalog is escaped by the template engine;
-//! - a form is read only up to [`MAX_FORM_BYTES`], and only on the two
-//!   routes that take one;
+//! - a form is read only up to [`MAX_FORM_BYTES`] (MPass's signed answer
+//!   up to [`mpass::MAX_RESPONSE_FORM_BYTES`]), and only on the routes that
+//!   take one;
 //! - the portal never fails: an error is a page, in the visitor's language.
 
 #![forbid(unsafe_code)]
@@ -29,16 +31,27 @@ use mconnect::catalog::Catalog;
 
 pub mod admin;
 pub mod assignments;
+pub mod audit;
+pub mod history;
 pub mod i18n;
 pub mod lookup;
+pub mod mpass;
 pub mod pages;
+pub mod saml;
 pub mod security;
 pub mod session;
 pub mod signin;
 
+use audit::PortalEvent;
 use i18n::Lang;
 use lookup::Lookups;
-use session::{Official, Sessions};
+use session::{Official, Session, Sessions};
+
+/// A page the portal answers with.
+type Page = Response<Full<Bytes>>;
+
+/// A signed-in official: the session's id, the session, and the official.
+type SignedInOfficial = (String, Session, Official);
 
 /// The largest form body read.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -52,6 +65,12 @@ pub struct Portal {
     /// Lookups through the broker, when the portal holds the keys of the
     /// organisations it serves.
     lookups: Option<Lookups>,
+    /// Reading a signed-in person's own access history through the broker.
+    history: Option<history::History>,
+    /// Where sign-ins, changes and the portal's own refusals are recorded.
+    audit: Option<audit::PortalAudit>,
+    /// Sign-in with MPass (SAML 2.0), when configured.
+    mpass: Option<mpass::Mpass>,
 }
 
 /// The stylesheet, served from the portal itself (`style-src 'self'`).
@@ -65,12 +84,68 @@ impl Portal {
             dev_officials: Vec::new(),
             sessions: Sessions::default(),
             lookups: None,
+            history: None,
+            audit: None,
+            mpass: None,
         }
+    }
+
+    /// Sign-in with MPass.
+    pub fn with_mpass(mut self, mpass: mpass::Mpass) -> Portal {
+        self.mpass = Some(mpass);
+        self
     }
 
     /// Lookups through the broker for the organisations `lookups` serves.
     pub fn with_lookups(mut self, lookups: Lookups) -> Portal {
         self.lookups = Some(lookups);
+        self
+    }
+
+    /// Records sign-ins, changes and the portal's own refusals in `audit`.
+    pub fn with_audit(mut self, audit: audit::PortalAudit) -> Portal {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Records `event`; without an audit log (a portal built in a test),
+    /// only traces it.
+    async fn record(&self, event: &PortalEvent) -> Result<(), ()> {
+        let Some(audit) = &self.audit else {
+            tracing::info!(?event, "portal event (no audit log configured)");
+            return Ok(());
+        };
+        audit.record(event).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, ?event, "portal event not recorded");
+        })
+    }
+
+    /// Signs `person` in by `method` once the sign-in is recorded; refuses
+    /// it when the record cannot be written.
+    async fn sign_in<B>(
+        &self,
+        request: &Request<B>,
+        lang: Lang,
+        person: session::Person,
+        method: &'static str,
+    ) -> Response<Full<Bytes>> {
+        let event = PortalEvent::SignIn {
+            idnp: person.idnp().to_owned(),
+            organisation: match &person {
+                session::Person::Official(o) => Some(o.participant.clone()),
+                session::Person::Resident(_) => None,
+            },
+            method,
+        };
+        if self.record(&event).await.is_err() {
+            return pages::error(lang, StatusCode::SERVICE_UNAVAILABLE, request);
+        }
+        signin::finish(&self.sessions, lang, request, person, method)
+    }
+
+    /// Access histories ("who accessed my data") read through the broker.
+    pub fn with_history(mut self, history: history::History) -> Portal {
+        self.history = Some(history);
         self
     }
 
@@ -99,15 +174,36 @@ impl Portal {
         let takes_form = path == "/sign-in"
             || path == "/sign-out"
             || path == "/admin/officials"
+            || path == "/saml/acs"
             || path.starts_with("/lookup/");
+        // MPass's signed Response is larger than any form of ours.
+        let limit = if path == "/saml/acs" {
+            mpass::MAX_RESPONSE_FORM_BYTES
+        } else {
+            MAX_FORM_BYTES
+        };
         let mut response = if head.method() == Method::POST && takes_form {
-            match read_form(&head, body).await {
+            match read_form(&head, body, limit).await {
                 Ok(form) => self.submit(&head, lang, &path, &form).await,
                 Err(status) => pages::error(lang, status, &head),
             }
+        } else if path == "/my-data" && head.method() == Method::GET {
+            match signin::session_of(&self.sessions, &head) {
+                Some((_, session)) => {
+                    history::page(self.history.as_ref(), &self.catalog, lang, &head, &session).await
+                }
+                None => pages::redirect("/sign-in"),
+            }
         } else {
-            self.route(&head, lang)
+            self.route(&head, lang).await
         };
+        if response.status() == StatusCode::FORBIDDEN
+            && path != "/sign-in"
+            && path != "/sign-out"
+            && path != "/saml/acs"
+        {
+            self.record_refusal(&head, &path, response.status()).await;
+        }
         security::harden(&mut response, lang, &head);
         response
     }
@@ -121,25 +217,48 @@ impl Portal {
         form: &[(String, String)],
     ) -> Response<Full<Bytes>> {
         match path {
-            "/sign-in" => signin::submit(&self.sessions, &self.dev_officials, lang, head, form),
-            "/sign-out" => signin::sign_out(&self.sessions, lang, head, form),
+            "/saml/acs" => self.mpass_acs(head, lang, form).await,
+            "/sign-in" => match signin::submit(&self.dev_officials, lang, head, form) {
+                signin::SignIn::Open(person) => {
+                    self.sign_in(head, lang, person, signin::DEVELOPMENT).await
+                }
+                signin::SignIn::Page(page, refusal) => {
+                    if let Some(refusal) = refusal {
+                        // A refusal is answered whether or not it is recorded.
+                        let _ = self.record(&refusal).await;
+                    }
+                    page
+                }
+            },
+            "/sign-out" => {
+                let (page, event) = signin::sign_out(&self.sessions, lang, head, form);
+                if let Some(event) = event {
+                    let _ = self.record(&event).await;
+                }
+                page
+            }
             _ => {
-                let Some((id, session)) = signin::session_of(&self.sessions, head) else {
-                    return pages::redirect("/sign-in");
+                let (id, session, official) = match self.official_session(head, lang) {
+                    Ok(signed_in) => signed_in,
+                    Err(response) => return *response,
                 };
                 let Some(lookups) = &self.lookups else {
                     return pages::error(lang, StatusCode::NOT_FOUND, head);
                 };
                 let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
                 match segments.as_slice() {
-                    ["admin", "officials"] => admin::officials(
-                        lookups,
-                        &self.dev_officials,
-                        lang,
-                        head,
-                        &session,
-                        Some(form),
-                    ),
+                    ["admin", "officials"] => {
+                        admin::officials(
+                            self.audit.as_ref(),
+                            lookups,
+                            self.officials(),
+                            lang,
+                            head,
+                            (&session, &official),
+                            Some(form),
+                        )
+                        .await
+                    }
                     ["lookup", "confirm"] => {
                         lookup::confirm(
                             lookups,
@@ -147,7 +266,7 @@ impl Portal {
                             &self.catalog,
                             lang,
                             head,
-                            (&id, &session),
+                            (&id, &session, &official),
                             form,
                         )
                         .await
@@ -158,13 +277,90 @@ impl Portal {
                         &self.catalog,
                         lang,
                         head,
-                        (&id, &session),
+                        (&id, &session, &official),
                         (grant, provider, code),
                         Some(form),
                     ),
                     _ => pages::error(lang, StatusCode::NOT_FOUND, head),
                 }
             }
+        }
+    }
+
+    /// Records that the portal refused a signed-in person `path` (a
+    /// resident on an official's page, a form without its token, a page for
+    /// administrators): refusals are audited like sign-ins.
+    async fn record_refusal(&self, request: &Request<()>, path: &str, status: StatusCode) {
+        let Some((_, session)) = signin::session_of(&self.sessions, request) else {
+            return;
+        };
+        let code = match session.official() {
+            None => "portal.officials_only",
+            Some(_) => "portal.forbidden",
+        };
+        let event = PortalEvent::Refused {
+            idnp: session.person.idnp().to_owned(),
+            organisation: session.official().map(|o| o.participant.clone()),
+            path: path.chars().take(200).collect(),
+            code: code.to_owned(),
+            status: status.as_u16(),
+        };
+        let _ = self.record(&event).await;
+    }
+
+    /// `POST /saml/acs`: MPass's answer. An accepted one is recorded and
+    /// opens the session like any sign-in; a refused one is recorded with
+    /// its reason (`saml.*`) and answered with its page.
+    async fn mpass_acs(
+        &self,
+        head: &Request<()>,
+        lang: Lang,
+        form: &[(String, String)],
+    ) -> Response<Full<Bytes>> {
+        let Some(mpass) = &self.mpass else {
+            return pages::error(lang, StatusCode::NOT_FOUND, head);
+        };
+        match mpass.acs(lang, head, form) {
+            mpass::Acs::Open(person) => {
+                let opened = self.sign_in(head, lang, person, mpass::METHOD).await;
+                mpass::after_sign_in(opened, lang)
+            }
+            mpass::Acs::Refused(page, refusal) => {
+                let event = PortalEvent::SignInRefused {
+                    method: mpass::METHOD,
+                    code: refusal.code().to_owned(),
+                };
+                // A refusal is answered whether or not it is recorded.
+                let _ = self.record(&event).await;
+                page
+            }
+        }
+    }
+
+    /// The signed-in official of a request, or the answer to give instead:
+    /// to the sign-in without a session, 403 to a resident (their session
+    /// reaches their own page only, never a lookup or an administrator's page).
+    fn official_session(
+        &self,
+        request: &Request<()>,
+        lang: Lang,
+    ) -> Result<SignedInOfficial, Box<Page>> {
+        let Some((id, session)) = signin::session_of(&self.sessions, request) else {
+            return Err(Box::new(pages::redirect("/sign-in")));
+        };
+        match session.official().cloned() {
+            Some(official) => Ok((id, session, official)),
+            None => Err(Box::new(pages::error(lang, StatusCode::FORBIDDEN, request))),
+        }
+    }
+
+    /// Who the officials are, for an administrator's page: those MPass
+    /// signs in as officials when MPass is configured, else the development
+    /// sign-in's.
+    fn officials(&self) -> &[Official] {
+        match &self.mpass {
+            Some(mpass) => mpass.officials(),
+            None => &self.dev_officials,
         }
     }
 
@@ -175,13 +371,14 @@ impl Portal {
         lang: Lang,
         segments: &[&str],
     ) -> Response<Full<Bytes>> {
-        let Some((id, session)) = signin::session_of(&self.sessions, request) else {
-            return pages::redirect("/sign-in");
+        let (id, session, official) = match self.official_session(request, lang) {
+            Ok(signed_in) => signed_in,
+            Err(response) => return *response,
         };
         match (segments, &self.lookups) {
-            (["lookup"], lookups) => lookup::list(lookups.as_ref(), &self.catalog, lang, &session),
+            (["lookup"], lookups) => lookup::list(lookups.as_ref(), &self.catalog, lang, &official),
             (["lookup", "check"], Some(lookups)) => {
-                lookup::check(lookups, &self.catalog, lang, &session)
+                lookup::check(lookups, &self.catalog, lang, (&session, &official))
             }
             (["lookup", grant, provider, code], Some(lookups)) => lookup::question(
                 lookups,
@@ -189,7 +386,7 @@ impl Portal {
                 &self.catalog,
                 lang,
                 request,
-                (&id, &session),
+                (&id, &session, &official),
                 (grant, provider, code),
                 None,
             ),
@@ -197,7 +394,7 @@ impl Portal {
         }
     }
 
-    fn route(&self, request: &Request<()>, lang: Lang) -> Response<Full<Bytes>> {
+    async fn route(&self, request: &Request<()>, lang: Lang) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         let query = request.uri().query().unwrap_or("");
         if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -205,22 +402,41 @@ impl Portal {
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["sign-in"] => signin::form(&self.sessions, &self.dev_officials, lang, request),
+            ["sign-in"] => signin::form(
+                &self.sessions,
+                &self.dev_officials,
+                self.mpass.is_some(),
+                lang,
+                request,
+            ),
             ["account"] => signin::account(&self.sessions, lang, request),
+            ["sign-in", "mpass"] => match &self.mpass {
+                Some(mpass) => mpass.begin(lang, request),
+                None => mpass::off(lang, request),
+            },
+            ["saml", "metadata"] => match &self.mpass {
+                Some(mpass) => mpass.metadata(),
+                None => pages::error(lang, StatusCode::NOT_FOUND, request),
+            },
             ["lookup", ..] => self.lookup_page(request, lang, &segments),
             ["admin", "officials"] => {
-                let Some((_, session)) = signin::session_of(&self.sessions, request) else {
-                    return pages::redirect("/sign-in");
+                let (_, session, official) = match self.official_session(request, lang) {
+                    Ok(signed_in) => signed_in,
+                    Err(response) => return *response,
                 };
                 match &self.lookups {
-                    Some(lookups) => admin::officials(
-                        lookups,
-                        &self.dev_officials,
-                        lang,
-                        request,
-                        &session,
-                        None,
-                    ),
+                    Some(lookups) => {
+                        admin::officials(
+                            self.audit.as_ref(),
+                            lookups,
+                            self.officials(),
+                            lang,
+                            request,
+                            (&session, &official),
+                            None,
+                        )
+                        .await
+                    }
                     None => pages::error(lang, StatusCode::NOT_FOUND, request),
                 }
             }
@@ -245,7 +461,11 @@ pub fn form_field<'f>(form: &'f [(String, String)], name: &str) -> &'f str {
 
 /// A submitted `application/x-www-form-urlencoded` form, at most
 /// [`MAX_FORM_BYTES`]; anything else is refused with the status to answer.
-async fn read_form<B>(head: &Request<()>, body: B) -> Result<Vec<(String, String)>, StatusCode>
+async fn read_form<B>(
+    head: &Request<()>,
+    body: B,
+    limit: usize,
+) -> Result<Vec<(String, String)>, StatusCode>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -262,7 +482,7 @@ where
     if !form_type {
         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
-    let bytes = Limited::new(body, MAX_FORM_BYTES)
+    let bytes = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?

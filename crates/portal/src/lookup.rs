@@ -218,12 +218,12 @@ pub fn list(
     lookups: Option<&Lookups>,
     catalog: &Catalog,
     lang: Lang,
-    session: &Session,
+    official: &Official,
 ) -> Response<Full<Bytes>> {
     let s = lang.strings();
     let offers = lookups
         .map(|l| {
-            l.offers(catalog, &session.official)
+            l.offers(catalog, official)
                 .map(|(g, svc, _)| OfferRow {
                     href: format!("/lookup/{}/{}/{}", g.id, svc.provider, svc.code),
                     service: lang.pick(&svc.name).to_owned(),
@@ -243,7 +243,7 @@ pub fn list(
             s,
             switch: pages::switcher(lang, "/lookup", None),
             title: s.lookups,
-            organisation: session.official.organisation.clone(),
+            organisation: official.organisation.clone(),
             offers,
             configured: lookups.is_some(),
         },
@@ -255,13 +255,13 @@ pub fn list(
 fn offer<'a>(
     lookups: &'a Lookups,
     catalog: &'a Catalog,
-    session: &Session,
+    official: &Official,
     grant: &str,
     provider: &str,
     code: &str,
 ) -> Option<(&'a Grant, &'a Service, &'a str)> {
     lookups
-        .offers(catalog, &session.official)
+        .offers(catalog, official)
         .find(|(g, svc, _)| g.id == grant && svc.provider == provider && svc.code == code)
 }
 
@@ -274,13 +274,13 @@ pub fn question<B>(
     catalog: &Catalog,
     lang: Lang,
     request: &Request<B>,
-    (id, session): (&str, &Session),
+    (id, session, official): (&str, &Session, &Official),
     path: (&str, &str, &str),
     form: Option<&[(String, String)]>,
 ) -> Response<Full<Bytes>> {
     let s = lang.strings();
     let (grant_id, provider, code) = path;
-    let Some((grant, service, _)) = offer(lookups, catalog, session, grant_id, provider, code)
+    let Some((grant, service, _)) = offer(lookups, catalog, official, grant_id, provider, code)
     else {
         return pages::error(lang, StatusCode::NOT_FOUND, request);
     };
@@ -360,12 +360,12 @@ pub fn check(
     lookups: &Lookups,
     catalog: &Catalog,
     lang: Lang,
-    session: &Session,
+    (session, official): (&Session, &Official),
 ) -> Response<Full<Bytes>> {
     let Some(pending) = session.pending.clone() else {
         return pages::redirect("/lookup");
     };
-    let Some((grant, service)) = resolve(lookups, catalog, session, &pending) else {
+    let Some((grant, service)) = resolve(lookups, catalog, official, &pending) else {
         return pages::redirect("/lookup");
     };
     let s = lang.strings();
@@ -384,8 +384,8 @@ pub fn check(
         person: pending.person.clone(),
         purpose,
         basis,
-        organisation: session.official.organisation.clone(),
-        official: session.official.name.clone(),
+        organisation: official.organisation.clone(),
+        official: official.name.clone(),
         change: format!("/lookup/{}/{}/{}", grant.id, service.provider, service.code),
     };
     pages::private(pages::render(StatusCode::OK, &page))
@@ -399,7 +399,7 @@ pub async fn confirm<B>(
     catalog: &Catalog,
     lang: Lang,
     request: &Request<B>,
-    (id, session): (&str, &Session),
+    (id, session, official): (&str, &Session, &Official),
     form: &[(String, String)],
 ) -> Response<Full<Bytes>> {
     if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
@@ -409,10 +409,10 @@ pub async fn confirm<B>(
     let Some(pending) = sessions.take_pending(id) else {
         return pages::redirect("/lookup");
     };
-    let Some((grant, service)) = resolve(lookups, catalog, session, &pending) else {
+    let Some((grant, service)) = resolve(lookups, catalog, official, &pending) else {
         return pages::redirect("/lookup");
     };
-    let Some(consumer) = lookups.consumers.get(&session.official.participant) else {
+    let Some(consumer) = lookups.consumers.get(&official.participant) else {
         return pages::error(lang, StatusCode::SERVICE_UNAVAILABLE, request);
     };
     let Some(param) = person_parameter(service) else {
@@ -430,7 +430,7 @@ pub async fn confirm<B>(
                 .finish()
         ),
         body: None,
-        calling_user: session.official.idnp.clone(),
+        calling_user: official.idnp.clone(),
         basis: pending.basis.clone(),
         reason: pending.purpose.clone(),
         subject: Some(pending.person.clone()),
@@ -454,8 +454,8 @@ pub async fn confirm<B>(
         person: pending.person.clone(),
         purpose,
         basis,
-        organisation: session.official.organisation.clone(),
-        official: session.official.name.clone(),
+        organisation: official.organisation.clone(),
+        official: official.name.clone(),
     };
     match consumer.call(&call).await {
         Err(e) => {
@@ -485,8 +485,8 @@ pub async fn confirm<B>(
                     .unwrap_or_else(|| s.receipt_unverified.to_owned());
             }
             tracing::info!(
-                official = %session.official.idnp,
-                organisation = %session.official.participant,
+                official = %official.idnp,
+                organisation = %official.participant,
                 service = %service.key,
                 status = outcome.status.as_u16(),
                 exchange_id = %page.exchange_id,
@@ -502,11 +502,11 @@ pub async fn confirm<B>(
 fn resolve<'a>(
     lookups: &'a Lookups,
     catalog: &'a Catalog,
-    session: &Session,
+    official: &Official,
     pending: &Pending,
 ) -> Option<(&'a Grant, &'a Service)> {
     let (provider, code) = pending.service.split_once('/')?;
-    let (grant, service, _) = offer(lookups, catalog, session, &pending.grant, provider, code)?;
+    let (grant, service, _) = offer(lookups, catalog, official, &pending.grant, provider, code)?;
     let purpose_ok = grant.purposes.iter().any(|p| p.code == pending.purpose);
     let basis_ok = grant.legal_bases.iter().any(|b| b.id == pending.basis);
     (purpose_ok && basis_ok).then_some((grant, service))

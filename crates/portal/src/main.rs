@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,10 +18,14 @@ use std::collections::HashMap;
 
 use clap::Parser;
 use mconnect::catalog::Catalog;
-use mconnect::policy::PolicyIndex;
+use mconnect::policy::{Grant, PolicyIndex};
 use mconnect_portal::Portal;
 use mconnect_portal::assignments::Assignments;
+use mconnect_portal::audit::PortalAudit;
+use mconnect_portal::history::History;
 use mconnect_portal::lookup::Lookups;
+use mconnect_portal::mpass::Mpass;
+use mconnect_portal::saml::{IdentityProvider, ServiceProvider};
 use mconnect_sdk::server::{ListenerStats, ServerLimits, serve_with};
 use mconnect_sdk::{Consumer, Credentials, TrustedKeys};
 
@@ -64,10 +68,46 @@ struct Args {
     /// `participant:algorithm` (repeat for each).
     #[arg(long = "hosted")]
     hosted: Vec<String>,
+    /// The portal's own participant, as `participant:algorithm`, with its
+    /// key and certificate in --pki: a signed-in person reads who accessed
+    /// their data through the broker under its grant for
+    /// `mconnect/find-usage`, and the portal's audit log (in --state) is
+    /// signed with its key. Required with any sign-in.
+    #[arg(long, requires_all = ["broker_url", "pki", "policies", "state"])]
+    own_participant: Option<String>,
     /// Where the portal keeps its state (which official may use which
     /// grant: `assignments.json`). Required with lookups.
     #[arg(long)]
     state: Option<PathBuf>,
+    /// MPass (SAML 2.0) sign-in: the identity provider's metadata file
+    /// (its entity id, HTTP-POST SSO URL and signing certificates). Or
+    /// give --mpass-idp-cert, --mpass-idp-sso-url and --mpass-idp-entity-id.
+    /// Without either, nobody signs in with MPass.
+    #[arg(long, requires = "public_url", conflicts_with_all = ["mpass_idp_cert", "mpass_idp_sso_url"])]
+    mpass_idp_metadata: Option<PathBuf>,
+    /// The identity provider's signing certificate (PEM): its signatures
+    /// verify with this certificate only.
+    #[arg(long, requires_all = ["mpass_idp_sso_url", "mpass_idp_entity_id", "public_url"])]
+    mpass_idp_cert: Option<PathBuf>,
+    /// The identity provider's SSO URL (HTTP-POST binding).
+    #[arg(long, requires = "mpass_idp_cert")]
+    mpass_idp_sso_url: Option<String>,
+    /// The identity provider's entity id (with --mpass-idp-metadata, which
+    /// of the providers it lists).
+    #[arg(long)]
+    mpass_idp_entity_id: Option<String>,
+    /// This portal's entity id at MPass [default: {public-url}/saml/metadata].
+    #[arg(long)]
+    mpass_sp_entity_id: Option<String>,
+    /// The portal's external base URL (`https://...`): MPass posts its
+    /// answer to {public-url}/saml/acs.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// The officials who sign in with MPass (JSON, the format of
+    /// --dev-officials): their roles and organisation come from this file;
+    /// anyone else MPass signs in is a resident.
+    #[arg(long)]
+    officials: Option<PathBuf>,
 }
 
 /// Consumer clients for the hosted organisations and the grants of the bus.
@@ -83,24 +123,105 @@ fn lookups(args: &Args, catalog: &Catalog) -> Result<Option<Lookups>, String> {
     let broker = TrustedKeys::broker_in_pki_dir(pki).map_err(|e| e.to_string())?;
     let mut consumers = HashMap::new();
     for hosted in &args.hosted {
-        let (participant, alg) = hosted
-            .split_once(':')
-            .ok_or_else(|| format!("--hosted {hosted}: write participant:algorithm"))?;
-        let credentials = Credentials::from_pki_dir(pki, participant, alg)
-            .map_err(|e| format!("{participant}: {e}"))?;
-        let consumer = Consumer::new(credentials, url, broker.clone())
-            .map_err(|e| format!("{participant}: {e}"))?;
-        consumers.insert(participant.to_owned(), consumer);
+        let (participant, consumer) = consumer(hosted, pki, url, &broker)?;
+        consumers.insert(participant, consumer);
     }
-    // Grants name participants the portal cannot check here; the broker
-    // decides every call anyway.
-    let index = PolicyIndex::load_dir(policies, catalog, &|_| true).map_err(|e| e.to_string())?;
     let assignments = Assignments::open(&state.join("assignments.json"))?;
     Ok(Some(Lookups::new(
         consumers,
-        index.grants().cloned().collect(),
+        grants(policies, catalog)?,
         assignments,
     )))
+}
+
+/// The grants of the bus. Grants name participants the portal cannot check
+/// here; the broker decides every call anyway.
+fn grants(policies: &Path, catalog: &Catalog) -> Result<Vec<Grant>, String> {
+    let index = PolicyIndex::load_dir(policies, catalog, &|_| true).map_err(|e| e.to_string())?;
+    Ok(index.grants().cloned().collect())
+}
+
+/// A consumer client for `participant:algorithm`, with its key and
+/// certificate from the PKI directory.
+fn consumer(
+    entry: &str,
+    pki: &Path,
+    url: &str,
+    broker: &TrustedKeys,
+) -> Result<(String, Consumer), String> {
+    let (participant, alg) = entry
+        .split_once(':')
+        .ok_or_else(|| format!("{entry}: write participant:algorithm"))?;
+    let credentials = Credentials::from_pki_dir(pki, participant, alg)
+        .map_err(|e| format!("{participant}: {e}"))?;
+    let consumer = Consumer::new(credentials, url, broker.clone())
+        .map_err(|e| format!("{participant}: {e}"))?;
+    Ok((participant.to_owned(), consumer))
+}
+
+/// The access-history reader, when `--own-participant` names the portal's
+/// own participant.
+fn history(args: &Args, catalog: &Catalog) -> Result<Option<History>, String> {
+    let (Some(entry), Some(url), Some(pki), Some(policies)) = (
+        &args.own_participant,
+        &args.broker_url,
+        &args.pki,
+        &args.policies,
+    ) else {
+        return Ok(None);
+    };
+    let broker = TrustedKeys::broker_in_pki_dir(pki).map_err(|e| e.to_string())?;
+    let (participant, consumer) = consumer(entry, pki, url, &broker)?;
+    History::new(&participant, consumer, grants(policies, catalog)?).map(Some)
+}
+
+/// The portal's audit log in `{state}/audit`, its tree heads signed with
+/// the key of `participant:algorithm` from the PKI directory.
+fn open_audit(state: &Path, own: &str, pki: &Path) -> Result<PortalAudit, String> {
+    let participant = own.split_once(':').map_or(own, |(p, _)| p);
+    let read = |suffix: &str| {
+        let path = pki.join(format!("{participant}.{suffix}"));
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    PortalAudit::open(&state.join("audit"), &read("cert.pem")?, &read("key.pem")?)
+}
+
+/// MPass sign-in, when an identity provider is configured.
+fn mpass(args: &Args) -> Result<Option<Mpass>, String> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let idp = match (&args.mpass_idp_metadata, &args.mpass_idp_cert) {
+        (Some(metadata), _) => {
+            IdentityProvider::from_metadata(&read(metadata)?, args.mpass_idp_entity_id.as_deref())
+        }
+        (None, Some(cert)) => IdentityProvider::from_certificate_pem(
+            &read(cert)?,
+            args.mpass_idp_sso_url.as_deref().unwrap_or_default(),
+            args.mpass_idp_entity_id.as_deref().unwrap_or_default(),
+        ),
+        (None, None) if args.officials.is_some() => {
+            return Err("--officials names who signs in with MPass: configure MPass with --mpass-idp-metadata or --mpass-idp-cert".into());
+        }
+        (None, None) => return Ok(None),
+    }
+    .map_err(|e| e.to_string())?;
+    let public = args
+        .public_url
+        .as_deref()
+        .ok_or("--public-url is required")?
+        .trim_end_matches('/');
+    let entity_id = args
+        .mpass_sp_entity_id
+        .clone()
+        .unwrap_or_else(|| format!("{public}/saml/metadata"));
+    let sp = ServiceProvider::new(&entity_id, &format!("{public}/saml/acs"), idp)
+        .map_err(|e| e.to_string())?;
+    let officials = match &args.officials {
+        Some(path) => mconnect_portal::session::load_officials(path)?,
+        None => Vec::new(),
+    };
+    Ok(Some(Mpass::new(sp, officials)))
 }
 
 fn main() -> ExitCode {
@@ -157,10 +278,34 @@ fn main() -> ExitCode {
             }
         },
     };
+    let mpass = match mpass(&args) {
+        Ok(mpass) => mpass,
+        Err(e) => {
+            eprintln!("mconnect-portal: MPass: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    // Every sign-in is recorded before it takes effect: no sign-in without
+    // the portal's audit log.
+    if (!officials.is_empty() || mpass.is_some())
+        && (args.state.is_none() || args.own_participant.is_none())
+    {
+        eprintln!(
+            "mconnect-portal: sign-ins are audited: give --state (where the portal's audit log is kept) and --own-participant (whose key signs it)"
+        );
+        return ExitCode::from(64);
+    }
     let lookups = match lookups(&args, &catalog) {
         Ok(lookups) => lookups,
         Err(e) => {
             eprintln!("mconnect-portal: lookups: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let history = match history(&args, &catalog) {
+        Ok(history) => history,
+        Err(e) => {
+            eprintln!("mconnect-portal: --own-participant: {e}");
             return ExitCode::from(64);
         }
     };
@@ -172,9 +317,28 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let audit = match (&args.state, &args.own_participant, &args.pki) {
+            (Some(state), Some(own), Some(pki)) => match open_audit(state, own, pki) {
+                Ok(audit) => Some(audit),
+                Err(e) => {
+                    eprintln!("mconnect-portal: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            _ => None,
+        };
         let mut portal = Portal::new(catalog).with_dev_sign_in(officials);
+        if let Some(audit) = &audit {
+            portal = portal.with_audit(audit.clone());
+        }
         if let Some(lookups) = lookups {
             portal = portal.with_lookups(lookups);
+        }
+        if let Some(history) = history {
+            portal = portal.with_history(history);
+        }
+        if let Some(mpass) = mpass {
+            portal = portal.with_mpass(mpass);
         }
         let portal = Arc::new(portal);
         let server = serve_with(
@@ -194,6 +358,12 @@ fn main() -> ExitCode {
                 println!("LISTENING {scheme}://{}", server.local_addr());
                 mconnect_sdk::until_stopped().await;
                 server.shutdown().await;
+                if let Some(audit) = audit
+                    && let Err(e) = audit.close().await
+                {
+                    eprintln!("mconnect-portal: closing the audit log: {e}");
+                    return ExitCode::from(1);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

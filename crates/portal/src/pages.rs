@@ -316,16 +316,23 @@ pub struct ErrorPage {
 /// The error page for `status`.
 pub fn error<B>(lang: Lang, status: StatusCode, request: &Request<B>) -> Response<Full<Bytes>> {
     let s = lang.strings();
-    let mut response = render(
+    let (title, text) = match status {
+        StatusCode::FORBIDDEN => (s.forbidden, s.forbidden_text),
+        StatusCode::SERVICE_UNAVAILABLE => (s.unavailable, s.unavailable_text),
+        StatusCode::NOT_FOUND => (s.not_found, s.not_found_text),
+        _ => (s.bad_request, s.bad_request_text),
+    };
+    // An error may answer a signed-in person's request: never cached.
+    let mut response = private(render(
         status,
         &ErrorPage {
             lang_code: lang.code(),
             s,
             switch: switcher(lang, request.uri().path(), None),
-            title: s.not_found,
-            text: s.not_found_text,
+            title,
+            text,
         },
-    );
+    ));
     if status == StatusCode::METHOD_NOT_ALLOWED {
         response
             .headers_mut()

@@ -63,13 +63,30 @@ pub fn cookie<B>(request: &Request<B>, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// Set as an extension on a page whose form posts to another origin (the
+/// MPass page posts to the identity provider): [`harden`] then adds that
+/// origin, and only it, to the policy's `form-action`.
+#[derive(Debug, Clone)]
+pub struct FormActionOrigin(pub String);
+
 /// Adds the headers every answer carries; remembers a language switch.
 pub fn harden<B>(response: &mut Response<Full<Bytes>>, lang: Lang, request: &Request<B>) {
+    let policy = response
+        .extensions()
+        .get::<FormActionOrigin>()
+        .and_then(|FormActionOrigin(origin)| {
+            let policy = CONTENT_SECURITY_POLICY.replace(
+                "form-action 'self'",
+                &format!("form-action 'self' {origin}"),
+            );
+            // An origin is `scheme://host[:port]`: nothing that could end
+            // the directive.
+            let plain = !origin.contains([';', ',', ' ', '\'', '"']);
+            plain.then(|| HeaderValue::from_str(&policy).ok()).flatten()
+        })
+        .unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, policy);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

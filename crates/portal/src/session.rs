@@ -111,11 +111,49 @@ pub struct PendingLookup {
     pub person: String,
 }
 
-/// One signed-in official's session.
+/// A resident signed in to see their own page (who accessed my data): they
+/// reach nothing an official does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resident {
+    /// The person's IDNP.
+    pub idnp: String,
+    /// Their name, when the sign-in said it.
+    pub name: String,
+}
+
+/// Who a session is for. The kinds never mix: the lookup and administration
+/// pages take an [`Official`], which a resident's session does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Person {
+    /// An official of a local authority, with their organisation and roles.
+    Official(Official),
+    /// A resident, for their own data only.
+    Resident(Resident),
+}
+
+impl Person {
+    /// The person's IDNP.
+    pub fn idnp(&self) -> &str {
+        match self {
+            Person::Official(o) => &o.idnp,
+            Person::Resident(r) => &r.idnp,
+        }
+    }
+
+    /// The person's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Person::Official(o) => &o.name,
+            Person::Resident(r) => &r.name,
+        }
+    }
+}
+
+/// One signed-in person's session.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Who.
-    pub official: Official,
+    pub person: Person,
     /// The token every form of this session carries.
     pub csrf: String,
     /// The lookup awaiting confirmation, if any.
@@ -138,8 +176,8 @@ pub enum SessionError {
 }
 
 impl Sessions {
-    /// Opens a session for `official`; returns its id.
-    pub fn open(&self, official: Official) -> Result<String, SessionError> {
+    /// Opens a session for `person`; returns its id.
+    pub fn open(&self, person: Person) -> Result<String, SessionError> {
         let now = Instant::now();
         let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_SESSIONS {
@@ -152,7 +190,7 @@ impl Sessions {
         map.insert(
             id.clone(),
             Session {
-                official,
+                person,
                 csrf: random_token(),
                 pending: None,
                 signed_in: now,
@@ -214,6 +252,16 @@ impl Sessions {
     }
 }
 
+impl Session {
+    /// The official this session is for; `None` for a resident.
+    pub fn official(&self) -> Option<&Official> {
+        match &self.person {
+            Person::Official(o) => Some(o),
+            Person::Resident(_) => None,
+        }
+    }
+}
+
 fn live(session: &Session, now: Instant) -> bool {
     now.duration_since(session.last_seen) < IDLE_TIMEOUT
         && now.duration_since(session.signed_in) < MAX_AGE
@@ -255,14 +303,14 @@ mod tests {
     #[test]
     fn sessions_end_when_idle_when_old_and_at_sign_out() {
         let sessions = Sessions::default();
-        let id = sessions.open(official()).unwrap();
+        let id = sessions.open(Person::Official(official())).unwrap();
         assert_eq!(id.len(), 64);
         assert!(sessions.touch(&id).is_some());
         sessions.age_all(IDLE_TIMEOUT + Duration::from_secs(1));
         assert!(sessions.touch(&id).is_none(), "idle too long");
         assert!(sessions.touch(&id).is_none(), "and removed");
 
-        let id = sessions.open(official()).unwrap();
+        let id = sessions.open(Person::Official(official())).unwrap();
         for _ in 0..(MAX_AGE.as_secs() / IDLE_TIMEOUT.as_secs() + 3) {
             sessions.age_all(IDLE_TIMEOUT - Duration::from_secs(60));
             // Active all along, but past its maximum age in the end.
@@ -270,7 +318,7 @@ mod tests {
         }
         assert!(sessions.touch(&id).is_none(), "older than MAX_AGE");
 
-        let id = sessions.open(official()).unwrap();
+        let id = sessions.open(Person::Official(official())).unwrap();
         sessions.close(&id);
         assert!(sessions.touch(&id).is_none());
         assert!(sessions.touch("").is_none());
@@ -279,7 +327,7 @@ mod tests {
     #[test]
     fn a_pending_lookup_is_taken_once_and_ends_with_its_session() {
         let sessions = Sessions::default();
-        let id = sessions.open(official()).unwrap();
+        let id = sessions.open(Person::Official(official())).unwrap();
         let lookup = PendingLookup {
             grant: "g".into(),
             service: "p/s".into(),

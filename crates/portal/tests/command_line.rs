@@ -1,6 +1,6 @@
 //! `mconnect-portal` refuses to start where it would be unsafe: plain HTTP
 //! on a public address, the development sign-in anywhere but a sandbox on
-//! loopback with no proxy in front, lookups without a place for their state.
+//! loopback with no proxy in front, lookups without a place for their state, sign-ins without an audit log.
 //! Each refusal is exit 64 with a sentence that says what to do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -76,6 +76,11 @@ fn unsafe_set_ups_are_refused_before_anything_listens() {
                 policies.to_str().unwrap(),
             ],
             "--state is required",
+        ),
+        (
+            "a sign-in with no audit log",
+            vec!["--listen", "127.0.0.1:0", "--dev-officials", officials],
+            "sign-ins are audited",
         ),
     ];
     for (what, args, says) in cases {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mconnect_portal::session::{IDLE_TIMEOUT, Official};
-use support::{Page, fetch, send, start, start_with};
+use support::{Page, fetch, send, start, start_audited, start_with};
 
 fn officials() -> Vec<Official> {
     vec![
@@ -283,5 +283,101 @@ async fn without_a_development_file_nobody_can_sign_in() {
     .await;
     assert_eq!(refused.status, 403);
     assert!(set_cookie(&refused, "__Host-mconnect_session").is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_ins_are_recorded_first_and_refused_when_they_cannot_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, audit) = start_audited(officials(), dir.path()).await;
+    let addr = server.local_addr();
+    let session = sign_in(addr, "2000000000015").await;
+    assert!(!session.is_empty());
+    let log = audit.log().clone();
+    let first = log.record(0).unwrap().unwrap().0;
+    assert_eq!(first.event, "portal.sign_in");
+    assert_eq!(first.calling_user.as_deref(), Some("2000000000015"));
+    assert_eq!(first.consumer.as_deref(), Some("apl-cahul"));
+    assert_eq!(first.service.as_deref(), Some("development"));
+
+    // The log stops taking records (closed, as after a write failure): a
+    // sign-in is then refused, with no session given.
+    let size = log.tree_size();
+    audit.clone().close().await.unwrap();
+    let form = fetch(addr, "GET", "/sign-in", &[]).await;
+    let (csrf_cookie, _) = set_cookie(&form, "__Host-mconnect_csrf").unwrap();
+    let cookie = format!("__Host-mconnect_csrf={csrf_cookie}");
+    let body = format!("csrf={}&idnp=2000000000026", csrf_field(&form));
+    let refused = send(
+        addr,
+        "POST",
+        "/sign-in",
+        &[FORM, ("Cookie", cookie.as_str())],
+        &body,
+    )
+    .await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(set_cookie(&refused, "__Host-mconnect_session").is_none());
+    assert_eq!(log.tree_size(), size);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resident_signs_in_for_their_own_page_only() {
+    let (server, _) = start_with(officials()).await;
+    let addr = server.local_addr();
+    let form = fetch(addr, "GET", "/sign-in?lang=en", &[]).await;
+    assert!(form.body.contains("Sign in as a resident"));
+    let (csrf_cookie, _) = set_cookie(&form, "__Host-mconnect_csrf").unwrap();
+    let cookie = format!("__Host-mconnect_csrf={csrf_cookie}");
+    let token = csrf_field(&form);
+    for bad in ["", "123", "2000000000016", "20000000000150"] {
+        let page = send(
+            addr,
+            "POST",
+            "/sign-in?lang=en",
+            &[FORM, ("Cookie", cookie.as_str())],
+            &format!("csrf={token}&kind=resident&resident_idnp={bad}"),
+        )
+        .await;
+        assert_eq!(page.status, 400, "{bad}");
+        assert!(page.body.contains("href=\"#resident-idnp\""), "{bad}");
+        assert!(set_cookie(&page, "__Host-mconnect_session").is_none());
+    }
+    let done = send(
+        addr,
+        "POST",
+        "/sign-in",
+        &[FORM, ("Cookie", cookie.as_str())],
+        &format!("csrf={token}&kind=resident&resident_idnp=2000000000037"),
+    )
+    .await;
+    assert_eq!(done.status, 303);
+    let (id, _) = set_cookie(&done, "__Host-mconnect_session").unwrap();
+    let session = format!("__Host-mconnect_session={id}");
+    let account = fetch(
+        addr,
+        "GET",
+        "/account?lang=en",
+        &[("Cookie", session.as_str())],
+    )
+    .await;
+    assert!(account.body.contains("2000000000037"));
+    assert!(account.body.contains("href=\"/my-data\""));
+    for path in ["/lookup", "/lookup/check", "/admin/officials"] {
+        let page = fetch(addr, "GET", path, &[("Cookie", session.as_str())]).await;
+        assert_eq!(page.status, 403, "{path}");
+        assert_eq!(page.header("cache-control"), Some("no-store"), "{path}");
+    }
+    // Without a history reader configured the page says so, plainly.
+    let history = fetch(
+        addr,
+        "GET",
+        "/my-data?lang=en",
+        &[("Cookie", session.as_str())],
+    )
+    .await;
+    assert_eq!(history.status, 503);
+    assert!(history.body.contains("The history cannot be read now"));
     server.shutdown().await;
 }

@@ -58,6 +58,44 @@ pub async fn start_with(officials: Vec<Official>) -> (RunningServer, Arc<Portal>
     (server, portal)
 }
 
+/// The portal with `officials` and its own audit log in `dir` (signed
+/// with a key of a fresh development CA); returns the log too.
+pub async fn start_audited(
+    officials: Vec<Official>,
+    dir: &std::path::Path,
+) -> (RunningServer, mconnect_portal::audit::PortalAudit) {
+    let ca = mconnect::pki::DevCa::generate("test CA").unwrap();
+    let own = ca
+        .issue(
+            "mconnect-portal",
+            "1003600000017",
+            mconnect::pki::KeyType::Ed25519,
+        )
+        .unwrap();
+    let audit =
+        mconnect_portal::audit::PortalAudit::open(dir, &own.cert_pem, &own.key_pem).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let catalog = Arc::new(Catalog::load_dir(&root.join("catalog")).unwrap());
+    let portal = Arc::new(
+        Portal::new(catalog)
+            .with_dev_sign_in(officials)
+            .with_audit(audit.clone()),
+    );
+    let server = serve_with(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        ServerLimits::default(),
+        Arc::new(ListenerStats::default()),
+        move |_peer, request| {
+            let portal = portal.clone();
+            async move { portal.handle(request).await }
+        },
+    )
+    .await
+    .unwrap();
+    (server, audit)
+}
+
 /// The portal with no sign-in.
 pub async fn start() -> RunningServer {
     start_with(Vec::new()).await.0
