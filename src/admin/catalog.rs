@@ -23,7 +23,6 @@ use crate::catalog::{
     Catalog, DataElement, LegalAct, Lifecycle, PersonalData, QueryParameter, Register, Service,
     ServiceFilter, Text,
 };
-use crate::policy::{Grant, GrantOrigin, RatePeriod};
 use crate::registry::Role;
 
 /// Routes `/v1/services…`, `/v1/registers…`, `/v1/catalog…`, `/v1/grants…`
@@ -155,7 +154,7 @@ fn list_grants(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
     let list: Vec<Value> = rules
         .policy
         .grants_of(consumer)
-        .map(|grant| grant_view(grant, now))
+        .map(|grant| crate::policy::view::to_view(grant, now))
         .collect();
     Ok(json(
         StatusCode::OK,
@@ -416,60 +415,6 @@ fn register_detail(register: &Register, catalog: &Catalog) -> Value {
             .map(|s| service_summary(s))
             .collect::<Vec<_>>(),
     })
-}
-
-fn grant_view(grant: &Grant, now: i64) -> Value {
-    let fields: serde_json::Map<String, Value> = grant
-        .fields
-        .iter()
-        .map(|(service, set)| (service.clone(), json!(set.paths())))
-        .collect();
-    let origin = match &grant.origin {
-        GrantOrigin::File => json!({"kind": "file"}),
-        GrantOrigin::ConnectionRequest { request_id } => {
-            json!({"kind": "connection_request", "request_id": request_id})
-        }
-    };
-    json!({
-        "id": grant.id,
-        "consumer": grant.consumer,
-        "services": grant.services,
-        "purposes": grant.purposes.iter().map(|p| json!({"code": p.code, "text": text(&p.text)})).collect::<Vec<_>>(),
-        "legal_bases": grant.legal_bases.iter().map(|b| json!({
-            "id": b.id, "act": b.act, "article": b.article, "text": b.text, "link": b.link,
-        })).collect::<Vec<_>>(),
-        "fields": fields,
-        "valid_from": instant(grant.valid_from),
-        "valid_until": grant.valid_until.map(instant),
-        "in_force": grant.status == crate::policy::GrantStatus::Active && grant.in_date(now),
-        "rate_limit": {
-            "requests": grant.rate_limit.requests,
-            "per": match grant.rate_limit.per {
-                RatePeriod::Second => "second",
-                RatePeriod::Minute => "minute",
-                RatePeriod::Hour => "hour",
-            },
-            "burst": grant.rate_limit.burst,
-        },
-        "quota": grant.quota.map(|q| json!({"per_day": q.per_day, "per_month": q.per_month})),
-        "status": grant.status.as_str(),
-        "origin": origin,
-        "controller_register_no": grant.controller_register_no,
-        "note": grant.note,
-        "representation": grant.representation.as_ref().map(|r| json!({"authorisation_type": r.authorisation_type})),
-    })
-}
-
-/// Unix seconds as an RFC 3339 UTC instant; the numbers come from dates
-/// checked at load, so the fallback (the number itself) is never seen.
-fn instant(unix: i64) -> Value {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or_else(|| json!(unix), Value::String)
 }
 
 /// The OpenAPI paths of these endpoints.

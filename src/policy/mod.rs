@@ -44,6 +44,7 @@ mod index;
 mod rate;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

@@ -376,7 +376,10 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
             officials: &officials_file,
             state: &dir.join("portal"),
         },
-        &data_url,
+        (
+            &data_url,
+            &format!("https://127.0.0.1:{}", broker.admin_addr().port()),
+        ),
         (&hosted, own.as_deref()),
     )
     .await?;
@@ -452,8 +455,9 @@ async fn spawn_adapter(
     spawn_listening(exe, command, &participant.id).await
 }
 
-/// Checks the definition's officials (each of a consumer organisation in the
-/// definition, with a valid IDNP, listed once) and writes them where the
+/// Checks the definition's officials (each of an organisation in the
+/// definition whose participant roles allow the official's portal roles,
+/// with a valid IDNP, listed once) and writes them where the
 /// portal's development sign-in reads them.
 fn write_officials(dir: &Path, definition: &SandboxDefinition) -> Result<PathBuf> {
     for (i, o) in definition.officials.iter().enumerate() {
@@ -465,11 +469,24 @@ fn write_officials(dir: &Path, definition: &SandboxDefinition) -> Result<PathBuf
             .iter()
             .find(|p| p.id == o.participant)
             .with_context(|| format!("officials/{i}: no participant `{}`", o.participant))?;
-        if !organisation.roles.contains(&Role::Consumer) {
-            bail!(
-                "officials/{i}: `{}` is not a consumer, so its officials could look nothing up",
-                o.participant
-            );
+        for role in &o.roles {
+            // Each portal role needs its organisation's participant role: the
+            // broker would refuse every call of it otherwise.
+            let needed = match role.as_str() {
+                "official" | "administrator" => Role::Consumer,
+                "operator" => Role::Operator,
+                "auditor" => Role::Auditor,
+                "provider" => Role::Provider,
+                other => bail!(
+                    "officials/{i}: `{other}` is not a portal role (official, administrator, operator, auditor, provider)"
+                ),
+            };
+            if !organisation.roles.contains(&needed) {
+                bail!(
+                    "officials/{i}: `{role}` needs `{}` to be a {needed:?} on the bus, and it is not",
+                    o.participant
+                );
+            }
         }
         if definition.officials[..i].iter().any(|e| e.idnp == o.idnp) {
             bail!("officials/{i}: {} is listed twice", o.idnp);
@@ -534,7 +551,7 @@ const PORTAL_PARTICIPANT: &str = "mconnect-portal";
 async fn spawn_portal(
     exe: &Path,
     files: PortalFiles<'_>,
-    broker_url: &str,
+    (broker_url, admin_url): (&str, &str),
     (hosted, own): (&[String], Option<&str>),
 ) -> Result<(tokio::process::Child, String)> {
     let pki_dir = files.pki;
@@ -564,6 +581,7 @@ async fn spawn_portal(
     if let Some(own) = own {
         command.arg("--own-participant").arg(own);
     }
+    command.arg("--admin-url").arg(admin_url);
     spawn_listening(exe, command, "the portal").await
 }
 
@@ -790,7 +808,7 @@ mod tests {
     }
 
     #[test]
-    fn officials_must_be_people_of_consumer_organisations_listed_once() {
+    fn officials_must_be_people_of_organisations_their_roles_fit_listed_once() {
         let dir = tempfile::tempdir().unwrap();
         let refused = [
             ("a bad IDNP", vec![official("2000000000016", "apl-cahul")]),
@@ -801,6 +819,18 @@ mod tests {
             (
                 "a provider, which looks nothing up",
                 vec![official("2000000000015", "asp-rsp")],
+            ),
+            (
+                "an unknown portal role",
+                vec![
+                    serde_json::json!({"idnp": "2000000000015", "name": "N", "organisation": "O", "participant": "apl-cahul", "roles": ["mayor"]}),
+                ],
+            ),
+            (
+                "a provider's confirmation for a consumer",
+                vec![
+                    serde_json::json!({"idnp": "2000000000015", "name": "N", "organisation": "O", "participant": "apl-cahul", "roles": ["provider"]}),
+                ],
             ),
             (
                 "the same person twice",
@@ -814,7 +844,10 @@ mod tests {
             let d = definition(serde_json::Value::Array(officials));
             assert!(write_officials(dir.path(), &d).is_err(), "{what}");
         }
-        let d = definition(serde_json::json!([official("2000000000015", "apl-cahul")]));
+        let d = definition(serde_json::json!([
+            official("2000000000015", "apl-cahul"),
+            {"idnp": "2000000000026", "name": "N", "organisation": "O", "participant": "asp-rsp", "roles": ["provider"]}
+        ]));
         let path = write_officials(dir.path(), &d).unwrap();
         let written: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

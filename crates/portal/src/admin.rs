@@ -67,8 +67,8 @@ pub async fn officials<B>(
         return pages::error(lang, StatusCode::FORBIDDEN, request);
     }
     let organisation = official.participant.as_str();
-    let grants: Vec<String> = lookups
-        .grants_of(organisation)
+    let snapshot = lookups.snapshot();
+    let grants: Vec<String> = Lookups::grants_of(&snapshot, organisation)
         .map(|g| g.id.clone())
         .collect();
     let colleagues: Vec<&Official> = officials

@@ -22,12 +22,14 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use mconnect::catalog::Catalog;
+use mconnect::connect::client::AdminClient;
 
 pub mod admin;
 pub mod assignments;
@@ -71,6 +73,9 @@ pub struct Portal {
     audit: Option<audit::PortalAudit>,
     /// Sign-in with MPass (SAML 2.0), when configured.
     mpass: Option<mpass::Mpass>,
+    /// The broker's admin API, as each hosted organisation (connection
+    /// applications, decisions on them, the audit log).
+    admin: HashMap<String, AdminClient>,
 }
 
 /// The stylesheet, served from the portal itself (`style-src 'self'`).
@@ -87,6 +92,7 @@ impl Portal {
             history: None,
             audit: None,
             mpass: None,
+            admin: HashMap::new(),
         }
     }
 
@@ -100,6 +106,18 @@ impl Portal {
     pub fn with_lookups(mut self, lookups: Lookups) -> Portal {
         self.lookups = Some(lookups);
         self
+    }
+
+    /// The broker's admin API as each organisation in `clients`.
+    pub fn with_admin(mut self, clients: HashMap<String, AdminClient>) -> Portal {
+        self.admin = clients;
+        self
+    }
+
+    /// The admin-API client of a hosted organisation, if the portal holds
+    /// its keys and knows the admin URL.
+    pub fn admin_client(&self, participant: &str) -> Option<&AdminClient> {
+        self.admin.get(participant)
     }
 
     /// Records sign-ins, changes and the portal's own refusals in `audit`.
@@ -182,6 +200,13 @@ impl Portal {
         } else {
             MAX_FORM_BYTES
         };
+        // Pages that offer grants read them fresh from the broker first (at
+        // most every few seconds), so an approval shows at once.
+        if (path.starts_with("/lookup") || path == "/admin/officials")
+            && let Some(lookups) = &self.lookups
+        {
+            lookups.refresh(&self.admin).await;
+        }
         let mut response = if head.method() == Method::POST && takes_form {
             match read_form(&head, body, limit).await {
                 Ok(form) => self.submit(&head, lang, &path, &form).await,

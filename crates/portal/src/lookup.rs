@@ -19,13 +19,17 @@
 //! - the decision is the broker's: the portal offers, the broker refuses.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use askama::Template;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use mconnect::catalog::params::ParamFormat;
 use mconnect::catalog::{Catalog, Service};
+use mconnect::connect::client::AdminClient;
 use mconnect::policy::{Grant, GrantStatus};
 use mconnect_sdk::{Call, Consumer};
 
@@ -38,9 +42,17 @@ use crate::session::{Official, PendingLookup as Pending, Session, Sessions, same
 /// organisation (its key and certificate), and the grants of the bus.
 pub struct Lookups {
     consumers: HashMap<String, Consumer>,
-    grants: Vec<Grant>,
+    /// The grants of the bus as last read: from the policy files at start,
+    /// then from the broker ([`Lookups::refresh`]), which also holds those
+    /// of approved connection requests.
+    grants: ArcSwap<Vec<Grant>>,
+    /// When the grants were last read from the broker.
+    refreshed: Mutex<Option<Instant>>,
     assignments: Assignments,
 }
+
+/// How long grants read from the broker are used before they are read again.
+pub const GRANTS_FRESH_FOR: Duration = Duration::from_secs(5);
 
 impl Lookups {
     /// Lookups for the organisations in `consumers`, under `grants`, each
@@ -52,7 +64,8 @@ impl Lookups {
     ) -> Lookups {
         Lookups {
             consumers,
-            grants,
+            grants: ArcSwap::from_pointee(grants),
+            refreshed: Mutex::new(None),
             assignments,
         }
     }
@@ -62,13 +75,56 @@ impl Lookups {
         &self.assignments
     }
 
-    /// The organisation's active, in-date grants (those an official could be
-    /// given), without representation.
-    pub fn grants_of<'a>(&'a self, organisation: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
+    /// The grants as last read; pass them to [`Lookups::grants_of`] and the
+    /// page functions, so one page works on one consistent set.
+    pub fn snapshot(&self) -> Arc<Vec<Grant>> {
+        self.grants.load_full()
+    }
+
+    /// Reads the grants again from the broker when they are older than
+    /// [`GRANTS_FRESH_FOR`]: each hosted organisation's own, as the broker
+    /// holds them now (files and approved connection requests), so a grant
+    /// approved a moment ago is offered, and a revoked one is not. When any
+    /// read fails the grants stay as they were (the broker decides every
+    /// call anyway).
+    pub async fn refresh(&self, admin: &HashMap<String, AdminClient>) {
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < GRANTS_FRESH_FOR) || admin.is_empty() {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut fresh = Vec::new();
+        for organisation in self.consumers.keys() {
+            let Some(client) = admin.get(organisation) else {
+                continue;
+            };
+            match read_grants(client).await {
+                Ok(mut grants) => fresh.append(&mut grants),
+                Err(e) => {
+                    tracing::warn!(organisation, error = %e, "grants not read from the broker; the last ones stay");
+                    return;
+                }
+            }
+        }
+        self.grants.store(Arc::new(fresh));
+    }
+
+    /// Forget when the grants were read, so the next page reads them (after
+    /// a change the portal made itself).
+    pub fn expire(&self) {
+        *self.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The organisation's active, in-date grants among `grants` (those an
+    /// official could be given), without representation.
+    pub fn grants_of<'a>(
+        grants: &'a [Grant],
+        organisation: &'a str,
+    ) -> impl Iterator<Item = &'a Grant> + 'a {
         let now = mconnect_sdk::protocol::unix_now();
-        self.grants
-            .iter()
-            .filter(move |g| usable(g, organisation, now))
+        grants.iter().filter(move |g| usable(g, organisation, now))
     }
 
     /// What the official may ask: their organisation's grants that an
@@ -76,13 +132,14 @@ impl Lookups {
     /// that takes the person's IDNP as a parameter).
     fn offers<'a>(
         &'a self,
+        grants: &'a [Grant],
         catalog: &'a Catalog,
         official: &Official,
     ) -> impl Iterator<Item = (&'a Grant, &'a Service, &'a str)> + 'a {
         let organisation = official.participant.clone();
         let idnp = official.idnp.clone();
         let now = mconnect_sdk::protocol::unix_now();
-        self.grants
+        grants
             .iter()
             .filter(move |g| {
                 usable(g, &organisation, now)
@@ -221,9 +278,10 @@ pub fn list(
     official: &Official,
 ) -> Response<Full<Bytes>> {
     let s = lang.strings();
+    let grants = lookups.map(Lookups::snapshot).unwrap_or_default();
     let offers = lookups
         .map(|l| {
-            l.offers(catalog, official)
+            l.offers(&grants, catalog, official)
                 .map(|(g, svc, _)| OfferRow {
                     href: format!("/lookup/{}/{}/{}", g.id, svc.provider, svc.code),
                     service: lang.pick(&svc.name).to_owned(),
@@ -254,6 +312,7 @@ pub fn list(
 /// official's organisation holds that grant and the portal can ask it.
 fn offer<'a>(
     lookups: &'a Lookups,
+    grants: &'a [Grant],
     catalog: &'a Catalog,
     official: &Official,
     grant: &str,
@@ -261,7 +320,7 @@ fn offer<'a>(
     code: &str,
 ) -> Option<(&'a Grant, &'a Service, &'a str)> {
     lookups
-        .offers(catalog, official)
+        .offers(grants, catalog, official)
         .find(|(g, svc, _)| g.id == grant && svc.provider == provider && svc.code == code)
 }
 
@@ -280,8 +339,10 @@ pub fn question<B>(
 ) -> Response<Full<Bytes>> {
     let s = lang.strings();
     let (grant_id, provider, code) = path;
-    let Some((grant, service, _)) = offer(lookups, catalog, official, grant_id, provider, code)
-    else {
+    let grants = lookups.snapshot();
+    let Some((grant, service, _)) = offer(
+        lookups, &grants, catalog, official, grant_id, provider, code,
+    ) else {
         return pages::error(lang, StatusCode::NOT_FOUND, request);
     };
     let (mut purpose, mut basis, mut person, mut errors) =
@@ -365,7 +426,8 @@ pub fn check(
     let Some(pending) = session.pending.clone() else {
         return pages::redirect("/lookup");
     };
-    let Some((grant, service)) = resolve(lookups, catalog, official, &pending) else {
+    let grants = lookups.snapshot();
+    let Some((grant, service)) = resolve(lookups, &grants, catalog, official, &pending) else {
         return pages::redirect("/lookup");
     };
     let s = lang.strings();
@@ -409,7 +471,8 @@ pub async fn confirm<B>(
     let Some(pending) = sessions.take_pending(id) else {
         return pages::redirect("/lookup");
     };
-    let Some((grant, service)) = resolve(lookups, catalog, official, &pending) else {
+    let grants = lookups.snapshot();
+    let Some((grant, service)) = resolve(lookups, &grants, catalog, official, &pending) else {
         return pages::redirect("/lookup");
     };
     let Some(consumer) = lookups.consumers.get(&official.participant) else {
@@ -501,12 +564,21 @@ pub async fn confirm<B>(
 /// session's organisation (the grants may have changed since).
 fn resolve<'a>(
     lookups: &'a Lookups,
+    grants: &'a [Grant],
     catalog: &'a Catalog,
     official: &Official,
     pending: &Pending,
 ) -> Option<(&'a Grant, &'a Service)> {
     let (provider, code) = pending.service.split_once('/')?;
-    let (grant, service, _) = offer(lookups, catalog, official, &pending.grant, provider, code)?;
+    let (grant, service, _) = offer(
+        lookups,
+        grants,
+        catalog,
+        official,
+        &pending.grant,
+        provider,
+        code,
+    )?;
     let purpose_ok = grant.purposes.iter().any(|p| p.code == pending.purpose);
     let basis_ok = grant.legal_bases.iter().any(|b| b.id == pending.basis);
     (purpose_ok && basis_ok).then_some((grant, service))
@@ -558,4 +630,22 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<AnswerRow>) {
             value: other.to_string(),
         }),
     }
+}
+
+/// The grants the broker holds now for the client's participant
+/// (`GET /v1/grants`, the caller's own).
+async fn read_grants(client: &AdminClient) -> Result<Vec<Grant>, String> {
+    let request = client
+        .plain(Method::GET, "/v1/grants", None)
+        .map_err(|e| e.to_string())?;
+    let (status, body) = client.send(request).await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("the broker answered {status}: {body}"));
+    }
+    body["grants"]
+        .as_array()
+        .ok_or("the answer has no `grants` list")?
+        .iter()
+        .map(mconnect::policy::view::from_view)
+        .collect()
 }

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use clap::Parser;
 use mconnect::catalog::Catalog;
+use mconnect::connect::client::AdminClient;
 use mconnect::policy::{Grant, PolicyIndex};
 use mconnect_portal::Portal;
 use mconnect_portal::assignments::Assignments;
@@ -68,6 +69,11 @@ struct Args {
     /// `participant:algorithm` (repeat for each).
     #[arg(long = "hosted")]
     hosted: Vec<String>,
+    /// The broker's admin URL: the hosted organisations' connection
+    /// applications and decisions, and auditors' reads of the log, go there
+    /// over mutual TLS as each of them.
+    #[arg(long, requires_all = ["pki"])]
+    admin_url: Option<String>,
     /// The portal's own participant, as `participant:algorithm`, with its
     /// key and certificate in --pki: a signed-in person reads who accessed
     /// their data through the broker under its grant for
@@ -157,6 +163,26 @@ fn consumer(
     let consumer = Consumer::new(credentials, url, broker.clone())
         .map_err(|e| format!("{participant}: {e}"))?;
     Ok((participant.to_owned(), consumer))
+}
+
+/// An admin-API client for each hosted organisation, when `--admin-url`
+/// is given.
+fn admin_clients(args: &Args) -> Result<HashMap<String, AdminClient>, String> {
+    let (Some(url), Some(pki)) = (&args.admin_url, &args.pki) else {
+        return Ok(HashMap::new());
+    };
+    let mut clients = HashMap::new();
+    for hosted in &args.hosted {
+        let (participant, alg) = hosted
+            .split_once(':')
+            .ok_or_else(|| format!("{hosted}: write participant:algorithm"))?;
+        let credentials = Credentials::from_pki_dir(pki, participant, alg)
+            .map_err(|e| format!("{participant}: {e}"))?;
+        let client =
+            AdminClient::new(credentials, url).map_err(|e| format!("{participant}: {e}"))?;
+        clients.insert(participant.to_owned(), client);
+    }
+    Ok(clients)
 }
 
 /// The access-history reader, when `--own-participant` names the portal's
@@ -309,6 +335,13 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let admin = match admin_clients(&args) {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("mconnect-portal: --admin-url: {e}");
+            return ExitCode::from(64);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -337,6 +370,7 @@ fn main() -> ExitCode {
         if let Some(history) = history {
             portal = portal.with_history(history);
         }
+        portal = portal.with_admin(admin);
         if let Some(mpass) = mpass {
             portal = portal.with_mpass(mpass);
         }

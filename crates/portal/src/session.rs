@@ -42,9 +42,31 @@ pub struct Official {
     pub organisation: String,
     /// The organisation's participant id on the bus.
     pub participant: String,
-    /// `official` and, for whoever decides who may use which grant,
-    /// `administrator`.
+    /// What they may do in the portal: see [`ROLES`].
     pub roles: Vec<String>,
+}
+
+/// The roles an official may have in the portal: `official` (looks people
+/// up under the organisation's grants), `administrator` (decides which
+/// official may use which grant, and files the organisation's connection
+/// applications), `operator` (reviews applications for the platform's
+/// owner), `auditor` (reads the audit log for a supervisory authority),
+/// `provider` (confirms applications for the organisation's services). The
+/// portal offers pages by role; the broker decides every call by the
+/// organisation's participant roles and grants.
+pub const ROLES: [&str; 5] = [
+    "official",
+    "administrator",
+    "operator",
+    "auditor",
+    "provider",
+];
+
+impl Official {
+    /// Whether the official has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
 }
 
 /// The officials of the development sign-in.
@@ -73,13 +95,11 @@ pub fn load_officials(path: &Path) -> Result<Vec<Official>, String> {
                 path.display()
             ));
         }
-        if o.roles
-            .iter()
-            .any(|r| r != "official" && r != "administrator")
-        {
+        if let Some(role) = o.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
             return Err(format!(
-                "{}: officials/{i}/roles may hold only `official` and `administrator`",
-                path.display()
+                "{}: officials/{i}/roles: `{role}` is not one of {}",
+                path.display(),
+                ROLES.join(", ")
             ));
         }
         if file.officials[..i]
