@@ -19,7 +19,7 @@
 //!
 //! Run: `cargo bench --bench load -- --sandbox DIR --target mconnect --mode closed`.
 
-#![allow(clippy::expect_used)]
+mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,13 +29,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use mconnect_sdk::SandboxManifest;
-use mconnect_sdk::{self, Credentials};
+use mconnect_sdk::tls::HttpsClient;
+use mconnect_sdk::{Credentials, SandboxManifest};
+use support::{CallHeaders, Hop, client, new_hist};
 use tokio::sync::Mutex;
 
 #[derive(Parser, Debug, Clone)]
@@ -74,8 +72,6 @@ struct Args {
     #[arg(long, hide = true)]
     bench: bool,
 }
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// What the run measured.
 #[derive(serde::Serialize)]
@@ -116,12 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             manifest.broker.data_url.clone(),
         ),
         "direct" | "proxy" => {
-            let provider = manifest
-                .participants
-                .iter()
-                .find(|p| p.id == "asp-rsp")
-                .and_then(|p| p.endpoint.clone())
-                .ok_or("sandbox.json names no endpoint for asp-rsp")?;
+            let (creds, provider) = support::as_broker(&dir, &manifest, "asp-rsp")?;
             let base = if args.target == "proxy" {
                 args.proxy_url
                     .clone()
@@ -129,13 +120,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 provider
             };
-            let creds = Credentials::load(
-                "broker",
-                &dir.join("pki/broker.cert.pem"),
-                &dir.join("pki/broker.key.pem"),
-                &dir.join(&manifest.ca),
-                None,
-            )?;
             (creds, base)
         }
         other => return Err(format!("unknown target {other}").into()),
@@ -199,24 +183,6 @@ fn participant(
     Ok(manifest.credentials(dir, id)?)
 }
 
-fn client(
-    credentials: &Credentials,
-    pool: usize,
-) -> Result<HttpsClient, Box<dyn std::error::Error>> {
-    let tls = mconnect::tls::client_config(&credentials.ca, &credentials.tls)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(pool)
-        .build(https))
-}
-
 /// Signs every request of the run up front.
 fn prepare(
     args: &Args,
@@ -259,56 +225,35 @@ fn prepare(
     } else {
         base.to_string()
     };
+    let hop = if direct {
+        Hop::Provider {
+            signed_base: &signed_base,
+        }
+    } else {
+        Hop::Broker
+    };
+    let call = CallHeaders {
+        client: "apl-cahul",
+        calling_user: "2000000000015",
+        basis: "md-law-133-2008-art-8",
+        reason: "social-aid-eligibility",
+        subject: body.is_none().then_some("2000000000015"),
+    };
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut h = HeaderMap::new();
-        h.insert("mconnect-client", HeaderValue::from_static("apl-cahul"));
-        h.insert(
-            "mconnect-calling-user",
-            HeaderValue::from_static("2000000000015"),
-        );
-        h.insert(
-            "mconnect-call-basis",
-            HeaderValue::from_static("md-law-133-2008-art-8"),
-        );
-        h.insert(
-            "mconnect-call-reason",
-            HeaderValue::from_static("social-aid-eligibility"),
-        );
-        h.insert(
-            "mconnect-request-id",
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())?,
-        );
-        if body.is_none() {
-            h.insert(
-                "mconnect-subject",
-                HeaderValue::from_static("2000000000015"),
-            );
-        } else {
-            h.insert("content-type", HeaderValue::from_static("application/json"));
-        }
-        if direct {
-            h.insert(
-                "mconnect-exchange-id",
-                HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())?,
-            );
-        }
-        let bytes = body.clone().unwrap_or_default();
-        mconnect_sdk::sign_request(
+        let mut request = support::signed_request(
             credentials,
-            method.as_str(),
-            &format!("{signed_base}{path}"),
-            &mut h,
-            &bytes,
+            (&method, base, &path),
+            &call,
+            body.as_ref(),
+            &hop,
         )?;
-        let mut request = Request::new(Full::new(bytes));
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = format!("{base}{path}").parse()?;
         if args.target == "proxy" {
-            let authority = signed_base.trim_start_matches("https://").to_string();
-            h.insert(http::header::HOST, HeaderValue::from_str(&authority)?);
+            let authority = signed_base.trim_start_matches("https://");
+            request
+                .headers_mut()
+                .insert(http::header::HOST, HeaderValue::from_str(authority)?);
         }
-        *request.headers_mut() = h;
         out.push(request);
     }
     Ok(out)
@@ -395,56 +340,32 @@ async fn open_loop(
     client: &HttpsClient,
     requests: Vec<Request<Full<Bytes>>>,
 ) -> (Histogram<u64>, u64, u64, u64) {
-    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1) * 64));
     let total = Arc::new(Mutex::new((new_hist(), 0u64, 0u64, 0u64)));
-    let runtime = tokio::runtime::Handle::current();
     let client = client.clone();
     let pacer_total = total.clone();
-    // The pacer is a plain blocking thread, not a tokio timer: tokio's timer
-    // ticks in whole milliseconds, which would release requests up to 1 ms
-    // late and in bursts, and that slack would be counted as latency of
-    // whatever is measured. A thread sleeping to each scheduled instant
-    // (nanosleep) keeps to the schedule within tens of microseconds.
-    let pacer = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let mut tasks = Vec::with_capacity(requests.len());
-        for (i, request) in requests.into_iter().enumerate() {
-            let scheduled = start + interval.mul_f64(i as f64);
-            let wait = scheduled.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
-            let (client, total, limit) = (client.clone(), pacer_total.clone(), limit.clone());
-            tasks.push(runtime.spawn(async move {
-                // Bounded in flight: beyond it a request waits, and that wait
-                // counts in its latency (measured from the schedule).
-                let _permit = limit.acquire_owned().await;
-                let result = send(&client, request).await;
-                let latency = scheduled.elapsed().as_micros() as u64;
-                let mut t = total.lock().await;
-                let _ = t.0.record(latency);
-                match result {
-                    Ok((true, n)) => {
-                        t.1 += 1;
-                        t.3 += n;
-                    }
-                    _ => t.2 += 1,
+    support::open_loop(args.rate, requests, move |scheduled, request| {
+        let (client, total, limit) = (client.clone(), pacer_total.clone(), limit.clone());
+        async move {
+            // Bounded in flight: beyond it a request waits, and that wait
+            // counts in its latency (measured from the schedule).
+            let _permit = limit.acquire_owned().await;
+            let result = send(&client, request).await;
+            let latency = scheduled.elapsed().as_micros() as u64;
+            let mut t = total.lock().await;
+            let _ = t.0.record(latency);
+            match result {
+                Ok((true, n)) => {
+                    t.1 += 1;
+                    t.3 += n;
                 }
-            }));
+                _ => t.2 += 1,
+            }
         }
-        tasks
-    });
-    for t in pacer.await.unwrap_or_default() {
-        let _ = t.await;
-    }
+    })
+    .await;
     let t = total.lock().await;
     (t.0.clone(), t.1, t.2, t.3)
-}
-
-fn new_hist() -> Histogram<u64> {
-    // 1 µs to 60 s at 3 significant digits: constant, valid bounds.
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// User + system CPU milliseconds of the listed processes, from /proc.
