@@ -18,7 +18,6 @@ use crate::exchange::upstream::ProviderUpstream;
 use crate::exchange::{Broker, BrokerParts};
 use crate::registry::Registry;
 use crate::server::RunningServer;
-use crate::store::RedbStore;
 use crate::tls::{self, Identity};
 
 mod maintenance;
@@ -134,12 +133,31 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     let key = Arc::new(SigningKey::from_pem(&key_pem).map_err(|e| StartError::Key(e.to_string()))?);
     let certificate = leaf.to_vec();
 
-    let store = Arc::new(RedbStore::open(&config.state_file)?);
     // Participant certificates must chain to the same CA the listeners trust.
     let anchors = crate::trust::TrustAnchors::new(&cas)?;
-    let registry = Arc::new(Registry::open(store, anchors)?);
-    let rules = crate::rules::load(&config.catalog_dir, &config.policies_dir, &registry)
-        .map_err(StartError::Rules)?;
+    // The state store (embedded redb or PostgreSQL, as configured), the
+    // registry on it and the rules with its grants are read synchronously
+    // (redb fsyncs; PostgreSQL is a round trip away and migrates at open):
+    // off the runtime's workers.
+    let (backend, catalog_dir, policies_dir) = (
+        config.state.clone(),
+        config.catalog_dir.clone(),
+        config.policies_dir.clone(),
+    );
+    let (registry, rules) = tokio::task::spawn_blocking(move || {
+        let store = crate::store::open(&backend)?;
+        let registry = Arc::new(Registry::open(store, anchors)?);
+        let rules = crate::rules::load(&catalog_dir, &policies_dir, &registry)
+            .map_err(StartError::Rules)?;
+        Ok::<_, StartError>((registry, rules))
+    })
+    .await
+    .map_err(|e| {
+        StartError::Store(crate::store::StoreError::Open {
+            path: format!("{:?}", config.state),
+            reason: format!("opening did not finish: {e}"),
+        })
+    })??;
 
     let (audit, recovery) = AuditLog::open(
         AuditConfig {

@@ -63,8 +63,10 @@ pub struct Config {
     pub cert_file: PathBuf,
     /// PEM file with the broker's private key.
     pub key_file: PathBuf,
-    /// The redb state file (participants, grants, connection requests).
-    pub state_file: PathBuf,
+    /// Where participants, connection requests and grants are kept: the
+    /// embedded redb file (`storage.state`, the default) or PostgreSQL
+    /// (`[state] postgres`).
+    pub state: crate::store::Backend,
     /// The audit log directory.
     pub audit_dir: PathBuf,
     /// The catalog directory.
@@ -193,6 +195,17 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    postgres: Option<String>,
+    password_file: Option<PathBuf>,
+    pool_size: Option<usize>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -238,7 +251,7 @@ struct RawTls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
-    state: PathBuf,
+    state: Option<PathBuf>,
     audit_dir: PathBuf,
 }
 
@@ -355,6 +368,7 @@ impl Config {
             )?),
         };
         let server = server_limits(&raw.server, limits.max_header_bytes)?;
+        let state = state_backend(&raw.state, raw.storage.state.clone(), &resolve)?;
         let mut audit = audit_settings(&raw.audit)?;
         audit.body_key_file = raw.audit.body_key_file.clone().map(resolve);
         if let Some(url) = &raw.listen.public_data_url
@@ -387,7 +401,7 @@ impl Config {
             ca_file: existing("tls.ca", resolve(raw.tls.ca))?,
             cert_file: existing("tls.cert", resolve(raw.tls.cert))?,
             key_file: existing("tls.key", resolve(raw.tls.key))?,
-            state_file: resolve(raw.storage.state),
+            state,
             audit_dir: resolve(raw.storage.audit_dir),
             catalog_dir: existing("catalog.dir", resolve(raw.catalog.dir))?,
             policies_dir: existing("policies.dir", resolve(raw.policies.dir))?,
@@ -479,6 +493,75 @@ fn server_limits(
         });
     }
     Ok(limits)
+}
+
+/// The state store: `storage.state` (embedded redb) or `state.postgres`,
+/// exactly one of them; the other `[state]` keys only with `postgres`.
+fn state_backend(
+    raw: &RawState,
+    file: Option<PathBuf>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<crate::store::Backend, ConfigError> {
+    use crate::store::{Backend, PostgresSettings};
+    let Some(url) = &raw.postgres else {
+        let only_with_postgres = [
+            ("state.password_file", raw.password_file.is_some()),
+            ("state.pool_size", raw.pool_size.is_some()),
+            ("state.timeout_secs", raw.timeout_secs.is_some()),
+        ];
+        if let Some((key, _)) = only_with_postgres.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: "applies to state.postgres only, which is not set".into(),
+            });
+        }
+        return match file {
+            Some(file) => Ok(Backend::Embedded(resolve(file))),
+            None => Err(ConfigError::Invalid {
+                key: "storage.state",
+                reason: "is missing: name the embedded state file, or set state.postgres".into(),
+            }),
+        };
+    };
+    if file.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "storage.state",
+            reason: "conflicts with state.postgres: keep one state store (remove storage.state to use PostgreSQL)".into(),
+        });
+    }
+    let mut settings = PostgresSettings::from_url(url).map_err(|reason| ConfigError::Invalid {
+        key: "state.postgres",
+        reason,
+    })?;
+    if let Some(path) = &raw.password_file {
+        let path = resolve(path.clone());
+        let password = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+            key: "state.password_file",
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        settings = settings.with_password(password.trim_end_matches(['\r', '\n']).as_bytes());
+    }
+    match raw.pool_size {
+        None => {}
+        Some(n @ 1..=1024) => settings = settings.with_pool_size(n),
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                key: "state.pool_size",
+                reason: "must be between 1 and 1024".into(),
+            });
+        }
+    }
+    match raw.timeout_secs {
+        None => {}
+        Some(secs @ 1..=600) => settings = settings.with_timeout(Duration::from_secs(secs)),
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                key: "state.timeout_secs",
+                reason: "must be between 1 and 600 seconds".into(),
+            });
+        }
+    }
+    Ok(Backend::Postgres(Box::new(settings)))
 }
 
 /// Checks the `[audit]` section against the bounds the audit log accepts.
@@ -592,7 +675,10 @@ dir = "policies"
     fn accepts_minimal_config_and_resolves_paths() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::from_toml(&example(dir.path()), dir.path()).unwrap();
-        assert_eq!(cfg.state_file, dir.path().join("state.redb"));
+        assert!(matches!(
+            &cfg.state,
+            crate::store::Backend::Embedded(p) if *p == dir.path().join("state.redb")
+        ));
         assert_eq!(cfg.limits.created_skew, Duration::from_secs(300));
     }
 
@@ -716,6 +802,79 @@ dir = "policies"
         let limits = server_limits(&raw.server, Limits::default().max_header_bytes).unwrap();
         assert_eq!(limits, crate::server::ServerLimits::default());
         assert_eq!(raw.listen.ops.as_deref(), Some(DEFAULT_OPS_LISTEN));
+    }
+
+    #[test]
+    fn state_in_postgres_instead_of_redb() {
+        use crate::store::Backend;
+        let dir = tempfile::tempdir().unwrap();
+        let base = example(dir.path());
+        let pg = base.replace("state = \"state.redb\"\n", "");
+        let text = format!(
+            "{pg}[state]\npostgres = \"postgres://mconnect@127.0.0.1:5433/mconnect\"\npool_size = 4\ntimeout_secs = 3\n"
+        );
+        match Config::from_toml(&text, dir.path()).unwrap().state {
+            Backend::Postgres(s) => {
+                assert_eq!(s.pool_size(), 4);
+                assert_eq!(s.timeout(), Duration::from_secs(3));
+                assert_eq!(s.describe(), "postgres://mconnect@127.0.0.1:5433/mconnect");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A password, in the URL or in a file of its own, never shows.
+        std::fs::write(dir.path().join("pg.password"), "s3cret\n").unwrap();
+        for state in [
+            "postgres = \"postgres://mconnect@localhost/mconnect\"\npassword_file = \"pg.password\"",
+            "postgres = \"postgres://mconnect:s3cret@127.0.0.1/mconnect\"",
+            "postgres = \"host=/run/postgresql user=mconnect password=s3cret dbname=mconnect\"",
+        ] {
+            let cfg = Config::from_toml(&format!("{pg}[state]\n{state}\n"), dir.path()).unwrap();
+            assert!(matches!(cfg.state, Backend::Postgres(_)), "{state}");
+            assert!(!format!("{cfg:?}").contains("s3cret"), "{state}");
+        }
+        let url = "postgres = \"postgres://m@127.0.0.1/db\"";
+        for (text, key) in [
+            (format!("{base}[state]\n{url}\n"), "storage.state"),
+            (pg.clone(), "storage.state"),
+            (format!("{base}[state]\npool_size = 3\n"), "state.pool_size"),
+            (
+                format!("{pg}[state]\npostgres = \"postgres://m@db.example.org/db\"\n"),
+                "state.postgres",
+            ),
+            (
+                format!("{pg}[state]\npostgres = \"postgres://m@192.0.2.7/db\"\n"),
+                "state.postgres",
+            ),
+            (
+                format!("{pg}[state]\npostgres = \"postgres://m@127.0.0.1/db?sslmode=require\"\n"),
+                "state.postgres",
+            ),
+            (
+                format!("{pg}[state]\npostgres = \"postgres://m@127.0.0.1\"\n"),
+                "state.postgres",
+            ),
+            (
+                format!("{pg}[state]\npostgres = \"no url\"\n"),
+                "state.postgres",
+            ),
+            (
+                format!("{pg}[state]\n{url}\npool_size = 0\n"),
+                "state.pool_size",
+            ),
+            (
+                format!("{pg}[state]\n{url}\ntimeout_secs = 0\n"),
+                "state.timeout_secs",
+            ),
+            (
+                format!("{pg}[state]\n{url}\npassword_file = \"missing\"\n"),
+                "state.password_file",
+            ),
+        ] {
+            match Config::from_toml(&text, dir.path()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use http::StatusCode;
 
-use super::{AdminError, AdminState, refuse};
+use super::{AdminError, AdminState, off_worker, refuse};
 use crate::audit::{AuditRecord, Decision};
 use crate::registry::{Participant, Registry, RegistryError};
 
@@ -53,7 +53,7 @@ pub(crate) async fn audited<T>(
             format!("the change could not be audited, so nothing changed: {e}"),
         )
     };
-    let staged = match registry.stage(change) {
+    let staged = match off_worker(|| registry.stage(change)) {
         Ok(staged) => staged,
         Err(e) => {
             state
@@ -75,7 +75,7 @@ pub(crate) async fn audited<T>(
         .append(record(Decision::Accepted, 200, None))
         .await
         .map_err(unavailable)?;
-    match registry.commit(staged) {
+    match off_worker(|| registry.commit(staged)) {
         Ok(value) => Ok(value),
         Err(e) => {
             // Still under the order lock, so this record directly follows

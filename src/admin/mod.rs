@@ -350,6 +350,18 @@ impl AdminState {
     }
 }
 
+/// Runs a call that reads or writes the state store (an fsync with redb, a
+/// round trip with PostgreSQL) without stalling an async worker that serves
+/// exchanges: moved off the worker on a multi-threaded runtime, run in place
+/// otherwise (`block_in_place` is not available on a current-thread runtime;
+/// the store never needs the caller's runtime, so that is safe, only slower).
+pub(crate) fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 pub(crate) fn require_role(caller: &Participant, role: Role) -> Result<(), AdminError> {
     if caller.has_role(role) {
         Ok(())
