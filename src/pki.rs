@@ -224,6 +224,42 @@ impl DevCa {
             cert_der,
         })
     }
+
+    /// Issues a person's signing certificate, as the national PKI issues
+    /// one for qualified signatures: the name as common name, the IDNP as
+    /// the subject's `serialNumber` in the ETSI EN 319 412-1 form
+    /// `PNOMD-{idnp}`, an ECDSA P-256 key for digital signatures and
+    /// non-repudiation (and client authentication, as Moldovan eID
+    /// certificates allow), valid two years. MSign's reference backend
+    /// signs for the sandbox's people with these.
+    pub fn issue_person(&self, idnp: &str, name: &str) -> Result<IssuedCertificate, PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            format!("PNOMD-{idnp}"),
+        );
+        dn.push(DnType::CountryName, "MD");
+        params.distinguished_name = dn;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::ContentCommitment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(730);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert_der = cert.der().to_vec();
+        Ok(IssuedCertificate {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            fingerprint: certificate_fingerprint(&cert_der),
+            cert_der,
+        })
+    }
 }
 
 impl IssuedCertificate {

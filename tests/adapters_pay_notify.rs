@@ -11,98 +11,21 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use mconnect_cli::sandbox::RunningSandbox;
 use mconnect_sdk::{CallOutcome, Consumer};
 use serde_json::{Value, json};
+use support::smtp::{Smtp, free_port, serve_sandbox, wait_for_mails};
 
 const APL_BASIS: &str = "md-gd-280-2013-mpay";
 const APL_REASON: &str = "local-fee-collection";
 const PAY_REASON: &str = "citizen-payment";
 
-/// A real SMTP server (aiosmtpd) on a loopback port, storing mail in a Maildir.
-struct Smtp {
-    _child: tokio::process::Child,
-    maildir: PathBuf,
-}
-
-impl Smtp {
-    async fn start(port: u16, maildir: &Path) -> Smtp {
-        let child = tokio::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 -m aiosmtpd (pip install -r tests/interop/requirements.txt)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Smtp {
-                    _child: child,
-                    maildir: maildir.to_path_buf(),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("aiosmtpd did not listen on {port} within 10 s");
-    }
-
-    /// The messages received so far.
-    fn mails(&self) -> Vec<String> {
-        mails(&self.maildir)
-    }
-}
-
-/// The mail received, less the notification the sandbox sends at start for
-/// its try list (addressed to its own fixture mailbox).
-fn mails(maildir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        if let Ok(entries) = std::fs::read_dir(maildir.join(sub)) {
-            for e in entries.flatten() {
-                out.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out.retain(|m| !m.contains("try-list@sandbox.mconnect.md"));
-    out
-}
-
-/// Waits (bounded) until `n` messages are there, then a little longer to
-/// see that no more come.
-async fn wait_for_mails(maildir: &Path, n: usize, within: Duration) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + within;
-    while mails(maildir).len() < n && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    mails(maildir)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the sandbox on `dir`, MNotify pointed at `smtp_port` when given.
 async fn start(dir: &Path, smtp_port: Option<u16>) -> RunningSandbox {
-    let data = dir.join("adapters").join("mnotify");
-    std::fs::create_dir_all(&data).unwrap();
-    match smtp_port {
-        Some(port) => std::fs::write(data.join("smtp"), format!("127.0.0.1:{port}\n")).unwrap(),
-        None => {
-            let _ = std::fs::remove_file(data.join("smtp"));
-        }
-    }
+    serve_sandbox(dir, smtp_port);
     mconnect_cli::sandbox::start(&support::args(dir))
         .await
         .expect("sandbox starts")

@@ -444,6 +444,7 @@ async fn msign_signatures_verify_with_openssl_and_through_the_bus() {
     )
     .await;
     assert_eq!(result["status"], "Success", "{result}");
+    let result_certificate = result["certificate"].as_str().unwrap().to_owned();
     let signature = b64.decode(result["signature"].as_str().unwrap()).unwrap();
     std::fs::write(work.path().join("doc.sig"), &signature).unwrap();
     std::fs::write(
@@ -477,7 +478,17 @@ async fn msign_signatures_verify_with_openssl_and_through_the_bus() {
         ],
     );
     assert!(verified && text.contains("Verified OK"), "{text}");
-    // The signer certificate chains to the sandbox CA.
+    // The signer certificate is the person's own (the sandbox issues its
+    // officials one, the IDNP in the subject's serialNumber) and chains to
+    // the sandbox CA.
+    let (named, text) = openssl(
+        work.path(),
+        &["x509", "-in", "signer.pem", "-noout", "-subject"],
+    );
+    assert!(
+        named && text.contains(&format!("PNOMD-{CITIZEN}")),
+        "{text}"
+    );
     let ca = bus.pki().join("ca.cert.pem");
     let (chained, text) = openssl(
         work.path(),
@@ -529,7 +540,9 @@ async fn msign_signatures_verify_with_openssl_and_through_the_bus() {
     );
     assert!(verified, "{text}");
 
-    // MSign's own verification agrees, both ways.
+    // MSign's own verification agrees, both ways, with the signer's
+    // certificate (not MSign's own: the person signed).
+    let certificate = result_certificate;
     for (doc, valid) in [(document.to_vec(), true), (b"tampered".to_vec(), false)] {
         let out = apl
             .call(&msign_call(
@@ -537,14 +550,14 @@ async fn msign_signatures_verify_with_openssl_and_through_the_bus() {
                 "/r1/msign/signature-verify",
                 Some(
                     json!({"content_type": "document", "document": b64.encode(&doc),
-                            "signature": b64.encode(&signature)}),
+                            "signature": b64.encode(&signature), "certificate": certificate}),
                 ),
             ))
             .await
             .unwrap();
         let verdict = ok(&out, StatusCode::OK);
         assert_eq!(verdict["valid"], valid, "{verdict}");
-        assert_eq!(verdict["signer_known"], true);
+        assert_eq!(verdict["signer_known"], false, "{verdict}");
     }
     bus.stop().await;
 }

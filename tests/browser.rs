@@ -41,7 +41,26 @@ async fn an_official_uses_the_portal_in_chromium_and_every_page_passes_axe() {
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let pages = summary["pages_checked"].as_array().unwrap();
     for page in [
-        "catalog", "service", "sign-in", "question", "check", "result", "refused",
+        "catalog",
+        "service",
+        "sign-in",
+        "question",
+        "check",
+        "result",
+        "refused",
+        "audit-declare",
+        "audit-results",
+        "audit-record",
+        "audit-refused",
+        "applications",
+        "application-form-errors",
+        "application-signing",
+        "application-show",
+        "application-refused",
+        "operator-show",
+        "operator-diff",
+        "confirmation",
+        "application-lookup",
     ] {
         assert!(
             pages.iter().any(|p| p == page),

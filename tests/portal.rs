@@ -11,6 +11,7 @@ mod support;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use support::Bus;
+use support::browser::{Browser, csrf};
 
 #[tokio::test]
 async fn the_sandbox_runs_the_portal_over_https_on_its_own_catalog() {
@@ -137,109 +138,6 @@ async fn the_sandbox_runs_the_portal_over_https_on_its_own_catalog() {
     assert!(html.contains(&official.name), "{html}");
     assert!(html.contains(&official.participant));
     bus.stop().await;
-}
-
-/// A browser on the portal: HTTPS trusting the sandbox CA, and the cookies
-/// it was given.
-struct Browser {
-    base: String,
-    client: mconnect_sdk::tls::HttpsClient,
-    cookies: Vec<(String, String)>,
-}
-
-struct Seen {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Browser {
-    fn new(bus: &Bus) -> Browser {
-        let manifest = &bus.sandbox.manifest;
-        let ca = std::fs::read_to_string(bus.dir.path().join(&manifest.ca)).unwrap();
-        let roots = mconnect_sdk::parse_certs(&ca).unwrap();
-        let tls = mconnect_sdk::tls::server_auth_client_config(&roots).unwrap();
-        Browser {
-            base: manifest.portal.as_ref().unwrap().url.clone(),
-            client: mconnect_sdk::tls::https_client(
-                &tls,
-                mconnect_sdk::tls::ClientOptions::default(),
-            ),
-            cookies: Vec::new(),
-        }
-    }
-
-    async fn go(&mut self, method: &str, path: &str, form: Option<&str>) -> Seen {
-        let cookie: Vec<String> = self
-            .cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("cookie", cookie.join("; "));
-        if form.is_some() {
-            request = request.header("content-type", "application/x-www-form-urlencoded");
-        }
-        let body = Bytes::from(form.unwrap_or_default().to_owned());
-        let response = self
-            .client
-            .request(request.body(Full::new(body)).unwrap())
-            .await
-            .unwrap();
-        for set in response.headers().get_all("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(n, _)| n != name);
-            if !value.is_empty() {
-                self.cookies.push((name.to_owned(), value.to_owned()));
-            }
-        }
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Seen {
-            status,
-            location,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        }
-    }
-
-    async fn sign_in_resident(&mut self, idnp: &str) -> Seen {
-        let form = self.go("GET", "/sign-in", None).await;
-        let token = csrf(&form.body);
-        self.go(
-            "POST",
-            "/sign-in",
-            Some(&format!("csrf={token}&kind=resident&resident_idnp={idnp}")),
-        )
-        .await
-    }
-
-    async fn sign_in(&mut self, idnp: &str) {
-        let form = self.go("GET", "/sign-in", None).await;
-        let token = csrf(&form.body);
-        let done = self
-            .go(
-                "POST",
-                "/sign-in",
-                Some(&format!("csrf={token}&idnp={idnp}")),
-            )
-            .await;
-        assert_eq!(done.status, 303, "{}", done.body);
-    }
-}
-
-/// The CSRF field of a form page.
-fn csrf(body: &str) -> String {
-    let at = body
-        .find("name=\"csrf\" value=\"")
-        .expect("a form with its CSRF token");
-    body[at + 19..at + 19 + 64].to_owned()
 }
 
 #[tokio::test]
@@ -678,4 +576,370 @@ async fn a_resident_sees_who_accessed_their_data_and_reaches_nothing_of_an_offic
         records.iter().any(|r| r.event == "portal.sign_in"
             && r.problem_code.as_deref() == Some("portal.invalid_idnp"))
     );
+}
+
+/// The number in the `<code>` after `label` on a page.
+fn number_after(body: &str, label: &str) -> u64 {
+    let at = body
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} on {body}"));
+    body[at..]
+        .split("<code>")
+        .nth(1)
+        .unwrap()
+        .split("</code>")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The records the portal lists on a results page, in order.
+fn listed_records(body: &str) -> Vec<u64> {
+    body.split("href=\"/audit/records/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_auditor_finds_a_lookup_in_the_log_proves_it_and_exports_the_evidence() {
+    let bus = Bus::start().await;
+    let resident = "2000000000037";
+    let question = "/lookup/apl-cahul-residence/asp-rsp/person-by-idnp";
+    let auditor_idnp = "2000000000071";
+    let (basis, purpose) = (
+        "md-law-133-2011-art-27",
+        "supervision-of-personal-data-processing",
+    );
+
+    // An official of Cahul looks the resident up.
+    let mut cahul = Browser::new(&bus);
+    cahul.sign_in("2000000000015").await;
+    let page = cahul.go("GET", question, None).await;
+    cahul
+        .go(
+            "POST",
+            question,
+            Some(&format!(
+                "csrf={}&purpose=residence-verification&basis=md-law-436-2006-art-29&person={resident}",
+                csrf(&page.body)
+            )),
+        )
+        .await;
+    let check = cahul.go("GET", "/lookup/check", None).await;
+    let result = cahul
+        .go(
+            "POST",
+            "/lookup/confirm?lang=en",
+            Some(&format!("csrf={}", csrf(&check.body))),
+        )
+        .await;
+    let seq = number_after(&result.body, "Audit log number");
+
+    // Nobody but an auditor reaches the log: not an official, by link or
+    // by form.
+    assert_eq!(cahul.go("GET", "/audit", None).await.status, 403);
+    let account = cahul.go("GET", "/account", None).await;
+    assert!(!account.body.contains("href=\"/audit\""));
+    let forged = cahul
+        .go(
+            "POST",
+            "/audit/declare",
+            Some(&format!(
+                "csrf={}&purpose={purpose}&basis={basis}",
+                csrf(&account.body)
+            )),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        cahul
+            .go("GET", &format!("/audit/records/{seq}"), None)
+            .await
+            .status,
+        403
+    );
+
+    // The auditor declares a basis and purpose first, from the grant.
+    let mut auditor = Browser::new(&bus);
+    auditor.sign_in(auditor_idnp).await;
+    let account = auditor.go("GET", "/account", None).await;
+    assert!(account.body.contains("href=\"/audit\""), "{}", account.body);
+    let reads_before = audit_reads(&bus, auditor_idnp).len();
+    let undeclared = auditor
+        .go("GET", &format!("/audit/records/{seq}"), None)
+        .await;
+    assert_eq!(
+        undeclared.status, 303,
+        "nothing is read before a declaration"
+    );
+    assert_eq!(undeclared.location.as_deref(), Some("/audit"));
+    let declare = auditor.go("GET", "/audit?lang=en", None).await;
+    assert_eq!(declare.status, 200, "{}", declare.body);
+    assert_eq!(declare.headers["cache-control"], "no-store");
+    assert!(
+        declare.body.contains(&format!(
+            "type=\"radio\" id=\"purpose-1\" name=\"purpose\" value=\"{purpose}\""
+        )),
+        "{}",
+        declare.body
+    );
+    assert!(declare.body.contains(&format!("value=\"{basis}\"")));
+    let token = csrf(&declare.body);
+    let wrong = auditor
+        .go(
+            "POST",
+            "/audit/declare?lang=en",
+            Some(&format!(
+                "csrf={token}&purpose=tax-collection&basis={basis}"
+            )),
+        )
+        .await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.body.contains("href=\"#purpose\""), "{}", wrong.body);
+    let tokenless = auditor
+        .go(
+            "POST",
+            "/audit/declare",
+            Some(&format!(
+                "csrf={}&purpose={purpose}&basis={basis}",
+                "0".repeat(64)
+            )),
+        )
+        .await;
+    assert_eq!(tokenless.status, 403);
+    let declared = auditor
+        .go(
+            "POST",
+            "/audit/declare",
+            Some(&format!("csrf={token}&purpose={purpose}&basis={basis}")),
+        )
+        .await;
+    assert_eq!(declared.status, 303);
+    assert_eq!(declared.location.as_deref(), Some("/audit"));
+
+    // The search form, checked on the server.
+    let form = auditor.go("GET", "/audit?lang=en", None).await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("Search the log"), "{}", form.body);
+    for (fields, error) in [
+        ("subject=2000000000038", "#subject"),
+        ("client=Apl%20Cahul", "#client"),
+        ("service=nobody%2Fnothing", "#service"),
+        ("from=2026-02-01&to=2026-01-01", "#from"),
+        ("from=yesterday", "#from"),
+    ] {
+        let refused = auditor
+            .go(
+                "POST",
+                "/audit/search?lang=en",
+                Some(&format!("csrf={token}&{fields}")),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{fields}");
+        assert!(
+            refused.body.contains(&format!("href=\"{error}\"")),
+            "{fields}: the error summary links {error}"
+        );
+    }
+    assert_eq!(
+        audit_reads(&bus, auditor_idnp).len(),
+        reads_before,
+        "a search the portal refuses reads nothing"
+    );
+
+    // Searched by the person, the consumer, the service and the period, the
+    // lookup is there.
+    let today = time::OffsetDateTime::now_utc().date();
+    let found = auditor
+        .go(
+            "POST",
+            "/audit/search?lang=en",
+            Some(&format!(
+                "csrf={token}&subject={resident}&client=apl-cahul&service=asp-rsp%2Fperson-by-idnp&event=exchange&from={today}&to={today}"
+            )),
+        )
+        .await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.headers["cache-control"], "no-store");
+    assert_eq!(listed_records(&found.body), vec![seq], "{}", found.body);
+    assert!(found.body.contains("<code>apl-cahul</code>"));
+
+    // Opened: the record, its proof verified against a signed tree head.
+    let record = auditor
+        .go("GET", &format!("/audit/records/{seq}?lang=en"), None)
+        .await;
+    assert_eq!(record.status, 200, "{}", record.body);
+    assert_eq!(record.headers["cache-control"], "no-store");
+    assert!(
+        record
+            .body
+            .contains("Inclusion proof verified against the signed tree head of size"),
+        "{}",
+        record.body
+    );
+    assert!(record.body.contains("signed by the broker at"));
+    assert!(record.body.contains(resident) && record.body.contains("2000000000015"));
+    assert!(record.body.contains("residence-verification"));
+
+    // Exported: the bundle verifies with the broker certificate, and is
+    // what `mconnect audit export` writes for the same record.
+    let export = auditor
+        .go("GET", &format!("/audit/records/{seq}/export"), None)
+        .await;
+    assert_eq!(export.status, 200, "{}", export.body);
+    assert_eq!(export.headers["cache-control"], "no-store");
+    assert_eq!(
+        export.headers["content-disposition"],
+        format!("attachment; filename=\"mconnect-audit-{seq}.jsonl\"").as_str()
+    );
+    let lines: Vec<serde_json::Value> = export
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", export.body);
+    let sth: mconnect::audit::SignedTreeHead =
+        serde_json::from_value(lines[0]["tree_head"].clone()).unwrap();
+    let broker_pem = std::fs::read_to_string(bus.pki().join("broker.cert.pem")).unwrap();
+    let verifier = mconnect::audit::certificate_verifier(&broker_pem).unwrap();
+    mconnect::audit::verify_tree_head(&sth, verifier).unwrap();
+    let entry = mconnect::audit::auditor::Entry::from_item(&lines[1]).unwrap();
+    assert_eq!(entry.seq, seq);
+    assert_eq!(entry.record.subject.as_deref(), Some(resident));
+    let path: Vec<mconnect::audit::Hash> = lines[1]["audit_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h.as_str().unwrap())
+                .unwrap();
+            <mconnect::audit::Hash>::try_from(bytes.as_slice()).unwrap()
+        })
+        .collect();
+    mconnect::audit::verify_inclusion(
+        &entry.leaf_hash(),
+        seq,
+        sth.tree_size,
+        &path,
+        &sth.root_hash,
+    )
+    .unwrap();
+    let out = bus.dir.path().join("cli-export.jsonl");
+    let cli = tokio::process::Command::new(support::mconnect_bin())
+        .args(["audit", "export", "--sandbox"])
+        .arg(bus.dir.path())
+        .args([
+            "--subject",
+            resident,
+            "--client",
+            "apl-cahul",
+            "--service",
+            "asp-rsp/person-by-idnp",
+            "--event",
+            "exchange",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let theirs: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&theirs[0]), keys(&lines[0]));
+    assert_eq!(keys(&theirs[0]["tree_head"]), keys(&lines[0]["tree_head"]));
+    let same = theirs
+        .iter()
+        .find(|l| l["seq"] == seq)
+        .expect("the CLI exports the same record");
+    assert_eq!(keys(same), keys(&lines[1]));
+    assert_eq!(same["record"], lines[1]["record"]);
+    assert_eq!(same["leaf"], lines[1]["leaf"]);
+
+    // A refusal of the broker reads as a sentence with its problem code.
+    let missing = auditor
+        .go("GET", "/audit/records/999999999?lang=en", None)
+        .await;
+    assert!(
+        missing
+            .body
+            .contains("The log holds no record with this number."),
+        "{}",
+        missing.body
+    );
+    assert!(missing.body.contains("<code>audit.not_found</code>"));
+
+    // Paging by the broker's cursor: the next page goes on where the first
+    // stopped.
+    let first = auditor
+        .go(
+            "POST",
+            "/audit/search?lang=en",
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(first.status, 200);
+    let first_seqs = listed_records(&first.body);
+    assert_eq!(first_seqs.len(), 20, "a full page: {}", first.body);
+    let cursor_at = first
+        .body
+        .find("name=\"cursor\" value=\"")
+        .expect("a next page");
+    // The broker's cursor is `{time}-{seq}`: nothing to escape.
+    let cursor = first.body[cursor_at + 21..].split('"').next().unwrap();
+    let second = auditor
+        .go(
+            "POST",
+            "/audit/search?lang=en",
+            Some(&format!("csrf={token}&cursor={cursor}")),
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let second_seqs = listed_records(&second.body);
+    assert!(!second_seqs.is_empty());
+    assert!(
+        second_seqs[0] < *first_seqs.last().unwrap(),
+        "newest first, on from the first page: {first_seqs:?} then {second_seqs:?}"
+    );
+
+    // Every read is the broker's too: an `audit.read` record naming the
+    // auditor, under the declared basis and purpose. The search, the record
+    // (record, tree head, proof), the export (the same three), the refused
+    // record, and two pages.
+    let reads = audit_reads(&bus, auditor_idnp);
+    assert_eq!(reads.len() - reads_before, 10, "{reads:#?}");
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.consumer.as_deref() == Some("cnpdcp-audit")
+                && r.legal_basis.as_deref() == Some(basis)
+                && r.purpose.as_deref() == Some(purpose))
+    );
+    assert!(
+        reads.iter().any(|r| r.subject.as_deref() == Some(resident)),
+        "the search by the person names the person"
+    );
+    bus.stop().await;
+}
+
+/// The broker's `audit.read` records made as the official `idnp`.
+fn audit_reads(bus: &Bus, idnp: &str) -> Vec<mconnect::audit::AuditRecord> {
+    let audit = bus.sandbox.broker.broker.audit();
+    (0..audit.tree_size())
+        .map(|seq| audit.record(seq).unwrap().unwrap().0)
+        .filter(|r| r.event == "audit.read" && r.calling_user.as_deref() == Some(idnp))
+        .collect()
 }

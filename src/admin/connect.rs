@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{AdminError, AdminRequest, AdminResult, AdminState, json as json_response, refuse};
+use super::{
+    AdminError, AdminRequest, AdminResult, AdminState, json as json_response, off_worker, refuse,
+};
 use crate::audit::{AuditRecord, Decision};
 use crate::connect::application::refusal_code;
 use crate::connect::evidence::Submission;
@@ -126,7 +128,15 @@ async fn audit(
             .then(|| hex::encode(crate::crypto::sha256(extras.body))),
         keyids_checked: extras
             .evidence
-            .map(|e| vec![e.keyid.clone()])
+            .map(|e| {
+                std::iter::once(e.keyid.clone())
+                    .chain(
+                        e.user_signature
+                            .as_ref()
+                            .map(|u| u.certificate_fingerprint.clone()),
+                    )
+                    .collect()
+            })
             .unwrap_or_default(),
         ..AuditRecord::management("connect.transition", target.to_string(), received, started)
     };
@@ -274,17 +284,28 @@ fn verified_application(
 ) -> Result<(connect::Application, Evidence), Refusal> {
     let uri = target_uri(request).map_err(|e| (e, None))?;
     let snapshot = state.broker.registry().snapshot();
-    let evidence = connect::verify_submission(
-        &Submission {
-            method: request.method.as_str(),
-            target_uri: &uri,
-            headers: request.headers,
-            body: request.body,
-        },
-        &snapshot,
+    let submission = Submission {
+        method: request.method.as_str(),
+        target_uri: &uri,
+        headers: request.headers,
+        body: request.body,
+    };
+    let mut evidence = connect::verify_submission(&submission, &snapshot, now)
+        .map_err(|e| (refuse(e.status, e.code, e.detail), None))?;
+    // The official's own signature (MSign), when the submission carries
+    // one: verified, or the submission is refused.
+    evidence.user_signature = connect::evidence::verify_user_signature(
+        &submission,
+        &evidence,
+        state.broker.registry().anchors(),
         now,
     )
-    .map_err(|e| (refuse(e.status, e.code, e.detail), None))?;
+    .map_err(|e| {
+        (
+            refuse(e.status, e.code, e.detail),
+            Some(Box::new(evidence.clone())),
+        )
+    })?;
     let rules = state.broker.rules();
     let application = connect::validate_application(request.body, &rules.catalog, &snapshot)
         .map_err(|problems| {
@@ -490,17 +511,6 @@ async fn decide(
     .await
 }
 
-/// Runs blocking work (store writes, reading and compiling the rules) so
-/// that it does not stall an async worker serving exchanges: moved off the
-/// worker on a multi-threaded runtime, run in place otherwise (where
-/// `block_in_place` is not available).
-fn off_worker<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
-}
-
 /// Validates one act (the caller holds the write lock): the state machine
 /// on a copy of the stored request and, when grants change, that the rules
 /// load with the changed grants. Nothing is stored: see [`finish`].
@@ -571,7 +581,7 @@ fn visible(
     request: &AdminRequest<'_>,
     id: &str,
 ) -> Result<ConnectionRequest, AdminError> {
-    connect::load(state.broker.registry().store().as_ref(), id)
+    off_worker(|| connect::load(state.broker.registry().store().as_ref(), id))
         .map_err(|e| from_connect(&e))?
         .filter(|r| r.visible_to(request.caller))
         .ok_or_else(|| unknown_request(id))
@@ -601,7 +611,7 @@ fn list(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
         })?),
     };
     let only_overdue = request.query_param("overdue").as_deref() == Some("true");
-    let all = connect::load_all(state.broker.registry().store().as_ref())
+    let all = off_worker(|| connect::load_all(state.broker.registry().store().as_ref()))
         .map_err(|e| from_connect(&e))?;
     let items: Vec<Value> = all
         .iter()
@@ -720,6 +730,10 @@ fn full_view(r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
                 "version": e.version, "signer": e.signer, "keyid": e.keyid,
                 "calling_user": e.calling_user, "created": time_text(e.created),
                 "received_at": time_text(e.received_at), "body_sha256": e.body_sha256,
+                "user_signature": e.user_signature.as_ref().map(|u| json!({
+                    "idnp": u.idnp, "subject": u.subject, "algorithm": u.algorithm,
+                    "certificate_fingerprint": u.certificate_fingerprint,
+                })),
                 "verification": verification(e),
             })
         })
@@ -731,7 +745,7 @@ fn full_view(r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
 pub(crate) fn openapi_paths() -> Value {
     let problem = super::openapi::problem();
     let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^cr-[0-9]{4}-[0-9]{6}$"}}]);
-    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect_sdk::sign_request` does this). The exact body and signature are kept as evidence.";
+    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect_sdk::sign_request` does this). The exact body and signature are kept as evidence. Optionally the official's own signature too: `MConnect-User-Signature` (MSign's detached signature over the SHA-256 of the exact body, base64) and `MConnect-User-Certificate` (the signing certificate's DER, base64), both covered by the RFC 9421 signature; the certificate must chain to the bus CA, be in date and name the signed `MConnect-Calling-User` in its subject serialNumber, and the signature must verify, or the submission is refused (401 `connect.user_signature_invalid`).";
     // The embedded schema keeps its `$id`, so its `#/$defs/...` references
     // resolve inside it (JSON Schema 2020-12, as OpenAPI 3.1 uses).
     let schema: Value = serde_json::from_str(connect::application::APPLICATION_SCHEMA)

@@ -218,14 +218,44 @@ fn validator() -> Result<&'static jsonschema::Validator, String> {
         .map_err(Clone::clone)
 }
 
+/// What validation needs to know of the registry: which participants
+/// exist, and the organisation (IDNO) of each. The broker asks its own
+/// registry; the portal, which validates an application before it is
+/// signed, asks the broker's participant list (`GET /v1/participants`) —
+/// one validator either way.
+pub trait Participants {
+    /// The IDNO of participant `id`'s organisation, if it is registered.
+    fn organisation_idno(&self, id: &str) -> Option<&str>;
+}
+
+impl Participants for RegistrySnapshot {
+    fn organisation_idno(&self, id: &str) -> Option<&str> {
+        self.get(id)
+            .map(|entry| entry.participant.organisation.idno.as_str())
+    }
+}
+
+impl<P: Participants + ?Sized> Participants for std::sync::Arc<P> {
+    fn organisation_idno(&self, id: &str) -> Option<&str> {
+        (**self).organisation_idno(id)
+    }
+}
+
+/// Participant id → organisation IDNO, as the broker lists them.
+impl Participants for std::collections::HashMap<String, String> {
+    fn organisation_idno(&self, id: &str) -> Option<&str> {
+        self.get(id).map(String::as_str)
+    }
+}
+
 /// Parses and validates an application: JSON, schema, then the registry
 /// (applicant system and organisation), the catalog (services, fields,
 /// personal data), dates, and finally a trial build of the grants it would
 /// become. Returns every problem found.
-pub fn validate_application(
+pub fn validate_application<P: Participants + ?Sized>(
     body: &[u8],
     catalog: &Catalog,
-    registry: &RegistrySnapshot,
+    registry: &P,
 ) -> Result<Application, Vec<ApplicationProblem>> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         vec![ApplicationProblem::new(
@@ -256,10 +286,10 @@ pub fn validate_application(
     }
 }
 
-fn cross_check(
+fn cross_check<P: Participants + ?Sized>(
     application: &Application,
     catalog: &Catalog,
-    registry: &RegistrySnapshot,
+    registry: &P,
 ) -> Vec<ApplicationProblem> {
     let mut problems = Vec::new();
     let mut problem = |code: &'static str, pointer: String, reason: String| {
@@ -276,7 +306,7 @@ fn cross_check(
             ),
         );
     }
-    match registry.get(&applicant.system) {
+    match registry.organisation_idno(&applicant.system) {
         None => problem(
             INVALID,
             "/applicant/system".into(),
@@ -285,12 +315,12 @@ fn cross_check(
                 applicant.system
             ),
         ),
-        Some(entry) if entry.participant.organisation.idno != applicant.idno => problem(
+        Some(idno) if idno != applicant.idno => problem(
             INVALID,
             "/applicant/system".into(),
             format!(
                 "participant `{}` belongs to IDNO {}, not to the applicant IDNO {}",
-                applicant.system, entry.participant.organisation.idno, applicant.idno
+                applicant.system, idno, applicant.idno
             ),
         ),
         Some(_) => {}
@@ -416,10 +446,10 @@ fn cross_check(
 /// Builds the grants the application would become and loads them as the
 /// broker would, so that approval can never produce a grant the policy
 /// loader refuses (a check this module does not repeat by hand).
-fn trial_build(
+fn trial_build<P: Participants + ?Sized>(
     application: &Application,
     catalog: &Catalog,
-    registry: &RegistrySnapshot,
+    registry: &P,
     problems: &mut Vec<ApplicationProblem>,
 ) {
     let grants: Vec<Value> = application
@@ -438,7 +468,7 @@ fn trial_build(
         })
         .collect();
     let document = serde_json::json!({ "grants": grants });
-    let known = |id: &str| registry.get(id).is_some();
+    let known = |id: &str| registry.organisation_idno(id).is_some();
     if let Err(errors) =
         PolicyIndex::from_documents([(PathBuf::from("application"), document)], catalog, &known)
     {

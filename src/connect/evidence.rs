@@ -9,10 +9,23 @@
 //! [`MAX_SKEW_SECS`] of the broker's clock) and a `keyid` naming a
 //! registered certificate.
 //!
+//! A second, optional piece is the official's own signature through MSign
+//! ([`UserSignature`]): the detached signature over the SHA-256 of the exact
+//! body, with the certificate that made it, sent in `MConnect-User-Signature`
+//! and `MConnect-User-Certificate` (covered by the RFC 9421 signature). The
+//! broker keeps it only if the certificate chains to the bus CA (which
+//! stands in for the national PKI that issues people's signing
+//! certificates), is in date, names the calling user's IDNP in its subject
+//! (`serialNumber`, `PNOMD-{IDNP}` as ETSI EN 319 412-1 writes it, or the
+//! bare IDNP) and the signature verifies over the digest; otherwise the
+//! submission is refused ([`verify_user_signature`]).
+//!
 //! Invariants:
 //! - nothing is kept unless the signature and the digest verified;
 //! - [`Evidence::reverify`] needs only the evidence itself (the signer's
-//!   certificate is inside), never the registry's current state.
+//!   certificate is inside), never the registry's current state; it checks
+//!   the official's signature again too (signature, digest and subject; the
+//!   chain was checked on arrival).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +38,7 @@ use crate::crypto::{Algorithm, VerifyingKey, certificate_fingerprint};
 use crate::exchange::call::{headers as h, labels};
 use crate::httpsig::{self, HttpSigError, MessageView, RequestView};
 use crate::registry::RegistrySnapshot;
+use crate::trust::{ParsedCertificate, TrustAnchors};
 
 /// How far `created` may be from the broker's clock (PROTOCOL.md section 2).
 pub const MAX_SKEW_SECS: i64 = 300;
@@ -70,6 +84,33 @@ pub struct Evidence {
     /// `MConnect-Calling-User` when signed: the official who filed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calling_user: Option<String>,
+    /// The calling user's own signature (MSign) over the body's SHA-256,
+    /// when the submission carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_signature: Option<UserSignature>,
+}
+
+/// An official's own signature over a submitted version (through MSign),
+/// verified on arrival: the second piece of evidence beside the submitting
+/// system's RFC 9421 signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSignature {
+    /// The IDNP the certificate names: the calling user.
+    pub idnp: String,
+    /// SHA-256 of the exact body, lowercase hex: the 32 bytes signed.
+    pub digest_sha256: String,
+    /// The detached signature as MSign returned it, standard base64.
+    pub signature: String,
+    /// The algorithm it verified with (`rsa-v1_5-sha256`,
+    /// `ecdsa-p256-sha256`, `ed25519`).
+    pub algorithm: String,
+    /// The signer's certificate (PEM).
+    pub certificate: String,
+    /// Its SHA-256 fingerprint, lowercase hex.
+    pub certificate_fingerprint: String,
+    /// Its subject, as text (RFC 4514).
+    pub subject: String,
 }
 
 /// Why a submission's signature was refused (problem+json material).
@@ -249,7 +290,154 @@ pub fn verify_submission(
         signer_certificate,
         created,
         calling_user,
+        user_signature: None,
     })
+}
+
+/// Checks the official's own signature a submission carries, if any
+/// (`MConnect-User-Signature` and `MConnect-User-Certificate`), against the
+/// evidence of its RFC 9421 signature: both fields covered by that
+/// signature, the certificate chained to `anchors` and in date at `now`,
+/// its subject naming the calling user, and the signature verifying over
+/// the SHA-256 of the body. `Ok(None)` when the submission carries none.
+pub fn verify_user_signature(
+    submission: &Submission<'_>,
+    evidence: &Evidence,
+    anchors: &TrustAnchors,
+    now: i64,
+) -> Result<Option<UserSignature>, SignatureRefusal> {
+    let present = |name: &str| submission.headers.contains_key(name);
+    match (present(h::USER_SIGNATURE), present(h::USER_CERTIFICATE)) {
+        (false, false) => return Ok(None),
+        (true, true) => {}
+        _ => {
+            return Err(refusal(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                "MConnect-User-Signature and MConnect-User-Certificate go together: send both or neither",
+            ));
+        }
+    }
+    // The values kept are those the RFC 9421 signature covered.
+    let (Some(signature), Some(certificate)) = (
+        evidence.headers.get(h::USER_SIGNATURE),
+        evidence.headers.get(h::USER_CERTIFICATE),
+    ) else {
+        return Err(invalid(
+            "the submission's signature must cover mconnect-user-signature and mconnect-user-certificate",
+        ));
+    };
+    let Some(idnp) = evidence.calling_user.as_deref() else {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "request.malformed",
+            "a user signature needs a signed MConnect-Calling-User: the official who signed",
+        ));
+    };
+    let der = STANDARD.decode(certificate.trim()).map_err(|_| {
+        user_invalid("MConnect-User-Certificate is not base64 of a DER certificate")
+    })?;
+    let pem = pem_of(&der);
+    let parsed = ParsedCertificate::from_pem(&pem)
+        .map_err(|e| user_invalid(format!("the signing certificate: {e}")))?;
+    anchors.check(&parsed, now).map_err(|e| {
+        user_invalid(format!(
+            "the signing certificate is not accepted (it must be issued to the person by the national PKI, the bus CA here): {e}"
+        ))
+    })?;
+    let user = UserSignature {
+        idnp: idnp.to_string(),
+        digest_sha256: hex::encode(crate::crypto::sha256(submission.body)),
+        signature: signature.trim().to_string(),
+        algorithm: String::new(),
+        certificate: pem,
+        certificate_fingerprint: certificate_fingerprint(&der),
+        subject: String::new(),
+    };
+    let (algorithm, subject) = user.check().map_err(user_invalid)?;
+    Ok(Some(UserSignature {
+        algorithm,
+        subject,
+        ..user
+    }))
+}
+
+fn user_invalid(detail: impl Into<String>) -> SignatureRefusal {
+    refusal(
+        StatusCode::UNAUTHORIZED,
+        "connect.user_signature_invalid",
+        detail,
+    )
+}
+
+/// A DER certificate as PEM.
+fn pem_of(der: &[u8]) -> String {
+    let text = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// The IDNP a person's certificate names: its subject's `serialNumber`
+/// (OID 2.5.4.5), `PNOMD-{IDNP}` or the bare IDNP.
+fn subject_idnps(der: &[u8]) -> Result<(Vec<String>, String), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("the signing certificate is not X.509: {e}"))?;
+    let subject = cert.subject();
+    let serials = subject
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+        .filter_map(|a| a.as_str().ok())
+        .map(|v| v.strip_prefix("PNOMD-").unwrap_or(v).to_string())
+        .collect();
+    Ok((serials, subject.to_string()))
+}
+
+impl UserSignature {
+    /// Checks the signature from what it holds: the certificate names
+    /// [`UserSignature::idnp`] and its key verifies the signature over the
+    /// digest. Returns the algorithm and the subject.
+    fn check(&self) -> Result<(String, String), String> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(self.certificate.as_bytes())
+            .map_err(|e| format!("the signing certificate is unreadable: {e}"))?;
+        if certificate_fingerprint(&der) != self.certificate_fingerprint {
+            return Err("the kept signing certificate is not the one fingerprinted".into());
+        }
+        let (idnps, subject) = subject_idnps(&der)?;
+        if !idnps.contains(&self.idnp) {
+            return Err(format!(
+                "the signing certificate ({subject}) does not name the calling user {}: the official who files must sign",
+                self.idnp
+            ));
+        }
+        let digest: [u8; 32] = hex::decode(&self.digest_sha256)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or("the signed digest is not a SHA-256 in hex")?;
+        let raw = STANDARD
+            .decode(&self.signature)
+            .map_err(|_| "MConnect-User-Signature is not base64")?;
+        let key = VerifyingKey::from_certificate_der(&der)
+            .map_err(|e| format!("the signing certificate's key is unusable: {e}"))?;
+        // MSign signs RSA keys with PKCS#1 v1.5 and writes ECDSA in DER.
+        let (alg, raw) = match key.default_algorithm() {
+            Algorithm::RsaPssSha512 | Algorithm::RsaV15Sha256 => (Algorithm::RsaV15Sha256, raw),
+            Algorithm::EcdsaP256Sha256 => (
+                Algorithm::EcdsaP256Sha256,
+                crate::crypto::ecdsa_p256_der_to_fixed(&raw).unwrap_or(raw),
+            ),
+            Algorithm::Ed25519 => (Algorithm::Ed25519, raw),
+        };
+        key.verify(alg, &digest, &raw).map_err(|_| {
+            "the user signature does not verify over the SHA-256 of the application with the signing certificate".to_string()
+        })?;
+        Ok((alg.as_str().to_string(), subject))
+    }
 }
 
 fn algorithm(stated: Option<&str>, key: &VerifyingKey) -> Result<Algorithm, SignatureRefusal> {
@@ -336,6 +524,15 @@ impl Evidence {
             .ok_or("no Content-Digest was kept")?;
         httpsig::digest::verify_content_digest(digest, &body)
             .map_err(|e| format!("digest: {e}"))?;
+        if let Some(user) = &self.user_signature {
+            if user.digest_sha256 != self.body_sha256 {
+                return Err("the user signature is over another body".into());
+            }
+            if self.calling_user.as_deref() != Some(user.idnp.as_str()) {
+                return Err("the user signature is not the calling user's".into());
+            }
+            user.check()?;
+        }
         Ok(())
     }
 }

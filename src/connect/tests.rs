@@ -70,6 +70,7 @@ fn sample_evidence() -> Evidence {
         signer_certificate: String::new(),
         created: T0,
         calling_user: None,
+        user_signature: None,
     }
 }
 
@@ -684,4 +685,158 @@ fn signatures_are_verified_kept_and_verifiable_again() {
     let mut tampered = kept;
     tampered.signer_certificate = keys[1].1.clone();
     assert!(tampered.reverify().unwrap_err().contains("keyid"));
+}
+
+#[test]
+fn an_officials_own_signature_is_verified_kept_and_verifiable_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("ca").unwrap();
+    let (registry, keys) = registry_with(&ca, dir.path());
+    let snapshot = registry.snapshot();
+    let (_, cert, key) = keys.iter().find(|(p, _, _)| p == "apl-cahul").unwrap();
+    let credentials =
+        mconnect_sdk::Credentials::from_pem("apl-cahul", cert, key, ca.cert_pem(), None).unwrap();
+    let uri = "https://127.0.0.1:8444/v1/connection-requests";
+    let body = Bytes::from_static(br#"{"hello": "world"}"#);
+    let now = crate::exchange::unix_now();
+    let (idnp, other) = ("2000000000048", "2000000000015");
+    let person = ca.issue_person(idnp, "Elena Ciobanu").unwrap();
+    // MSign signs the 32 bytes of the digest; ECDSA comes back in DER.
+    let sign = |issued: &crate::pki::IssuedCertificate, message: &[u8]| {
+        let key = crate::crypto::SigningKey::from_pem(&issued.key_pem).unwrap();
+        let raw = key.sign(&crate::crypto::sha256(message)).unwrap();
+        client::UserSigned {
+            signature: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                crate::crypto::ecdsa_p256_fixed_to_der(&raw),
+            ),
+            certificate_pem: issued.cert_pem.clone(),
+        }
+    };
+    let check = |request: &http::Request<http_body_util::Full<Bytes>>| {
+        let submission = evidence::Submission {
+            method: request.method().as_str(),
+            target_uri: uri,
+            headers: request.headers(),
+            body: &body,
+        };
+        let mut kept = verify_submission(&submission, &snapshot, now)?;
+        kept.user_signature =
+            evidence::verify_user_signature(&submission, &kept, registry.anchors(), now)?;
+        Ok::<_, SignatureRefusal>(kept)
+    };
+    let submit = |calling_user: &str, user: &client::UserSigned| {
+        client::signed_submission_with(
+            &credentials,
+            Method::POST,
+            uri,
+            body.clone(),
+            calling_user,
+            Some(user),
+        )
+        .unwrap()
+    };
+
+    let kept = check(&submit(idnp, &sign(&person, &body))).unwrap();
+    let user = kept.user_signature.clone().expect("kept with the evidence");
+    assert_eq!(user.idnp, idnp);
+    assert_eq!(user.digest_sha256, kept.body_sha256);
+    assert_eq!(user.algorithm, "ecdsa-p256-sha256");
+    assert!(
+        user.subject.contains("PNOMD-2000000000048"),
+        "{}",
+        user.subject
+    );
+    assert_eq!(user.certificate_fingerprint, person.fingerprint);
+    kept.reverify().unwrap();
+    // Without one, nothing is kept and nothing is refused.
+    let plain =
+        client::signed_submission(&credentials, Method::POST, uri, body.clone(), idnp).unwrap();
+    assert_eq!(check(&plain).unwrap().user_signature, None);
+
+    // (what is wrong, the request, code)
+    let outsider_ca = DevCa::generate("another CA").unwrap();
+    let cases = [
+        (
+            "another person's certificate",
+            submit(other, &sign(&person, &body)),
+            "connect.user_signature_invalid",
+        ),
+        (
+            "a signature over another body",
+            submit(idnp, &sign(&person, b"{}")),
+            "connect.user_signature_invalid",
+        ),
+        (
+            "a certificate of another CA",
+            submit(
+                idnp,
+                &sign(&outsider_ca.issue_person(idnp, "Elena").unwrap(), &body),
+            ),
+            "connect.user_signature_invalid",
+        ),
+        (
+            "a signature without its certificate",
+            {
+                let mut r = plain.clone_without_body();
+                r.headers_mut().insert(
+                    "mconnect-user-signature",
+                    http::HeaderValue::from_str(&sign(&person, &body).signature).unwrap(),
+                );
+                r
+            },
+            "request.malformed",
+        ),
+        (
+            "a signature added after the submission was signed",
+            {
+                let mut r = plain.clone_without_body();
+                let user = sign(&person, &body);
+                r.headers_mut().insert(
+                    "mconnect-user-signature",
+                    http::HeaderValue::from_str(&user.signature).unwrap(),
+                );
+                let der = mconnect_sdk::parse_certs(&person.cert_pem).unwrap();
+                r.headers_mut().insert(
+                    "mconnect-user-certificate",
+                    http::HeaderValue::from_str(&base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        der[0].as_ref(),
+                    ))
+                    .unwrap(),
+                );
+                r
+            },
+            "signature.invalid",
+        ),
+    ];
+    for (what, request, code) in cases {
+        assert_eq!(check(&request).unwrap_err().code, code, "{what}");
+    }
+
+    // Kept evidence whose user signature was changed no longer verifies.
+    let mut tampered = kept.clone();
+    if let Some(u) = tampered.user_signature.as_mut() {
+        u.idnp = other.into();
+    }
+    assert!(tampered.reverify().is_err());
+    let mut tampered = kept;
+    if let Some(u) = tampered.user_signature.as_mut() {
+        u.signature = sign(&person, b"{}").signature;
+    }
+    assert!(tampered.reverify().unwrap_err().contains("does not verify"));
+}
+
+trait CloneWithoutBody {
+    fn clone_without_body(&self) -> http::Request<http_body_util::Full<Bytes>>;
+}
+
+impl CloneWithoutBody for http::Request<http_body_util::Full<Bytes>> {
+    fn clone_without_body(&self) -> http::Request<http_body_util::Full<Bytes>> {
+        let mut r = http::Request::new(http_body_util::Full::new(Bytes::new()));
+        *r.method_mut() = self.method().clone();
+        *r.uri_mut() = self.uri().clone();
+        *r.headers_mut() = self.headers().clone();
+        r
+    }
 }

@@ -6,7 +6,12 @@ officials come from sandbox.json). An APL official finds a service in the
 catalog, signs in, looks a resident up through the check page, sees the
 minimised answer with a verified receipt and prints the extract; an official
 of another authority cannot use that grant; the resident sees the lookup
-in their history and cannot reach an official's page. Every page must pass axe-core
+in their history and cannot reach an official's page; the auditor finds
+that lookup in the audit log, verifies its inclusion proof and downloads
+the evidence, which an official cannot; an authority applies for a
+connection, the operator asks for changes, the authority resubmits, the
+operator approves, the provider confirms and the authority looks a person
+up through its new grant. Every page must pass axe-core
 with no serious or critical violation. Exits non-zero on the first failure,
 saying what failed.
 
@@ -65,6 +70,145 @@ class Run:
         self.axe(name)
 
 
+def applications_flow(run, page, context, portal, officials):
+    """Connection applications: Cahul's administrator fills the form (the
+    server's problems first), signs it through MSign (the waiting page
+    refreshes itself) and sends it; the operator asks for changes; the
+    administrator edits, signs and resends; the operator compares the
+    versions and approves; the provider confirms; the administrator gives
+    herself the new grant and looks a person up through it. An official of
+    another authority cannot open the application."""
+    admin = next(o for o in officials if o["participant"] == "apl-cahul" and "administrator" in o["roles"])
+    operator = next(o for o in officials if "operator" in o["roles"])
+    provider = next(o for o in officials if o["participant"] == "asp-rsp" and "provider" in o["roles"])
+    other = next(o for o in officials if o["participant"] == "apl-balti" and "administrator" in o["roles"])
+
+    def sign_in(who):
+        context.clear_cookies()
+        page.goto(f"{portal}/sign-in")
+        page.click(f"input[value='{who['idnp']}']")
+        page.click("button[type=submit]")
+        check(page.url.endswith("/account"), f"{who['name']} signs in, not {page.url}")
+
+    def sign_and_send(name):
+        check(page.url.endswith("/applications/check"), f"{name}: the check page, not {page.url}")
+        run.axe(f"{name}-check")
+        with page.expect_response(lambda r: r.url.endswith("/applications/sign")) as signing:
+            page.click("form[action='/applications/sign'] button")
+        refresh = signing.value.headers.get("refresh", "")
+        check(refresh.startswith("2; url=/applications/signing"), f"{name}: the waiting page refreshes itself, not {refresh!r}")
+        check(page.locator("a[href='/applications/signing?manual']").count() == 1, f"{name}: and can be stopped")
+        run.axe(f"{name}-signing")
+        # The page refreshes itself (no script) until MSign has signed.
+        page.wait_for_selector("form[action='/applications/submit'] button", timeout=20000)
+        run.axe(f"{name}-signed")
+        page.click("form[action='/applications/submit'] button")
+        check("/applications/cr-" in page.url, f"{name}: the request's page, not {page.url}")
+
+    def fill(use_case):
+        values = {
+            "#f-services-0-legal_bases-0-id": "md-law-100-2001-art-5",
+            "#f-services-0-legal_bases-0-act": "Legea nr. 100/2001 privind actele de stare civilă",
+            "#f-services-0-legal_bases-0-article": "art. 5",
+            "#f-services-0-legal_bases-0-text": "Actele de stare civilă se întocmesc pe baza Registrului de stat al populației.",
+            "#f-services-0-purpose-code": "civil-status-registration",
+            "#f-services-0-purpose-text-ro": "Înregistrarea actelor de stare civilă",
+            "#f-services-0-purpose-text-ru": "Регистрация актов гражданского состояния",
+            "#f-services-0-purpose-text-en": "Registering civil status acts",
+            "#f-services-0-use_case": use_case,
+            "#f-controller_register_no": "0000303-002",
+            "#f-validity-from": "2025-01-01",
+            "#f-contacts-technical-name": "Serviciul IT, Primăria Cahul",
+            "#f-contacts-technical-email": "it@cahul.md",
+            "#f-contacts-legal-name": "Serviciul juridic, Primăria Cahul",
+            "#f-contacts-legal-email": "juridic@cahul.md",
+        }
+        for selector, value in values.items():
+            page.fill(selector, value)
+        for field in ["idnp", "first_name", "last_name"]:
+            page.check(f"input[name='services/0/fields'][value='{field}']")
+        page.check("#f-declare")
+
+    # The authority's administrator applies.
+    sign_in(admin)
+    run.goto(f"{portal}/applications", "applications")
+    page.click("a[href='/applications/new']")
+    run.axe("application-new")
+    page.check("input[value='asp-rsp/person-by-idnp']")
+    page.click("form[action='/applications/form'] button[type=submit]")
+    run.axe("application-form")
+    page.click("#application button[type=submit]:not([name])")
+    check(page.locator(".error-summary a").count() >= 5, "an empty form is summarised, field by field")
+    check(page.locator(".error-message").count() >= 5, "with the errors beside the fields")
+    run.axe("application-form-errors")
+    fill("Registering births and marriages")
+    page.click("#application button[type=submit]:not([name])")
+    sign_and_send("application")
+    request_page = page.url.split("?")[0]
+    request_id = request_page.rsplit("/", 1)[1]
+    run.axe("application-show")
+
+    # Another authority's official cannot open it.
+    sign_in(other)
+    run.goto(f"{portal}/applications/{request_id}", "application-refused", status=404)
+
+    # The operator takes it up and asks for changes, with a reason.
+    sign_in(operator)
+    run.goto(f"{portal}/operator", "operator-queue")
+    page.click(f"a[href='/operator/{request_id}']")
+    check(page.locator(".tag.verified").count() >= 1, "the operator sees the signatures verified")
+    run.axe("operator-show")
+    page.click(f"button[formaction='/operator/{request_id}/review']")
+    page.fill("#f-reason", "Say which department uses the data")
+    page.click(f"button[formaction='/operator/{request_id}/request-changes']")
+    check(page.locator(".panel").count() == 1, "the decision is recorded")
+    run.axe("operator-decided")
+
+    # The administrator edits, signs again and resends.
+    sign_in(admin)
+    page.goto(f"{portal}/applications/{request_id}")
+    check("Say which department uses the data" in page.content(), "the applicant sees the reason")
+    page.click(f"a[href='/applications/{request_id}/edit']")
+    run.axe("application-edit")
+    page.fill("#f-services-0-use_case", "The civil status department registers births and marriages")
+    page.fill("#f-reason", "named the department")
+    page.click("#application button[type=submit]:not([name])")
+    sign_and_send("resubmission")
+
+    # The operator compares the versions and approves.
+    sign_in(operator)
+    page.goto(f"{portal}/operator/{request_id}")
+    check(page.locator(".diff-added").count() >= 1, "the versions are compared")
+    run.axe("operator-diff")
+    page.click(f"button[formaction='/operator/{request_id}/review']")
+    page.click(f"button[formaction='/operator/{request_id}/approve']")
+
+    # The provider confirms for its service.
+    sign_in(provider)
+    run.goto(f"{portal}/confirmations", "confirmations")
+    page.click(f"a[href='/confirmations/{request_id}']")
+    run.axe("confirmation")
+    page.click(f"button[formaction='/confirmations/{request_id}/confirm']")
+    check("state-active" in page.content(), "the last confirmation puts the grant in force")
+
+    # The administrator gives herself the new grant and looks a person up.
+    sign_in(admin)
+    grant = f"{request_id}.1"
+    page.goto(f"{portal}/admin/officials")
+    page.check(f"input[name='allow:{admin['idnp']}:{grant}']")
+    page.click("form[action='/admin/officials'] button[type=submit]")
+    question = f"/lookup/{grant}/asp-rsp/person-by-idnp"
+    page.goto(f"{portal}/lookup")
+    page.click(f"a[href='{question}']")
+    page.fill("#person", "2000000000037")
+    page.click("button[type=submit]")
+    page.click("button[type=submit]")
+    content = page.content()
+    check("<code>first_name</code>" in content, "the new grant answers with its fields")
+    check("<code>birth_date</code>" not in content, "and no others")
+    run.axe("application-lookup")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sandbox", required=True, help="the sandbox directory (sandbox.json)")
@@ -75,7 +219,8 @@ def main():
     portal = manifest["portal"]["url"]
     officials = manifest["portal"]["officials"]
     cahul = next(o for o in officials if o["participant"] == "apl-cahul" and "administrator" not in o["roles"])
-    other = next(o for o in officials if o["participant"] != "apl-cahul")
+    other = next(o for o in officials if o["participant"] != "apl-cahul" and "official" in o["roles"])
+    auditor = next(o for o in officials if "auditor" in o["roles"])
     shots = pathlib.Path(args.screenshots) if args.screenshots else None
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
@@ -158,6 +303,53 @@ def main():
         check(cahul["idnp"] not in content, "but not the official's IDNP")
         run.axe("my-data")
         run.goto(f"{portal}/lookup", "resident-refused", status=403)
+
+        # The auditor of the data protection authority declares a legal
+        # basis and purpose from their grant, finds Cahul's lookup of the
+        # resident in the broker's audit log, opens it with its inclusion
+        # proof verified and downloads the evidence; an official of Cahul
+        # is refused the log.
+        context.clear_cookies()
+        run.goto(f"{portal}/sign-in", "sign-in-auditor")
+        page.click(f"input[value='{auditor['idnp']}']")
+        page.click("button[type=submit]")
+        check(page.url.endswith("/account"), f"the auditor's sign-in leads to the account, not {page.url}")
+        page.click("a[href='/audit']")
+        run.axe("audit-declare")
+        page.check("input[name=purpose] >> nth=0")
+        page.check("input[name=basis] >> nth=0")
+        page.click("button[type=submit]")
+        check(page.url.endswith("/audit"), f"the declaration leads to the search, not {page.url}")
+        run.axe("audit-search")
+        search = "form:has(#subject) button[type=submit]"
+        page.fill("#subject", "2000000000038")
+        page.click(search)
+        check(page.locator(".error-summary").count() == 1, "a wrong IDNP is summarised as an error")
+        run.axe("audit-search-error")
+        page.fill("#subject", "2000000000037")
+        page.fill("#client", "apl-cahul")
+        page.select_option("#service", "asp-rsp/person-by-idnp")
+        page.select_option("#event", "exchange")
+        page.click(search)
+        found = page.locator("a[href^='/audit/records/']")
+        check(found.count() >= 1, "the search finds Cahul's lookup of the resident")
+        run.axe("audit-results")
+        found.first.click()
+        content = page.content()
+        check("Dovada includerii a fost verificată" in content, "the record's inclusion proof is verified")
+        check("2000000000037" in content and cahul["idnp"] in content, "the record names the person and the official")
+        run.axe("audit-record")
+        with page.expect_download() as download:
+            page.click("a[href$='/export']")
+        lines = pathlib.Path(download.value.path()).read_text().splitlines()
+        check(len(lines) == 2 and "tree_head" in json.loads(lines[0]) and "audit_path" in json.loads(lines[1]),
+              "the evidence is a signed tree head and the record with its proof")
+        context.clear_cookies()
+        run.goto(f"{portal}/sign-in", "sign-in-after-audit")
+        page.click(f"input[value='{cahul['idnp']}']")
+        page.click("button[type=submit]")
+        run.goto(f"{portal}/audit", "audit-refused", status=403)
+        applications_flow(run, page, context, portal, officials)
         browser.close()
     print(json.dumps({"pages_checked": run.checked}))
 

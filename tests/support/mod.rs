@@ -4,6 +4,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+pub mod smtp;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -73,7 +76,12 @@ pub struct Bus {
 
 impl Bus {
     pub async fn start() -> Bus {
-        let dir = tempfile::tempdir().unwrap();
+        Bus::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// A bus in `dir`, which the caller may have prepared (MNotify's SMTP
+    /// server, for one: `smtp::Smtp::serve_sandbox`).
+    pub async fn start_in(dir: tempfile::TempDir) -> Bus {
         let sandbox = mconnect_cli::sandbox::start(&args(dir.path()))
             .await
             .expect("sandbox starts");

@@ -15,6 +15,15 @@
 //! MSign returns XAdES or a signed PDF instead; the trait carries the format
 //! name so a deployment can say which it returns.
 //!
+//! The signer: a person with a signing certificate of their own in the
+//! signers directory (`{dir}/{IDNP}.key.pem` and `.cert.pem`, see
+//! [`LocalBackend::with_signers`]; the sandbox issues them for its people,
+//! the IDNP in the subject's `serialNumber`) is signed for with that key and
+//! certificate, as the real MSign signs with the person's qualified
+//! certificate. Anyone else is signed for with MSign's own key and
+//! certificate, which names no person: good for a demonstration, never
+//! accepted where the signer must be the person (a connection application).
+//!
 //! Invariants:
 //! - a request is signed at most once; its result never changes afterwards;
 //! - a request not signed within its time to live is `Expired`, never signed
@@ -23,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -192,6 +202,8 @@ pub struct LocalBackend {
     sign_delay: Duration,
     ttl: Duration,
     requests: Mutex<HashMap<String, Entry>>,
+    /// Where the people's own signing keys and certificates are.
+    signers: Option<PathBuf>,
 }
 
 /// At most this many open requests are kept; the oldest go first, so memory
@@ -218,7 +230,33 @@ impl LocalBackend {
             sign_delay,
             ttl,
             requests: Mutex::new(HashMap::new()),
+            signers: None,
         })
+    }
+
+    /// Signs for a person with their own key and certificate when `dir`
+    /// holds `{IDNP}.key.pem` and `{IDNP}.cert.pem`.
+    pub fn with_signers(mut self, dir: PathBuf) -> LocalBackend {
+        self.signers = Some(dir);
+        self
+    }
+
+    /// The person's own key and certificate, if the signers directory has
+    /// them; `Err` when they are there but unusable.
+    fn personal(&self, idnp: &str) -> Result<Option<(SigningKey, String)>, String> {
+        let Some(dir) = &self.signers else {
+            return Ok(None);
+        };
+        let key_path = dir.join(format!("{idnp}.key.pem"));
+        if !key_path.exists() {
+            return Ok(None);
+        }
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let key = SigningKey::from_pem(&read(key_path)?).map_err(|e| e.to_string())?;
+        let certificate = read(dir.join(format!("{idnp}.cert.pem")))?;
+        Ok(Some((key, certificate)))
     }
 
     fn sign(&self, entry: &Entry, request_id: &str) -> SignResponse {
@@ -233,9 +271,23 @@ impl LocalBackend {
             signed_at: None,
             failure_reason: None,
         };
-        match self.key.sign(&entry.message) {
+        let personal = match self.personal(&entry.signer_idnp) {
+            Ok(personal) => personal,
+            Err(e) => {
+                return SignResponse {
+                    status: SignStatus::Failure,
+                    failure_reason: Some(format!("the signer's certificate is unusable: {e}")),
+                    ..base
+                };
+            }
+        };
+        let (key, certificate) = match &personal {
+            Some((key, certificate)) => (key, certificate),
+            None => (&*self.key, &self.certificate_pem),
+        };
+        match key.sign(&entry.message) {
             Ok(raw) => {
-                let alg = self.key.algorithm();
+                let alg = key.algorithm();
                 let encoded = match alg {
                     Algorithm::EcdsaP256Sha256 => ecdsa_p256_fixed_to_der(&raw),
                     _ => raw,
@@ -243,7 +295,7 @@ impl LocalBackend {
                 SignResponse {
                     signature: Some(B64.encode(encoded)),
                     signature_format: Some(format_name(alg).to_string()),
-                    certificate: Some(self.certificate_pem.clone()),
+                    certificate: Some(certificate.clone()),
                     signed_at: Some(now_rfc3339()),
                     ..base
                 }
@@ -552,6 +604,47 @@ mod tests {
             backend.get_sign_response("nope").await,
             Err(SignError::UnknownRequest(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_person_with_a_certificate_of_their_own_is_signed_for_with_it() {
+        let (msign, dir) = ec_backend(Duration::ZERO, Duration::from_secs(60));
+        // The person's key and certificate: another openssl-made pair.
+        let (person, person_dir) = ec_backend(Duration::ZERO, Duration::from_secs(60));
+        drop(person);
+        let signers = dir.path().join("signers");
+        std::fs::create_dir_all(&signers).unwrap();
+        for suffix in ["key.pem", "cert.pem"] {
+            std::fs::copy(
+                person_dir.path().join(suffix),
+                signers.join(format!("2000000000015.{suffix}")),
+            )
+            .unwrap();
+        }
+        let backend = msign.with_signers(signers);
+        let id = backend.post_sign_request(document_request()).await.unwrap();
+        let done = backend.get_sign_response(&id).await.unwrap();
+        assert_eq!(done.status, SignStatus::Success);
+        let own = std::fs::read_to_string(person_dir.path().join("cert.pem")).unwrap();
+        assert_eq!(done.certificate.as_deref(), Some(own.as_str()));
+        let verdict = backend
+            .verify(VerifyRequest {
+                content_type: ContentType::Document,
+                hash: None,
+                document: Some(B64.encode(b"contract")),
+                signature: done.signature.unwrap(),
+                certificate: Some(own),
+            })
+            .await
+            .unwrap();
+        assert!(verdict.valid && !verdict.signer_known, "{verdict:?}");
+        // Anyone else is signed for with MSign's own certificate.
+        let mut other = document_request();
+        other.signer_idnp = "2000000000026".into();
+        let id = backend.post_sign_request(other).await.unwrap();
+        let done = backend.get_sign_response(&id).await.unwrap();
+        let msign_cert = std::fs::read_to_string(dir.path().join("cert.pem")).unwrap();
+        assert_eq!(done.certificate.as_deref(), Some(msign_cert.as_str()));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! `--broker-url` are unused: sign requests live in memory and MSign only
 //! answers); prints `LISTENING https://…` once it serves. The participant is
 //! `msign` and the algorithm `rsa-v1_5-sha256` unless given. The reference
-//! backend signs with this participant's own key and certificate from the
-//! development PKI (`{pki}/{participant}.key.pem`, `.cert.pem`).
+//! backend signs for a person with their own key and certificate when the
+//! development PKI holds them (`{pki}/signers/{IDNP}.key.pem`, `.cert.pem`,
+//! issued by the sandbox to its people), else with this participant's own
+//! key and certificate (`{pki}/{participant}.key.pem`, `.cert.pem`).
 //!
 //! Layout: `service` is the bus side (route, parse, answer), `backend` the
 //! reference signer behind the `SignBackend` trait.
@@ -57,12 +59,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let cert_path = args.common.pki.join(format!("{participant}.cert.pem"));
     // The reference signer is this participant's own certificate: the sandbox
     // CA issued it, so anyone holding ca.cert.pem can check the chain.
-    let backend = Arc::new(backend::LocalBackend::new(
-        credentials.key.clone(),
-        std::fs::read_to_string(&cert_path)?,
-        Duration::from_millis(args.sign_delay_ms),
-        Duration::from_secs(args.request_ttl_s),
-    )?);
+    let backend = Arc::new(
+        backend::LocalBackend::new(
+            credentials.key.clone(),
+            std::fs::read_to_string(&cert_path)?,
+            Duration::from_millis(args.sign_delay_ms),
+            Duration::from_secs(args.request_ttl_s),
+        )?
+        .with_signers(args.common.pki.join("signers")),
+    );
     let settings = ProviderSettings {
         listen: args.common.listen,
         credentials,

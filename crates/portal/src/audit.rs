@@ -1,6 +1,8 @@
 //! What the portal itself decides is audited in a log of its own: every
 //! sign-in (and every refused one), sign-out, change of who may use which
-//! grant, and every refusal the portal makes before anything reaches the
+//! grant, every action an official takes on a connection application
+//! (recorded with the broker's answer, once the broker has recorded and
+//! applied it), and every refusal the portal makes before anything reaches the
 //! broker (a resident on an official's page, a form without its token). The
 //! lookups and the history reads are exchanges, audited by the broker.
 //!
@@ -72,6 +74,23 @@ pub enum PortalEvent {
         /// The grants the official may use from now on.
         grants: Vec<String>,
     },
+    /// An official acted on a connection request through the portal
+    /// (submitted, resubmitted, reviewed, asked for changes, approved,
+    /// rejected, confirmed), with the broker's answer.
+    ConnectionRequest {
+        /// The official's IDNP.
+        idnp: String,
+        /// Their organisation's participant id (the system that acted).
+        organisation: String,
+        /// The request id (`(new)` for a submission the broker refused).
+        request: String,
+        /// The transition (`submit`, `resubmit`, `review`, `approve`, ...).
+        action: String,
+        /// The broker's status.
+        status: u16,
+        /// The broker's problem code, when it refused.
+        problem: Option<String>,
+    },
     /// The portal refused a signed-in person something itself.
     Refused {
         /// The person's IDNP.
@@ -125,6 +144,30 @@ impl PortalEvent {
                 // that names grants.
                 grant_id: Some(grants.join(",")),
                 ..AuditRecord::management("portal.assignments", "assign", received, started)
+            },
+            PortalEvent::ConnectionRequest {
+                idnp,
+                organisation,
+                request,
+                action,
+                status,
+                problem,
+            } => AuditRecord {
+                calling_user: Some(idnp.clone()),
+                consumer: Some(organisation.clone()),
+                decision: if problem.is_some() {
+                    Decision::Refused
+                } else {
+                    Decision::Accepted
+                },
+                problem_code: problem.clone(),
+                http_status: *status,
+                ..AuditRecord::management(
+                    "portal.connection_request",
+                    format!("{request} {action}"),
+                    received,
+                    started,
+                )
             },
             PortalEvent::Refused {
                 idnp,

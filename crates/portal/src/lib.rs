@@ -32,12 +32,15 @@ use mconnect::catalog::Catalog;
 use mconnect::connect::client::AdminClient;
 
 pub mod admin;
+pub mod applications;
 pub mod assignments;
 pub mod audit;
+pub mod auditor;
 pub mod history;
 pub mod i18n;
 pub mod lookup;
 pub mod mpass;
+pub mod operator;
 pub mod pages;
 pub mod saml;
 pub mod security;
@@ -76,6 +79,11 @@ pub struct Portal {
     /// The broker's admin API, as each hosted organisation (connection
     /// applications, decisions on them, the audit log).
     admin: HashMap<String, AdminClient>,
+    /// What the auditor's pages check the broker's tree heads with.
+    auditing: Option<auditor::Auditing>,
+    /// Connection applications: signing through MSign and notices through
+    /// MNotify as the portal's own participant, and the drafts.
+    applications: Option<applications::Applications>,
 }
 
 /// The stylesheet, served from the portal itself (`style-src 'self'`).
@@ -93,6 +101,8 @@ impl Portal {
             audit: None,
             mpass: None,
             admin: HashMap::new(),
+            auditing: None,
+            applications: None,
         }
     }
 
@@ -111,6 +121,18 @@ impl Portal {
     /// The broker's admin API as each organisation in `clients`.
     pub fn with_admin(mut self, clients: HashMap<String, AdminClient>) -> Portal {
         self.admin = clients;
+        self
+    }
+
+    /// Connection applications, signed and announced with `applications`.
+    pub fn with_applications(mut self, applications: applications::Applications) -> Portal {
+        self.applications = Some(applications);
+        self
+    }
+
+    /// The auditor's pages, checking tree heads with `auditing`.
+    pub fn with_auditing(mut self, auditing: auditor::Auditing) -> Portal {
+        self.auditing = Some(auditing);
         self
     }
 
@@ -193,10 +215,16 @@ impl Portal {
             || path == "/sign-out"
             || path == "/admin/officials"
             || path == "/saml/acs"
-            || path.starts_with("/lookup/");
+            || path.starts_with("/lookup/")
+            || path.starts_with("/audit/")
+            || path.starts_with("/applications/")
+            || path.starts_with("/operator/")
+            || path.starts_with("/confirmations/");
         // MPass's signed Response is larger than any form of ours.
         let limit = if path == "/saml/acs" {
             mpass::MAX_RESPONSE_FORM_BYTES
+        } else if path == "/applications/form" {
+            applications::MAX_FORM_BYTES
         } else {
             MAX_FORM_BYTES
         };
@@ -261,6 +289,13 @@ impl Portal {
                     let _ = self.record(&event).await;
                 }
                 page
+            }
+            _ if path.starts_with("/audit/") => auditor::submit(self, head, lang, path, form).await,
+            _ if path.starts_with("/applications/") => {
+                applications::submit(self, head, lang, path, form).await
+            }
+            _ if path.starts_with("/operator/") || path.starts_with("/confirmations/") => {
+                operator::submit(self, head, lang, path, form).await
             }
             _ => {
                 let (id, session, official) = match self.official_session(head, lang) {
@@ -444,6 +479,11 @@ impl Portal {
                 None => pages::error(lang, StatusCode::NOT_FOUND, request),
             },
             ["lookup", ..] => self.lookup_page(request, lang, &segments),
+            ["audit", ..] => auditor::page(self, request, lang, &segments).await,
+            ["applications", ..] => applications::page(self, request, lang, &segments).await,
+            ["operator" | "confirmations", ..] => {
+                operator::page(self, request, lang, &segments).await
+            }
             ["admin", "officials"] => {
                 let (_, session, official) = match self.official_session(request, lang) {
                     Ok(signed_in) => signed_in,

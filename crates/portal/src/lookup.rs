@@ -201,9 +201,40 @@ pub struct LookupsPage {
 
 /// A choice of a radio group.
 pub struct Choice {
-    value: String,
-    label: String,
-    checked: bool,
+    pub(crate) value: String,
+    pub(crate) label: String,
+    pub(crate) checked: bool,
+}
+
+impl Choice {
+    /// The purposes and the legal bases of `grant` as radio buttons, with
+    /// `purpose` and `basis` checked (and a grant's only one always).
+    pub(crate) fn of_grant(
+        lang: Lang,
+        grant: &Grant,
+        purpose: &str,
+        basis: &str,
+    ) -> (Vec<Choice>, Vec<Choice>) {
+        let purposes = grant
+            .purposes
+            .iter()
+            .map(|p| Choice {
+                value: p.code.clone(),
+                label: lang.pick(&p.text).to_owned(),
+                checked: p.code == purpose || grant.purposes.len() == 1,
+            })
+            .collect();
+        let bases = grant
+            .legal_bases
+            .iter()
+            .map(|b| Choice {
+                value: b.id.clone(),
+                label: format!("{} — {}, {}", b.text, b.act, b.article),
+                checked: b.id == basis || grant.legal_bases.len() == 1,
+            })
+            .collect();
+        (purposes, bases)
+    }
 }
 
 /// `/lookup/{grant}/{provider}/{code}`.
@@ -379,6 +410,7 @@ pub fn question<B>(
         .register(&service.register)
         .map(|r| lang.pick(&r.name).to_owned())
         .unwrap_or_default();
+    let (purposes, bases) = Choice::of_grant(lang, grant, &purpose, &basis);
     let page = QuestionPage {
         lang_code: lang.code(),
         s,
@@ -387,24 +419,8 @@ pub fn question<B>(
         action: request.uri().path().to_owned(),
         csrf: session.csrf.clone(),
         register,
-        purposes: grant
-            .purposes
-            .iter()
-            .map(|p| Choice {
-                value: p.code.clone(),
-                label: lang.pick(&p.text).to_owned(),
-                checked: p.code == purpose || grant.purposes.len() == 1,
-            })
-            .collect(),
-        bases: grant
-            .legal_bases
-            .iter()
-            .map(|b| Choice {
-                value: b.id.clone(),
-                label: format!("{} — {}, {}", b.text, b.act, b.article),
-                checked: b.id == basis || grant.legal_bases.len() == 1,
-            })
-            .collect(),
+        purposes,
+        bases,
         person,
         errors,
     };

@@ -21,8 +21,10 @@ use mconnect::catalog::Catalog;
 use mconnect::connect::client::AdminClient;
 use mconnect::policy::{Grant, PolicyIndex};
 use mconnect_portal::Portal;
+use mconnect_portal::applications::Applications;
 use mconnect_portal::assignments::Assignments;
 use mconnect_portal::audit::PortalAudit;
+use mconnect_portal::auditor::Auditing;
 use mconnect_portal::history::History;
 use mconnect_portal::lookup::Lookups;
 use mconnect_portal::mpass::Mpass;
@@ -201,6 +203,24 @@ fn history(args: &Args, catalog: &Catalog) -> Result<Option<History>, String> {
     History::new(&participant, consumer, grants(policies, catalog)?).map(Some)
 }
 
+/// Connection applications, when the portal reaches the admin API and has
+/// its own participant: it asks MSign for officials' signatures and MNotify
+/// for the applicants' notices as that participant (its grants
+/// `portal-application-signing` and `portal-connection-notices`).
+fn applications(args: &Args) -> Result<Option<Applications>, String> {
+    let (Some(_), Some(entry), Some(url), Some(pki)) = (
+        &args.admin_url,
+        &args.own_participant,
+        &args.broker_url,
+        &args.pki,
+    ) else {
+        return Ok(None);
+    };
+    let broker = TrustedKeys::broker_in_pki_dir(pki).map_err(|e| e.to_string())?;
+    let (_, consumer) = consumer(entry, pki, url, &broker)?;
+    Ok(Some(Applications::new(consumer)))
+}
+
 /// The portal's audit log in `{state}/audit`, its tree heads signed with
 /// the key of `participant:algorithm` from the PKI directory.
 fn open_audit(state: &Path, own: &str, pki: &Path) -> Result<PortalAudit, String> {
@@ -342,6 +362,25 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let applications = match applications(&args) {
+        Ok(applications) => applications,
+        Err(e) => {
+            eprintln!("mconnect-portal: --own-participant: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    // Auditors read the log on the admin API; its tree heads are checked
+    // with the broker certificate of the PKI directory.
+    let auditing = match (&args.admin_url, &args.pki) {
+        (Some(_), Some(pki)) => match Auditing::from_pki_dir(pki) {
+            Ok(auditing) => Some(auditing),
+            Err(e) => {
+                eprintln!("mconnect-portal: the broker certificate: {e}");
+                return ExitCode::from(64);
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -371,6 +410,12 @@ fn main() -> ExitCode {
             portal = portal.with_history(history);
         }
         portal = portal.with_admin(admin);
+        if let Some(auditing) = auditing {
+            portal = portal.with_auditing(auditing);
+        }
+        if let Some(applications) = applications {
+            portal = portal.with_applications(applications);
+        }
         if let Some(mpass) = mpass {
             portal = portal.with_mpass(mpass);
         }

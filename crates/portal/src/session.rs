@@ -178,6 +178,10 @@ pub struct Session {
     pub csrf: String,
     /// The lookup awaiting confirmation, if any.
     pub pending: Option<PendingLookup>,
+    /// An auditor's declared legal basis and purpose, `(basis, purpose)`,
+    /// from their organisation's grant for the audit log: every read of
+    /// the log in this session is made under it.
+    pub audit_declaration: Option<(String, String)>,
     signed_in: Instant,
     last_seen: Instant,
 }
@@ -213,6 +217,7 @@ impl Sessions {
                 person,
                 csrf: random_token(),
                 pending: None,
+                audit_declaration: None,
                 signed_in: now,
                 last_seen: now,
             },
@@ -239,6 +244,15 @@ impl Sessions {
         let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(session) = map.get_mut(id) {
             session.pending = Some(lookup);
+        }
+    }
+
+    /// Sets the legal basis and purpose, `(basis, purpose)`, an auditor
+    /// declared in live session `id`.
+    pub fn set_audit_declaration(&self, id: &str, declaration: (String, String)) {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = map.get_mut(id) {
+            session.audit_declaration = Some(declaration);
         }
     }
 
@@ -376,6 +390,27 @@ mod tests {
             sessions.touch("nobody").is_none(),
             "no session is made by it"
         );
+    }
+
+    #[test]
+    fn an_audit_declaration_holds_for_its_session_only() {
+        let sessions = Sessions::default();
+        let id = sessions.open(Person::Official(official())).unwrap();
+        assert_eq!(sessions.touch(&id).unwrap().audit_declaration, None);
+        let declared = (
+            "md-law-133-2011-art-27".to_owned(),
+            "supervision".to_owned(),
+        );
+        sessions.set_audit_declaration(&id, declared.clone());
+        assert_eq!(
+            sessions.touch(&id).unwrap().audit_declaration,
+            Some(declared.clone())
+        );
+        let other = sessions.open(Person::Official(official())).unwrap();
+        assert_eq!(sessions.touch(&other).unwrap().audit_declaration, None);
+        sessions.close(&id);
+        sessions.set_audit_declaration(&id, declared);
+        assert!(sessions.touch(&id).is_none(), "no session is made by it");
     }
 
     #[test]

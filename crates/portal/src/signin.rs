@@ -63,6 +63,11 @@ pub struct AccountPage {
     roles: String,
     official: bool,
     administrator: bool,
+    /// The link to the audit log, for an auditor; empty otherwise.
+    audit_link: &'static str,
+    /// The connection-application pages the official's roles open, as
+    /// (address, text).
+    application_links: Vec<(&'static str, &'static str)>,
     csrf: String,
 }
 
@@ -249,6 +254,14 @@ pub fn account<B>(sessions: &Sessions, lang: Lang, request: &Request<B>) -> Resp
         roles,
         official,
         administrator,
+        audit_link: match session.official() {
+            Some(o) if o.has_role("auditor") => crate::auditor::Words::of(lang).link(),
+            _ => "",
+        },
+        application_links: session
+            .official()
+            .map(|o| crate::applications::links(o, lang))
+            .unwrap_or_default(),
         csrf: session.csrf.clone(),
     };
     pages::private(pages::render(StatusCode::OK, &page))

@@ -76,6 +76,8 @@ pub fn sign_request(
         headers::SUBJECT,
         headers::REPRESENTED_PARTY,
         headers::EXCHANGE_ID,
+        headers::USER_SIGNATURE,
+        headers::USER_CERTIFICATE,
     ] {
         if request_headers.contains_key(optional) {
             covered.push(optional);

@@ -29,6 +29,13 @@ pub mod headers {
     pub const AUDIT_SEQ: &str = "mconnect-audit-seq";
     /// RFC 9530 digest of the body.
     pub const CONTENT_DIGEST: &str = "content-digest";
+    /// On a connection application only: the calling user's own signature
+    /// (MSign's detached signature, standard base64) over the SHA-256 of
+    /// the exact body.
+    pub const USER_SIGNATURE: &str = "mconnect-user-signature";
+    /// On a connection application only: the certificate that made
+    /// [`USER_SIGNATURE`] (its DER, standard base64).
+    pub const USER_CERTIFICATE: &str = "mconnect-user-certificate";
 }
 
 /// What every consumer request signature covers (PROTOCOL.md section 2);
