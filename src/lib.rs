@@ -25,6 +25,7 @@ pub mod config;
 pub mod connect;
 pub mod exchange;
 pub mod json;
+pub mod metrics;
 pub mod ops;
 pub mod pki;
 pub mod policy;

@@ -1,8 +1,16 @@
 //! The operations endpoints of PROTOCOL.md section 8: `/healthz` (alive),
 //! `/readyz` (what was probed, and whether the broker can serve) and
-//! `/metrics` (Prometheus text format). Served on the plain-HTTP operations
-//! listener, which needs no client certificate, and with the same content on
-//! the admin listener: both call [`Operations::respond`].
+//! `/metrics` (Prometheus text format, or OpenMetrics when the scraper asks
+//! for it). Served on the plain-HTTP operations listener, which needs no
+//! client certificate, and with the same content on the admin listener: both
+//! call [`Operations::respond`].
+//!
+//! `/metrics` joins what the broker counts as it works (`crate::metrics`:
+//! exchanges, latencies, sizes, fsyncs, reload failures) with what is read
+//! here at each scrape (`Scraped`, a collector): the audit log's size, state, queue and
+//! indexer lag, the replay store, the rules version, certificate expiry and
+//! the listeners' counters. Every label value comes from a fixed set, the
+//! registry or the catalog.
 //!
 //! Invariants: `/readyz` reports only what it probed on this request, never a
 //! constant: a real read of the state store through [`StateStore`], the audit
@@ -18,19 +26,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::crypto::VerifyingKey;
 use crate::exchange::Broker;
-use crate::server::ListenerStats;
+use crate::server::{HandshakeFailure, ListenerCounts, ListenerStats};
 use crate::store::{Collection, StateStore};
+
+/// The media type of the Prometheus text format, served unless asked otherwise.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The media type of OpenMetrics text, served when the scraper's `Accept` names it.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the operations endpoints read: the broker and its listeners' counters.
 pub struct Operations {
     broker: Arc<Broker>,
     /// The broker's certificate (DER), whose key must verify what the broker signs.
     certificate: Vec<u8>,
-    listeners: Vec<(&'static str, Arc<ListenerStats>)>,
+    /// What is read at each scrape ([`Scraped`]).
+    scraped: Registry,
 }
 
 /// The outcome of one readiness probe.
@@ -78,16 +98,34 @@ impl Operations {
         certificate: Vec<u8>,
         listeners: Vec<(&'static str, Arc<ListenerStats>)>,
     ) -> Self {
+        let mut scraped = Registry::default();
+        scraped.register_collector(Box::new(Scraped {
+            broker: Arc::clone(&broker),
+            certificate_not_after: crate::tls::validity(&certificate).map(|(_, after)| after),
+            listeners,
+        }));
         Operations {
             broker,
             certificate,
-            listeners,
+            scraped,
         }
     }
 
     /// Answers `/healthz`, `/readyz` and `/metrics`; `None` for any other
     /// request, which the caller routes (admin) or refuses (operations).
+    /// `/metrics` is in the Prometheus text format.
     pub async fn respond(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        self.respond_accepting(method, path, None).await
+    }
+
+    /// [`Operations::respond`], with `/metrics` in OpenMetrics text when
+    /// `accept` (the request's `Accept`) names it, as Prometheus does.
+    pub async fn respond_accepting(
+        &self,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Option<Response<Full<Bytes>>> {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
@@ -103,11 +141,26 @@ impl Operations {
                 let body = serde_json::to_string_pretty(&readiness).unwrap_or_default();
                 Some(text(status, "application/json", body))
             }
-            "/metrics" => Some(text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics(),
-            )),
+            "/metrics" => {
+                let openmetrics =
+                    accept.is_some_and(|a| a.contains("application/openmetrics-text"));
+                Some(match self.metrics(openmetrics) {
+                    Ok(body) => text(
+                        StatusCode::OK,
+                        if openmetrics {
+                            OPENMETRICS_TEXT
+                        } else {
+                            PROMETHEUS_TEXT
+                        },
+                        body,
+                    ),
+                    Err(std::fmt::Error) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        "the metrics could not be encoded\n".into(),
+                    ),
+                })
+            }
             _ => None,
         }
     }
@@ -203,98 +256,285 @@ impl Operations {
         }
     }
 
-    fn metrics(&self) -> String {
-        use std::fmt::Write;
-        let rules = self.broker.rules();
-        let audit = self.broker.audit();
-        let mut out = format!(
-            "# HELP mconnect_audit_tree_size Records in the audit log.\n# TYPE mconnect_audit_tree_size gauge\nmconnect_audit_tree_size {}\n# HELP mconnect_audit_failed 1 when the audit log has failed closed.\n# TYPE mconnect_audit_failed gauge\nmconnect_audit_failed {}\n# HELP mconnect_participants Registered participants.\n# TYPE mconnect_participants gauge\nmconnect_participants {}\n# HELP mconnect_catalog_services Catalogued services.\n# TYPE mconnect_catalog_services gauge\nmconnect_catalog_services {}\n",
-            audit.tree_size(),
-            u8::from(audit.failure().is_some()),
-            self.broker.registry().snapshot().participants().len(),
-            rules.catalog.services().count(),
-        );
-        let counts: Vec<_> = self
+    /// The whole exposition: what the broker counted, then what is read now.
+    pub fn metrics(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::{prometheus_text, text};
+        let mut out = String::with_capacity(16 * 1024);
+        let counted = self.broker.metrics().registry();
+        if openmetrics {
+            text::encode_registry(&mut out, counted)?;
+            text::encode_registry(&mut out, &self.scraped)?;
+            text::encode_eof(&mut out)?;
+        } else {
+            prometheus_text::encode(&mut out, counted)?;
+            prometheus_text::encode(&mut out, &self.scraped)?;
+        }
+        Ok(out)
+    }
+}
+
+/// What `/metrics` reads at each scrape rather than counts as it goes.
+struct Scraped {
+    broker: Arc<Broker>,
+    /// When the broker's own certificate expires (unix seconds).
+    certificate_not_after: Option<i64>,
+    listeners: Vec<(&'static str, Arc<ListenerStats>)>,
+}
+
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scraped").finish_non_exhaustive()
+    }
+}
+
+/// A reason label and the listener counter it reports.
+type ReasonCount = (&'static str, fn(&ListenerCounts) -> u64);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerReasonLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let broker = &self.broker;
+        let audit = broker.audit();
+        let rules = broker.rules();
+        let registry = broker.registry().snapshot();
+        let participants = registry.participants();
+        let now = crate::exchange::unix_now();
+        let e = &mut encoder;
+
+        let tree_size = audit.tree_size();
+        gauge(
+            e,
+            "mconnect_audit_tree_size",
+            "Records in the audit log",
+            tree_size,
+        )?;
+        gauge(
+            e,
+            "mconnect_audit_failed",
+            "1 when the audit log has failed closed",
+            u64::from(audit.failure().is_some()),
+        )?;
+        gauge(
+            e,
+            "mconnect_audit_queue_depth",
+            "Audit records queued for the writer, not yet in a batch",
+            audit.queue_depth() as u64,
+        )?;
+        // A read of the index's own counter (one redb read transaction).
+        if let Ok(indexed) = audit.indexed() {
+            gauge(
+                e,
+                "mconnect_audit_index_lag_records",
+                "Durable audit records the query index does not cover yet",
+                tree_size.saturating_sub(indexed),
+            )?;
+        }
+        gauge(
+            e,
+            "mconnect_audit_disk_free_bytes",
+            "Free space of the audit log's filesystem (as last read, at most 250 ms ago)",
+            audit.space().free_bytes,
+        )?;
+        if let Some(held) = broker.replay_ids_held() {
+            gauge(
+                e,
+                "mconnect_replay_ids_held",
+                "Single-use request ids held in the replay store's memory until the index covers their records",
+                held as u64,
+            )?;
+        }
+        gauge(
+            e,
+            "mconnect_rate_limiter_keys",
+            "(grant, consumer) pairs the rate limiter tracks",
+            broker.rate_limiter().len() as u64,
+        )?;
+        gauge(
+            e,
+            "mconnect_rules_version",
+            "Version of the rules in force: 1 at start, one more for each swap (reload, SIGHUP, connection-request transition)",
+            broker.live_rules().version(),
+        )?;
+        gauge(
+            e,
+            "mconnect_rules_loaded_timestamp_seconds",
+            "When the rules in force were put in force (unix seconds)",
+            broker.live_rules().since(),
+        )?;
+        gauge(
+            e,
+            "mconnect_participants",
+            "Registered participants",
+            participants.len() as u64,
+        )?;
+        gauge(
+            e,
+            "mconnect_catalog_services",
+            "Catalogued services",
+            rules.catalog.services().count() as u64,
+        )?;
+
+        // Certificates: one series per registered certificate (bounded by
+        // the registry), and the broker's own.
+        let certificates = participants.iter().flat_map(|p| {
+            p.certificates.iter().map(move |c| {
+                (
+                    [
+                        ("participant", p.id.as_str()),
+                        ("fingerprint", c.fingerprint.as_str()),
+                    ],
+                    c.not_after - now,
+                )
+            })
+        });
+        gauges(
+            e,
+            "mconnect_participant_certificate_expiry_seconds",
+            "Seconds until each registered participant certificate expires (negative once expired; /86400 for days)",
+            certificates,
+        )?;
+        if let Some(not_after) = self.certificate_not_after {
+            gauge(
+                e,
+                "mconnect_broker_certificate_expiry_seconds",
+                "Seconds until the broker's own certificate expires (negative once expired; /86400 for days)",
+                not_after - now,
+            )?;
+        }
+
+        // Listeners.
+        let counts: Vec<(&'static str, ListenerCounts)> = self
             .listeners
             .iter()
             .map(|(name, stats)| (*name, stats.counts()))
             .collect();
-        let families: [Series; 7] = [
-            (
-                "mconnect_connections_open",
-                "gauge",
-                "Connections open now.",
-                |c| c.open,
-                "",
-            ),
-            (
-                "mconnect_connections_accepted_total",
-                "counter",
-                "Connections accepted.",
-                |c| c.accepted,
-                "",
-            ),
-            (
-                "mconnect_connections_refused_total",
-                "counter",
-                "Connections closed at once for a cap.",
-                |c| c.refused_listener_cap,
-                ",reason=\"max_connections\"",
-            ),
-            (
-                "mconnect_connections_refused_total",
-                "counter",
-                "",
-                |c| c.refused_certificate_cap,
-                ",reason=\"max_connections_per_certificate\"",
-            ),
-            (
-                "mconnect_connections_closed_total",
-                "counter",
-                "Connections closed for a timeout.",
-                |c| c.closed_header_timeout,
-                ",reason=\"header_read_timeout\"",
-            ),
-            (
-                "mconnect_connections_closed_total",
-                "counter",
-                "",
-                |c| c.closed_idle,
-                ",reason=\"idle_timeout\"",
-            ),
-            (
-                "mconnect_tls_handshakes_failed_total",
-                "counter",
-                "TLS handshakes refused or timed out.",
-                |c| c.handshake_failed,
-                "",
-            ),
-        ];
-        for (name, kind, help, value, labels) in families {
-            if !help.is_empty() {
-                let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-            }
-            for (listener, c) in &counts {
-                let _ = writeln!(
-                    out,
-                    "{name}{{listener=\"{listener}\"{labels}}} {}",
-                    value(c)
-                );
-            }
-        }
-        out
+        let each = |value: fn(&ListenerCounts) -> u64| {
+            counts
+                .iter()
+                .map(move |(listener, c)| (ListenerLabels { listener }, value(c)))
+        };
+        gauges(
+            e,
+            "mconnect_connections_open",
+            "Connections open now",
+            each(|c| c.open),
+        )?;
+        counters(
+            e,
+            "mconnect_connections_accepted",
+            "Connections accepted",
+            each(|c| c.accepted),
+        )?;
+        let reasons = |pairs: &'static [ReasonCount]| {
+            counts.iter().flat_map(move |(listener, c)| {
+                pairs.iter().map(move |(reason, value)| {
+                    (ListenerReasonLabels { listener, reason }, value(c))
+                })
+            })
+        };
+        counters(
+            e,
+            "mconnect_connections_refused",
+            "Connections closed at once for a cap",
+            reasons(&[
+                ("max_connections", |c| c.refused_listener_cap),
+                ("max_connections_per_certificate", |c| {
+                    c.refused_certificate_cap
+                }),
+            ]),
+        )?;
+        counters(
+            e,
+            "mconnect_connections_closed",
+            "Connections closed for a timeout",
+            reasons(&[
+                ("header_read_timeout", |c| c.closed_header_timeout),
+                ("idle_timeout", |c| c.closed_idle),
+            ]),
+        )?;
+        let handshakes = counts
+            .iter()
+            .filter(|(listener, _)| *listener != "ops")
+            .flat_map(|(listener, c)| {
+                HandshakeFailure::ALL
+                    .iter()
+                    .zip(c.handshake_failures)
+                    .map(move |(reason, n)| {
+                        (
+                            ListenerReasonLabels {
+                                listener,
+                                reason: reason.as_str(),
+                            },
+                            n,
+                        )
+                    })
+            });
+        counters(
+            e,
+            "mconnect_tls_handshake_failures",
+            "TLS handshakes refused or timed out, by reason",
+            handshakes,
+        )?;
+        Ok(())
     }
 }
 
-/// One metric series per listener: name, type, help (empty when it continues
-/// the family of the series before it), the value, and extra labels.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::server::ListenerCounts) -> u64,
-    &'static str,
-);
+/// One gauge without labels.
+fn gauge<V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: V,
+) -> Result<(), std::fmt::Error>
+where
+    ConstGauge<V>: EncodeMetric,
+{
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// One family of gauges, one series per label set.
+fn gauges<L, V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, V)>,
+) -> Result<(), std::fmt::Error>
+where
+    L: EncodeLabelSet,
+    ConstGauge<V>: EncodeMetric,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One family of counters, one series per label set (`name` without
+/// `_total`: the encoder adds it).
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
 
 /// A real read transaction on the state store.
 fn probe_store(store: &dyn StateStore) -> Probe {
@@ -328,7 +568,14 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 /// The operations listener's handler: the three endpoints, 404 otherwise.
 pub async fn handle(ops: &Operations, request: &http::request::Parts) -> Response<Full<Bytes>> {
-    match ops.respond(&request.method, request.uri.path()).await {
+    let accept = request
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    match ops
+        .respond_accepting(&request.method, request.uri.path(), accept)
+        .await
+    {
         Some(response) => response,
         None => {
             let problem = mconnect_sdk::protocol::Problem::new(

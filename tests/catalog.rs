@@ -351,8 +351,11 @@ async fn reload_refuses_bad_files_keeps_serving_and_applies_changes_at_once() {
 
     // A good reload of unchanged files: accepted and audited.
     let before = audit.tree_size();
+    let rules = bus.sandbox.broker.broker.live_rules();
+    let version = rules.version();
     let ok = operator.send(Method::POST, "/v1/reload").await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(rules.version(), version + 1, "a swap raises the version");
     assert_eq!(ok.body["reloaded"], true);
     assert_eq!(audit.tree_size(), before + 1);
     let (record, _) = audit.record(before).unwrap().unwrap();
@@ -420,6 +423,17 @@ async fn reload_refuses_bad_files_keeps_serving_and_applies_changes_at_once() {
     assert!(bad.body["reason"].as_str().unwrap().contains("apl-nowhere"));
     passes(&cahul.call(&person_call()).await.unwrap());
     std::fs::write(&cahul_file, original).unwrap();
+    // /metrics counts both refusals; neither changed the rules' version.
+    assert_eq!(rules.version(), version + 1);
+    let (_, metrics) = support::plain_get(bus.sandbox.broker.ops_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("mconnect_rules_reload_failures_total{reason=\"invalid\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("mconnect_rules_version {}\n", version + 1)),
+        "{metrics}"
+    );
 
     // A suspended grant is in force on the data plane as soon as it is reloaded.
     suspend_person_grants(&policies);

@@ -404,6 +404,15 @@ async fn identity_signature_digest_and_replay_are_enforced() {
         err.is_err(),
         "a foreign CA's certificate must not be served: {err:?}"
     );
+    // The data listener counted the failed handshake under its reason.
+    let (_, metrics) = support::plain_get(bus.sandbox.broker.ops_addr(), "/metrics").await;
+    let untrusted = "mconnect_tls_handshake_failures_total{listener=\"data\",reason=\"certificate_untrusted\"} ";
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(untrusted))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{untrusted} missing:\n{metrics}"));
+    assert!(count >= 1, "{metrics}");
     bus.stop().await;
 }
 

@@ -17,6 +17,19 @@ if ! command -v xmlsec1 >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq xmlsec1 >/dev/null
 fi
 
+# The state store's PostgreSQL tests (tests/store.rs) start a server of
+# their own from Debian's package (initdb and postgres, run as the postgres
+# user the package creates, since PostgreSQL refuses root).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+
+# The metrics test (tests/prometheus.rs) starts Debian's Prometheus, which
+# scrapes a sandbox and answers PromQL, and lints /metrics with its promtool.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
+fi
+
 # The portal's browser test drives Debian's Chromium through Playwright
 # (PyPI, above) and checks every page with axe-core (npm, pinned in
 # tests/browser/package-lock.json).

@@ -55,6 +55,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod auditor;
 pub mod bodies;
 pub mod index;
 pub mod merkle;
@@ -389,6 +390,8 @@ pub(crate) struct Shared {
     retention: Mutex<()>,
     /// Free space of the audit filesystem and its watermark.
     space: space::Space,
+    /// How long each fdatasync of the sync thread took (`/metrics`).
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Shared {
@@ -513,6 +516,9 @@ impl AuditLog {
             bodies,
             retention: Mutex::new(()),
             space,
+            fsync_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                crate::metrics::SECONDS_BUCKETS,
+            ),
         });
         // Bounded so that a stalled disk pushes back on callers instead of
         // queueing without limit.
@@ -783,6 +789,18 @@ impl AuditLog {
     /// at most 250 ms ago or at the last batch written).
     pub fn space(&self) -> SpaceStatus {
         self.shared.space.status()
+    }
+
+    /// Appends queued for the writer and not yet taken into a batch: the
+    /// group commit's backlog (`/metrics`).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity().saturating_sub(self.tx.capacity())
+    }
+
+    /// The durations of the sync thread's fdatasyncs, one observation per
+    /// group commit (a shared handle, registered by `/metrics`).
+    pub fn fsync_seconds(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.shared.fsync_seconds
     }
 
     /// Whether new work (an exchange) can be taken now: the log has not failed

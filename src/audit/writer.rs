@@ -539,7 +539,12 @@ impl Syncer {
         if self.broken.is_none()
             && let Some((file, end_len)) = last
         {
-            match file.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = file.sync_data();
+            self.shared
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match synced {
                 Ok(()) => self.synced_len.store(end_len, Ordering::Release),
                 Err(e) => {
                     let reason = format!("audit log fsync failed: {e}");

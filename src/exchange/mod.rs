@@ -53,7 +53,7 @@ pub mod validate;
 pub mod verify;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -61,6 +61,7 @@ use http_body_util::Full;
 
 use crate::audit::AuditLog;
 use crate::config::Limits;
+use crate::metrics::{Metrics, Observed};
 use crate::policy::RateLimiter;
 use crate::registry::Registry;
 use crate::rules::LiveRules;
@@ -97,6 +98,21 @@ pub struct Broker {
     /// or `https://{bound address}` once the data listener is bound.
     public_data_url: std::sync::OnceLock<String>,
     refusals: refusals::Refusals,
+    /// What `/metrics` reports of the exchanges (`crate::metrics`).
+    metrics: Metrics,
+}
+
+/// The registry snapshot and the rules an exchange is decided on.
+type InForce<'a> = (&'a Arc<crate::registry::RegistrySnapshot>, &'a Arc<Rules>);
+
+/// How an exchange ended, for its metrics.
+struct Outcome {
+    /// A problem code, or `metrics::OK`.
+    code: &'static str,
+    /// Whether it has an audit record of its own.
+    recorded: bool,
+    /// How long it waited for that record to be durable.
+    audit_wait: Option<Duration>,
 }
 
 /// The parts a broker is made of.
@@ -129,6 +145,7 @@ impl Broker {
                 parts.limits.replay_capacity,
             )),
             clock_shift: std::sync::atomic::AtomicI64::new(0),
+            metrics: Metrics::new(parts.audit.fsync_seconds().clone()),
             own: OwnServices::new(parts.audit.clone()),
             audit: parts.audit,
             refusals: refusals::Refusals::new(
@@ -173,6 +190,17 @@ impl Broker {
         &self.sealer
     }
 
+    /// What the broker counts for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// How many single-use ids the replay store holds in memory, if it
+    /// keeps them there (`/metrics`).
+    pub fn replay_ids_held(&self) -> Option<usize> {
+        self.replay.held_in_memory()
+    }
+
     /// The refusal budget and the aggregates over it (flushed by the maintenance task).
     pub fn refusals(&self) -> &refusals::Refusals {
         &self.refusals
@@ -208,7 +236,46 @@ impl Broker {
             received_at: Some(SystemTime::now()),
             ..Trace::default()
         };
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let mut outcome = Outcome {
+            code: crate::metrics::OK,
+            recorded: false,
+            audit_wait: None,
+        };
+        // The registry and rules in force when the call arrived: the call is
+        // decided on them, and its metrics' labels are bounded by them.
+        let registry = self.registry.snapshot();
+        let rules = self.rules.current();
+        let in_force = (&registry, &rules);
+        let response = self
+            .answer(&mut trace, &mut outcome, peer, request, started, in_force)
+            .await;
+        self.observe(
+            &trace,
+            &outcome,
+            peer,
+            &response,
+            started.elapsed(),
+            in_force,
+        );
+        response
+    }
+
+    /// Answers one exchange: the phases, the audit record, the seal; says
+    /// in `outcome` how it ended.
+    async fn answer<B>(
+        &self,
+        trace: &mut Trace,
+        outcome: &mut Outcome,
+        peer: &Peer,
+        request: Request<B>,
+        started: Instant,
+        in_force: InForce<'_>,
+    ) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         // No new work while the audit log cannot take it (failed closed, or its
         // filesystem below the watermark): refused at once, counted in the
         // refusal aggregates (see `refusals`), no seq.
@@ -223,10 +290,11 @@ impl Broker {
                 refusal.code(),
                 refusal.status().as_u16(),
             );
-            return self.seal_unrecorded(&trace, None, &refusal);
+            outcome.code = refusal.code();
+            return self.seal_unrecorded(trace, None, &refusal);
         }
-        let outcome = self.exchange(&mut trace, peer, request).await;
-        let (status, body, content_type, problem) = match outcome {
+        let answered = self.exchange(trace, peer, request, in_force).await;
+        let (status, body, content_type, problem) = match answered {
             Ok(d) => (d.status, d.body, d.content_type, None),
             Err(e) => (
                 e.status(),
@@ -241,15 +309,18 @@ impl Broker {
         let now = unix_now();
         // Over its client's refusal budget: answered, counted in the aggregate
         // of its (certificate, code, second), no record of its own, no seq.
-        if let Some(p) = &problem
-            && self
+        if let Some(p) = &problem {
+            outcome.code = p.code();
+            if self
                 .refusals
                 .over_budget(peer, &self.registry, p.code(), status.as_u16())
-        {
-            return self.seal_unrecorded(&trace, request_id.as_deref(), p);
+            {
+                return self.seal_unrecorded(trace, request_id.as_deref(), p);
+            }
         }
         // Bodies are kept only for a delivered answer of a service that opted
         // in, and only after the record is durable (`append_with_bodies`).
+        let waited = Instant::now();
         let appended = match trace.store_bodies.take().filter(|_| problem.is_none()) {
             Some((request, retention)) => {
                 let bodies = crate::audit::ExchangeBodies {
@@ -261,6 +332,7 @@ impl Broker {
             }
             None => self.audit.append(record).await,
         };
+        outcome.audit_wait = Some(waited.elapsed());
         if let Some(claim) = trace.claim.take() {
             claim.settle(match &appended {
                 Ok(seq) => Settled::Recorded(*seq),
@@ -268,27 +340,69 @@ impl Broker {
             });
         }
         match appended {
-            Ok(seq) => self.sealer.seal(
-                Answer {
-                    status,
-                    body,
-                    content_type,
-                    exchange_id: &trace.exchange_id,
-                    request_id: request_id.as_deref(),
-                    audit_seq: Some(seq),
-                    retry_after_secs: problem.as_ref().and_then(|p| p.retry_after_secs()),
-                },
-                now,
-            ),
+            Ok(seq) => {
+                outcome.recorded = true;
+                self.sealer.seal(
+                    Answer {
+                        status,
+                        body,
+                        content_type,
+                        exchange_id: &trace.exchange_id,
+                        request_id: request_id.as_deref(),
+                        audit_seq: Some(seq),
+                        retry_after_secs: problem.as_ref().and_then(|p| p.retry_after_secs()),
+                    },
+                    now,
+                )
+            }
             Err(e) => {
                 tracing::error!(exchange_id = %trace.exchange_id, error = %e, "audit record not durable; refusing the exchange");
                 let refusal = ExchangeError::new(
                     ErrorKind::AuditUnavailable,
                     "the exchange could not be recorded in the audit log and was not delivered; try again later",
                 );
-                self.seal_unrecorded(&trace, request_id.as_deref(), &refusal)
+                outcome.code = refusal.code();
+                self.seal_unrecorded(trace, request_id.as_deref(), &refusal)
             }
         }
+    }
+
+    /// Counts the exchange for `/metrics`, under labels the registry and
+    /// catalog in force bound (`crate::metrics`).
+    fn observe(
+        &self,
+        trace: &Trace,
+        outcome: &Outcome,
+        peer: &Peer,
+        response: &Response<Full<Bytes>>,
+        elapsed: Duration,
+        (registry, rules): InForce<'_>,
+    ) {
+        // Refused before identification: the certificate's owner, if any.
+        let consumer = trace.consumer.as_deref().or_else(|| {
+            let fingerprint = peer.fingerprint.as_deref()?;
+            registry
+                .by_fingerprint(fingerprint)
+                .map(|e| e.participant.id.as_str())
+        });
+        let observed = Observed {
+            provider: trace.provider.as_deref(),
+            service: trace.service.as_deref(),
+            consumer,
+            code: outcome.code,
+            elapsed,
+            provider_elapsed: trace.provider_elapsed,
+            audit_wait: outcome.audit_wait,
+            request_bytes: trace
+                .request_sha256
+                .is_some()
+                .then_some(trace.request_bytes),
+            response_bytes: http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+            recorded: outcome.recorded,
+        };
+        self.metrics.exchange(&observed, registry, rules);
     }
 
     /// Seals a refusal that has no audit record of its own (counted in a
@@ -322,19 +436,18 @@ impl Broker {
         trace: &mut Trace,
         peer: &Peer,
         request: Request<B>,
+        (registry, rules): InForce<'_>,
     ) -> Result<Answered, ExchangeError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (head, body) = request.into_parts();
-        let registry = self.registry.snapshot();
-        let rules = self.rules.current();
 
         // Identify: certificate → participant (MConnect-Client must agree),
         // path and protocol headers, and an active catalogued service.
         let identified =
-            identify::identify(trace, &registry, &rules.catalog, peer, &head, unix_now())?;
+            identify::identify(trace, registry, &rules.catalog, peer, &head, unix_now())?;
         let identify::Identified {
             consumer,
             route,
@@ -387,9 +500,9 @@ impl Broker {
                     consumer: &consumer.participant.id,
                     call,
                     service,
-                    registry: &registry,
+                    registry,
                 },
-                &rules,
+                rules,
                 now,
             )
             .await?;
@@ -406,6 +519,7 @@ impl Broker {
             self.upstream.as_ref()
         };
         let mut sink = UpstreamTrace::default();
+        let leg = Instant::now();
         let answered = upstream
             .call(
                 UpstreamCall {
@@ -415,12 +529,13 @@ impl Broker {
                     call,
                     service,
                     body,
-                    registry: &registry,
+                    registry,
                     catalog: &rules.catalog,
                 },
                 &mut sink,
             )
             .await;
+        trace.provider_elapsed = Some(leg.elapsed());
         trace.forwarded_at = sink.forwarded_at;
         trace.keyids_made.append(&mut sink.keyids_made);
         trace.keyids_checked.append(&mut sink.keyids_checked);

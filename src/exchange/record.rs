@@ -24,6 +24,8 @@ pub(super) struct Trace {
     pub(super) exchange_id: String,
     pub(super) received_at: Option<SystemTime>,
     pub(super) forwarded_at: Option<SystemTime>,
+    /// How long the upstream call took (the provider leg), once made.
+    pub(super) provider_elapsed: Option<Duration>,
     pub(super) consumer: Option<String>,
     pub(super) consumer_idno: Option<String>,
     pub(super) call: Option<CallHeaders>,

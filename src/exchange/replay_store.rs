@@ -64,6 +64,12 @@ pub trait ReplayStore: Send + Sync {
     /// Tells the store how an exchange that claimed `ids` ended. A shared
     /// store that made the claim durable in `claim` has nothing to do here.
     fn settle(&self, client: &str, ids: &[String], outcome: Settled, now: i64);
+
+    /// How many ids the store holds in memory now (`/metrics`), if it keeps
+    /// any; a shared store whose ids live elsewhere answers `None`.
+    fn held_in_memory(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The replay id of a request id, as audit records list it.
@@ -184,6 +190,10 @@ impl Front {
 }
 
 impl ReplayStore for EmbeddedReplayStore {
+    fn held_in_memory(&self) -> Option<usize> {
+        Some(self.held())
+    }
+
     fn claim(&self, client: &str, ids: &[String], now: i64) -> Result<(), ReplayRefusal> {
         let keys: Vec<(u64, u64)> = ids.iter().map(|id| self.key(client, id)).collect();
         {

@@ -1405,3 +1405,5 @@ async fn an_upstream_failure_is_answered_with_its_code_and_audited() {
         );
     }
 }
+
+mod metrics;

@@ -18,6 +18,7 @@
 //!   and JSON pointer, in one answer; the loaders run once.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -45,6 +46,10 @@ pub struct Rules {
 pub struct LiveRules {
     current: ArcSwap<Rules>,
     write: Mutex<()>,
+    /// 1 for the rules the broker started with, raised by every swap.
+    version: AtomicU64,
+    /// When the rules in force were put in force (unix seconds).
+    since: AtomicI64,
 }
 
 /// Held by one writer of the rules from its load to its swap.
@@ -52,7 +57,7 @@ pub struct LiveRules {
 /// A std mutex guard: hold it on a blocking thread or in synchronous code,
 /// never across an `.await`.
 pub struct RulesWriter<'a> {
-    current: &'a ArcSwap<Rules>,
+    live: &'a LiveRules,
     _turn: MutexGuard<'a, ()>,
 }
 
@@ -62,7 +67,21 @@ impl LiveRules {
         LiveRules {
             current: ArcSwap::from_pointee(rules),
             write: Mutex::new(()),
+            version: AtomicU64::new(1),
+            since: AtomicI64::new(crate::exchange::unix_now()),
         }
+    }
+
+    /// Which rules are in force: 1 for those the broker started with, one
+    /// more for each swap since (reload, SIGHUP, connection-request
+    /// transition). Not kept across restarts.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// When the rules in force were put in force (unix seconds).
+    pub fn since(&self) -> i64 {
+        self.since.load(Ordering::Acquire)
     }
 
     /// The rules in force now. Lock-free; the `Arc` keeps them alive for a
@@ -74,7 +93,7 @@ impl LiveRules {
     /// Waits for the writers before, then lets this one load and swap.
     pub fn writer(&self) -> RulesWriter<'_> {
         RulesWriter {
-            current: &self.current,
+            live: self,
             // A writer that panicked left the rules whole (the swap is one
             // store), so its poison carries no meaning.
             _turn: self.write.lock().unwrap_or_else(PoisonError::into_inner),
@@ -85,7 +104,12 @@ impl LiveRules {
 impl RulesWriter<'_> {
     /// Puts `rules` in force atomically.
     pub fn swap(&self, rules: Rules) {
-        self.current.store(Arc::new(rules));
+        self.live.current.store(Arc::new(rules));
+        // Writers hold the lock, so versions follow the order of swaps.
+        self.live
+            .since
+            .store(crate::exchange::unix_now(), Ordering::Release);
+        self.live.version.fetch_add(1, Ordering::AcqRel);
     }
 }
 

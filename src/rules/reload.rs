@@ -54,6 +54,7 @@ pub async fn reload(
     policies_dir: &Path,
     actor: Option<&Participant>,
 ) -> Result<ReloadSummary, ReloadError> {
+    let metrics = Arc::clone(broker);
     let broker = Arc::clone(broker);
     let (catalog_dir, policies_dir) = (catalog_dir.to_path_buf(), policies_dir.to_path_buf());
     let actor = actor.cloned();
@@ -61,7 +62,7 @@ pub async fn reload(
     // Reading files and compiling schemas takes from milliseconds to seconds
     // (100k grants): it runs off the async workers serving exchanges, and so
     // may hold the rules lock and wait for the audit record there.
-    tokio::task::spawn_blocking(move || {
+    let outcome = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let received = SystemTime::now();
         // Load, audit and swap under one lock, so that a slower reload never
@@ -86,7 +87,14 @@ pub async fn reload(
         Err(ReloadError::Invalid(vec![RuleProblem::general(format!(
             "the reload task failed: {join}"
         ))]))
-    })
+    });
+    if let Err(e) = &outcome {
+        metrics.metrics().rules_reload_failed(match e {
+            ReloadError::Invalid(_) => "invalid",
+            ReloadError::Audit(_) => "audit_unavailable",
+        });
+    }
+    outcome
 }
 
 fn reload_record(

@@ -27,13 +27,14 @@ use mconnect::pki::{DevCa, KeyType};
 use mconnect::registry::{
     Endpoint, Organisation, Participant, Registry, Role, registered_certificate,
 };
-use mconnect::store::RedbStore;
 
 mod banner;
 mod children;
 mod fixtures;
 mod lock;
+pub mod postgres;
 mod shipped;
+mod signers;
 
 pub use children::ManifestProcess;
 pub use mconnect_sdk::manifest::{
@@ -227,6 +228,8 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
                 .write(&pki_dir, &p.id)?;
         }
     }
+    // The officials' own signing certificates, which MSign signs with.
+    signers::write(&ca, &pki_dir, &definition.officials)?;
 
     // Configuration, written so `mconnect serve --config` can run the same broker.
     let config_path = dir.join("broker.toml");
@@ -253,10 +256,7 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     // providers listen, below; old ones from an earlier run are cleared.
     {
         let anchors = mconnect::trust::TrustAnchors::from_pem(ca.cert_pem())?;
-        let registry = Registry::open(
-            std::sync::Arc::new(RedbStore::open(&config.state_file)?),
-            anchors,
-        )?;
+        let registry = Registry::open(mconnect::store::open(&config.state)?, anchors)?;
         let now = mconnect::exchange::unix_now();
         for p in &definition.participants {
             let cert_file = pki_dir.join(format!("{}.cert.pem", p.id));

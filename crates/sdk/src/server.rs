@@ -17,7 +17,9 @@
 //!   must arrive within `header_read_timeout` (HTTP/1), and a connection with
 //!   no request in flight is closed after `idle_timeout` (HTTP/1 and HTTP/2,
 //!   including one that never sends a byte);
-//! - every refusal and every close for a limit is counted in [`ListenerStats`].
+//! - every refusal and every close for a limit is counted in [`ListenerStats`],
+//!   and every failed TLS handshake with its reason ([`HandshakeFailure`], a
+//!   fixed set).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -114,9 +116,118 @@ pub struct ListenerStats {
     accepted: AtomicU64,
     refused_listener_cap: AtomicU64,
     refused_certificate_cap: AtomicU64,
-    handshake_failed: AtomicU64,
+    /// Failed TLS handshakes, one counter per [`HandshakeFailure`].
+    handshake_failed: [AtomicU64; HandshakeFailure::ALL.len()],
     closed_header_timeout: AtomicU64,
     closed_idle: AtomicU64,
+}
+
+/// Why a TLS handshake failed: a small fixed set, so that a metric labelled
+/// by it has a bounded number of series whatever clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// Not completed within the handshake timeout.
+    Timeout,
+    /// The client presented no certificate.
+    NoCertificate,
+    /// The client's certificate (or its chain) is expired or not yet valid.
+    CertificateDates,
+    /// The client's certificate does not chain to the bus CA, is revoked,
+    /// or is not for client authentication.
+    CertificateUntrusted,
+    /// The client's certificate could not be read or checked otherwise.
+    CertificateInvalid,
+    /// No protocol version, cipher suite or ALPN protocol in common.
+    Incompatible,
+    /// Not TLS, or TLS out of order (a plain HTTP request to a TLS port).
+    Protocol,
+    /// The client sent an alert, typically because it does not trust the
+    /// listener's own certificate.
+    AlertReceived,
+    /// The client closed or reset the connection during the handshake.
+    PeerClosed,
+    /// Anything else.
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in the order of [`ListenerCounts::handshake_failures`].
+    pub const ALL: [HandshakeFailure; 10] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::NoCertificate,
+        HandshakeFailure::CertificateDates,
+        HandshakeFailure::CertificateUntrusted,
+        HandshakeFailure::CertificateInvalid,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::AlertReceived,
+        HandshakeFailure::PeerClosed,
+        HandshakeFailure::Other,
+    ];
+
+    /// The reason as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::CertificateDates => "certificate_dates",
+            HandshakeFailure::CertificateUntrusted => "certificate_untrusted",
+            HandshakeFailure::CertificateInvalid => "certificate_invalid",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::AlertReceived => "alert_received",
+            HandshakeFailure::PeerClosed => "peer_closed",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    /// The reason of a failed `accept` (tokio-rustls hands rustls' error
+    /// inside the `io::Error`).
+    pub fn of(error: &std::io::Error) -> HandshakeFailure {
+        use rustls::{CertificateError, Error as Tls};
+        let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Tls>()) else {
+            return match error.kind() {
+                std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => HandshakeFailure::PeerClosed,
+                _ => HandshakeFailure::Other,
+            };
+        };
+        match tls {
+            Tls::NoCertificatesPresented => HandshakeFailure::NoCertificate,
+            Tls::InvalidCertificate(c) => match c {
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. } => HandshakeFailure::CertificateDates,
+                CertificateError::UnknownIssuer
+                | CertificateError::Revoked
+                | CertificateError::BadSignature
+                | CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. }
+                | CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. }
+                | CertificateError::ApplicationVerificationFailure => {
+                    HandshakeFailure::CertificateUntrusted
+                }
+                _ => HandshakeFailure::CertificateInvalid,
+            },
+            Tls::PeerIncompatible(_) | Tls::NoApplicationProtocol => HandshakeFailure::Incompatible,
+            Tls::InvalidMessage(_)
+            | Tls::InappropriateMessage { .. }
+            | Tls::InappropriateHandshakeMessage { .. }
+            | Tls::PeerMisbehaved(_)
+            | Tls::PeerSentOversizedRecord
+            | Tls::DecryptError => HandshakeFailure::Protocol,
+            Tls::AlertReceived(_) => HandshakeFailure::AlertReceived,
+            _ => HandshakeFailure::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// A copy of a listener's counters at one moment.
@@ -131,8 +242,12 @@ pub struct ListenerCounts {
     /// Closed after the handshake because the certificate had
     /// `max_connections_per_certificate` open.
     pub refused_certificate_cap: u64,
-    /// TLS handshakes refused or timed out.
+    /// TLS handshakes refused or timed out (the sum of
+    /// `handshake_failures`).
     pub handshake_failed: u64,
+    /// TLS handshakes refused or timed out, by reason, in the order of
+    /// [`HandshakeFailure::ALL`].
+    pub handshake_failures: [u64; HandshakeFailure::ALL.len()],
     /// Closed because a request head did not arrive in time (HTTP/1; an
     /// idle kept-alive connection waiting for its next head counts here).
     pub closed_header_timeout: u64,
@@ -144,15 +259,22 @@ impl ListenerStats {
     /// The counters now.
     pub fn counts(&self) -> ListenerCounts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let handshake_failures = self.handshake_failed.each_ref().map(get);
         ListenerCounts {
             open: self.open.load(Ordering::Relaxed) as u64,
             accepted: get(&self.accepted),
             refused_listener_cap: get(&self.refused_listener_cap),
             refused_certificate_cap: get(&self.refused_certificate_cap),
-            handshake_failed: get(&self.handshake_failed),
+            handshake_failed: handshake_failures.iter().sum(),
+            handshake_failures,
             closed_header_timeout: get(&self.closed_header_timeout),
             closed_idle: get(&self.closed_idle),
         }
+    }
+
+    /// Counts a failed TLS handshake.
+    fn handshake_failed(&self, reason: HandshakeFailure) {
+        self.handshake_failed[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -347,12 +469,13 @@ async fn connection<H, F>(
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            edge.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote, error = %e, "tls handshake refused");
+            let reason = HandshakeFailure::of(&e);
+            edge.stats.handshake_failed(reason);
+            tracing::debug!(%remote, error = %e, reason = reason.as_str(), "tls handshake refused");
             return;
         }
         Err(_) => {
-            edge.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+            edge.stats.handshake_failed(HandshakeFailure::Timeout);
             tracing::debug!(%remote, "tls handshake timed out");
             return;
         }
@@ -563,6 +686,72 @@ impl Drop for CertificateSlot<'_> {
             if *count == 0 {
                 map.remove(&self.fingerprint);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_handshake_failure_has_its_own_counter() {
+        for (i, reason) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
+        let stats = ListenerStats::default();
+        stats.handshake_failed(HandshakeFailure::NoCertificate);
+        stats.handshake_failed(HandshakeFailure::NoCertificate);
+        stats.handshake_failed(HandshakeFailure::Timeout);
+        let counts = stats.counts();
+        assert_eq!(counts.handshake_failed, 3);
+        assert_eq!(
+            counts.handshake_failures[HandshakeFailure::NoCertificate.index()],
+            2
+        );
+        assert_eq!(
+            counts.handshake_failures[HandshakeFailure::Timeout.index()],
+            1
+        );
+    }
+
+    #[test]
+    fn handshake_errors_map_to_a_bounded_reason() {
+        use rustls::{CertificateError, Error as Tls};
+        let io = |e: Tls| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let table = [
+            (io(Tls::NoCertificatesPresented), "no_certificate"),
+            (
+                io(Tls::InvalidCertificate(CertificateError::Expired)),
+                "certificate_dates",
+            ),
+            (
+                io(Tls::InvalidCertificate(CertificateError::UnknownIssuer)),
+                "certificate_untrusted",
+            ),
+            (
+                io(Tls::InvalidCertificate(CertificateError::BadEncoding)),
+                "certificate_invalid",
+            ),
+            (
+                io(Tls::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType,
+                )),
+                "protocol",
+            ),
+            (
+                io(Tls::AlertReceived(rustls::AlertDescription::BadCertificate)),
+                "alert_received",
+            ),
+            (io(Tls::General("x".into())), "other"),
+            (
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                "peer_closed",
+            ),
+            (std::io::Error::other("x"), "other"),
+        ];
+        for (error, want) in table {
+            assert_eq!(HandshakeFailure::of(&error).as_str(), want, "{error}");
         }
     }
 }
