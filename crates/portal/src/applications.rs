@@ -70,7 +70,7 @@ use serde_json::{Value, json};
 use crate::audit::PortalEvent;
 use crate::i18n::{Lang, Strings};
 use crate::pages::{self, Switch};
-use crate::session::{Official, Session, same_token};
+use crate::session::{Official, Session};
 use crate::{Page, Portal};
 
 pub use words::Words;
@@ -607,9 +607,6 @@ pub async fn submit(
         Ok(who) => who,
         Err(page) => return *page,
     };
-    if !same_token(&who.session.csrf, crate::form_field(form_fields, "csrf")) {
-        return pages::error(lang, StatusCode::FORBIDDEN, head);
-    }
     match path {
         "/applications/form" => fill(portal, &who, lang, form_fields).await,
         "/applications/sign" => sign(&who, lang).await,

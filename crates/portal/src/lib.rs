@@ -50,7 +50,7 @@ pub mod signin;
 use audit::PortalEvent;
 use i18n::Lang;
 use lookup::Lookups;
-use session::{Official, Session, Sessions};
+use session::{Official, Session, Sessions, same_token};
 
 /// A page the portal answers with.
 type Page = Response<Full<Bytes>>;
@@ -290,6 +290,15 @@ impl Portal {
                 }
                 page
             }
+            // Every other form belongs to a signed-in page and carries its
+            // session's token: checked here, once, before any module reads
+            // the form (without a session the module sends to the sign-in).
+            _ if signin::session_of(&self.sessions, head).is_some_and(|(_, session)| {
+                !same_token(&session.csrf, form_field(form, "csrf"))
+            }) =>
+            {
+                pages::error(lang, StatusCode::FORBIDDEN, head)
+            }
             _ if path.starts_with("/audit/") => auditor::submit(self, head, lang, path, form).await,
             _ if path.starts_with("/applications/") => {
                 applications::submit(self, head, lang, path, form).await
@@ -326,8 +335,7 @@ impl Portal {
                             &self.catalog,
                             lang,
                             head,
-                            (&id, &session, &official),
-                            form,
+                            (&id, &official),
                         )
                         .await
                     }

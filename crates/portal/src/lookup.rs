@@ -36,7 +36,7 @@ use mconnect_sdk::{Call, Consumer};
 use crate::assignments::Assignments;
 use crate::i18n::{Lang, Strings};
 use crate::pages::{self, Switch};
-use crate::session::{Official, PendingLookup as Pending, Session, Sessions, same_token};
+use crate::session::{Official, PendingLookup as Pending, Session, Sessions};
 
 /// What the portal needs to look things up: a consumer client per hosted
 /// organisation (its key and certificate), and the grants of the bus.
@@ -379,9 +379,6 @@ pub fn question<B>(
     let (mut purpose, mut basis, mut person, mut errors) =
         (String::new(), String::new(), String::new(), Vec::new());
     if let Some(form) = form {
-        if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
-            return pages::error(lang, StatusCode::FORBIDDEN, request);
-        }
         purpose = crate::form_field(form, "purpose").to_owned();
         basis = crate::form_field(form, "basis").to_owned();
         person = crate::form_field(form, "person").trim().to_owned();
@@ -477,12 +474,8 @@ pub async fn confirm<B>(
     catalog: &Catalog,
     lang: Lang,
     request: &Request<B>,
-    (id, session, official): (&str, &Session, &Official),
-    form: &[(String, String)],
+    (id, official): (&str, &Official),
 ) -> Response<Full<Bytes>> {
-    if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
-        return pages::error(lang, StatusCode::FORBIDDEN, request);
-    }
     // Taken, not read: a lookup is sent once, however often the form is.
     let Some(pending) = sessions.take_pending(id) else {
         return pages::redirect("/lookup");

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::applications::{self, Words, admin_get, request_id_ok, see_other, view};
 use crate::i18n::{Lang, Strings};
 use crate::pages::{self, Switch};
-use crate::session::{Official, Session, same_token};
+use crate::session::{Official, Session};
 use crate::{Page, Portal};
 
 /// The decisions the operator's page offers, in its order.
@@ -182,9 +182,6 @@ pub async fn submit(
         Ok(found) => found,
         Err(page) => return *page,
     };
-    if !same_token(&session.csrf, crate::form_field(form, "csrf")) {
-        return pages::error(lang, StatusCode::FORBIDDEN, head);
-    }
     let (id, action) = match (side, segments.as_slice()) {
         (Side::Operator, [_, id, action]) if DECISIONS.contains(action) => (*id, *action),
         (Side::Provider, [_, id, "confirm"]) => (*id, "confirm"),
