@@ -5,22 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-fn portal(args: &[&str]) -> (i32, String) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(env!("CARGO_BIN_EXE_mconnect-portal"))
-        .arg("--catalog")
-        .arg(root.join("catalog"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::PathBuf;
 
 #[test]
 fn unsafe_set_ups_are_refused_before_anything_listens() {
@@ -84,7 +71,7 @@ fn unsafe_set_ups_are_refused_before_anything_listens() {
         ),
     ];
     for (what, args, says) in cases {
-        let (code, stderr) = portal(&args);
+        let (code, stderr) = support::portal_command(&args);
         assert_eq!(code, 64, "{what}: {stderr}");
         assert!(stderr.contains(says), "{what}: {stderr}");
     }

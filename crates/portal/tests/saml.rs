@@ -619,21 +619,6 @@ async fn without_mpass_the_portal_says_so() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// `mconnect-portal` with `args`: its exit code and what it said.
-fn portal_command(args: &[&str]) -> (i32, String) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(env!("CARGO_BIN_EXE_mconnect-portal"))
-        .arg("--catalog")
-        .arg(root.join("catalog"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn half_an_mpass_configuration_is_refused_before_anything_listens() {
     let dir = tempfile::tempdir().unwrap();
@@ -725,7 +710,7 @@ fn half_an_mpass_configuration_is_refused_before_anything_listens() {
         ),
     ];
     for (what, args, code, says) in cases {
-        let (exit, stderr) = portal_command(&args);
+        let (exit, stderr) = support::portal_command(&args);
         assert_eq!(exit, code, "{what}: {stderr}");
         assert!(stderr.contains(says), "{what}: {stderr}");
     }

@@ -151,3 +151,19 @@ pub async fn send(
         body: body.to_owned(),
     }
 }
+
+/// `mconnect-portal` on the shipped catalog with `args`: its exit code and
+/// what it said on stderr.
+pub fn portal_command(args: &[&str]) -> (i32, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mconnect-portal"))
+        .arg("--catalog")
+        .arg(root.join("catalog"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
