@@ -528,3 +528,485 @@ fn portal_audit(dir: &std::path::Path) -> Vec<mconnect::audit::AuditRecord> {
         .map(|seq| log.record(seq).unwrap().unwrap().0)
         .collect()
 }
+
+const NICOLAE: &str = "2000000000093"; // Copceac, administrator; Copceac is not on the bus
+const COPCEAC: &str = "apl-copceac";
+const COPCEAC_IDNO: &str = "1003605000089";
+
+/// Issues a certificate for Copceac's system from the sandbox's CA (as the
+/// bus CA would for a new authority), written into the PKI directory.
+fn issue_copceac(bus: &Bus) -> mconnect::pki::IssuedCertificate {
+    let ca = mconnect::pki::DevCa::load(&bus.pki()).unwrap();
+    let issued = ca
+        .issue(
+            COPCEAC,
+            "Primăria satului Copceac",
+            mconnect::pki::KeyType::Ed25519,
+        )
+        .unwrap();
+    issued.write(&bus.pki(), COPCEAC).unwrap();
+    issued
+}
+
+/// A consumer calling as Copceac's system with the certificate issued for it.
+fn copceac_consumer(bus: &Bus) -> mconnect_sdk::Consumer {
+    let credentials =
+        mconnect_sdk::Credentials::from_pki_dir(&bus.pki(), COPCEAC, "ed25519").unwrap();
+    let broker = mconnect_sdk::TrustedKeys::broker_in_pki_dir(&bus.pki()).unwrap();
+    mconnect_sdk::Consumer::new(credentials, &bus.sandbox.manifest.broker.data_url, broker).unwrap()
+}
+
+fn lookup_call() -> mconnect_sdk::Call {
+    mconnect_sdk::Call {
+        method: http::Method::GET,
+        path: format!("/r1/{SERVICE}?idnp={RESIDENT}"),
+        body: None,
+        calling_user: NICOLAE.into(),
+        basis: "md-law-100-2001-art-5".into(),
+        reason: "civil-status-registration".into(),
+        subject: Some(RESIDENT.into()),
+        represented_party: None,
+        request_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authority_not_on_the_bus_applies_through_the_portal_and_joins_on_approval() {
+    let bus = Bus::start().await;
+    let issued = issue_copceac(&bus);
+    let registry = bus.sandbox.broker.broker.registry();
+    assert!(registry.snapshot().get(COPCEAC).is_none());
+    // Not a participant: the broker does not know the system at all yet.
+    let before = copceac_consumer(&bus).call(&lookup_call()).await;
+    assert!(
+        before.map_or(true, |out| !out.status.is_success()),
+        "an unregistered system calls nothing"
+    );
+
+    let mut nicolae = Browser::new(&bus);
+    nicolae.sign_in(NICOLAE).await;
+    let form = nicolae
+        .go(
+            "GET",
+            &format!("/applications/form?lang=en&service={SERVICE}"),
+            None,
+        )
+        .await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(
+        form.body
+            .contains("Your organisation is not on the bus yet")
+    );
+    assert!(form.body.contains("name=\"applicant/idno\""));
+    assert!(
+        form.body
+            .contains("name=\"applicant/registration/certificate\"")
+    );
+    assert!(form.body.contains(&format!("<code>{COPCEAC}</code>")));
+    assert!(
+        !form.body.contains("name=\"applicant/system\""),
+        "the system id is the official's organisation's, never typed"
+    );
+
+    let mut fields = filled("Registering births in the village of Copceac");
+    fields.extend([
+        ("applicant/idno", COPCEAC_IDNO.to_owned()),
+        ("applicant/name", "Primăria satului Copceac".to_owned()),
+        (
+            "applicant/registration/endpoint",
+            "https://copceac.example.md".to_owned(),
+        ),
+    ]);
+    // A certificate that is no certificate: the broker library's words,
+    // beside the field.
+    let mut wrong = fields.clone();
+    wrong.push((
+        "applicant/registration/certificate",
+        "my certificate".into(),
+    ));
+    let refused = nicolae
+        .post("/applications/form?lang=en", &form, &pairs(&wrong))
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("href=\"#f-applicant-registration-certificate\""),
+        "{}",
+        refused.body
+    );
+    // A certificate of another CA: refused with the form, before anything
+    // is signed, in the broker's own words (`registry::admit`, its check
+    // on arrival).
+    let stranger = mconnect::pki::DevCa::generate("not the bus CA")
+        .unwrap()
+        .issue(COPCEAC, "Copceac", mconnect::pki::KeyType::Ed25519)
+        .unwrap();
+    let mut foreign = fields.clone();
+    foreign.push((
+        "applicant/registration/certificate",
+        stranger.cert_pem.clone(),
+    ));
+    let untrusted = nicolae
+        .post("/applications/form?lang=en", &refused, &pairs(&foreign))
+        .await;
+    assert_eq!(untrusted.status, 400, "{}", untrusted.body);
+    let said = format!(
+        "certificate {}: certificate does not chain to the bus CA (its issuer is not the bus CA); have the bus CA issue it",
+        stranger.fingerprint
+    );
+    assert!(untrusted.body.contains(&said), "{}", untrusted.body);
+    assert!(
+        untrusted
+            .body
+            .contains("id=\"f-applicant-registration-certificate-error\""),
+        "beside the field: {}",
+        untrusted.body
+    );
+    assert!(
+        untrusted
+            .body
+            .contains("href=\"#f-applicant-registration-certificate\"")
+    );
+    // Nothing to check or sign: the draft is not a valid application.
+    let check = nicolae.go("GET", "/applications/check?lang=en", None).await;
+    assert_eq!(check.status, 303);
+    assert_eq!(check.location.as_deref(), Some("/applications/form?draft"));
+    let sign = nicolae
+        .post("/applications/sign?lang=en", &untrusted, &[])
+        .await;
+    assert_eq!(sign.status, 303, "no MSign request: {}", sign.body);
+    assert_eq!(sign.location.as_deref(), Some("/applications/form?draft"));
+
+    fields.push((
+        "applicant/registration/certificate",
+        issued.cert_pem.clone(),
+    ));
+    let sent = fill_sign_and_send(&mut nicolae, &untrusted, &pairs(&fields)).await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let location = sent.location.unwrap();
+    let id = id_in(&location);
+    let shown = nicolae.go("GET", &location, None).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("state-submitted"));
+    assert!(shown.body.contains(&issued.fingerprint), "{}", shown.body);
+    let list = nicolae.go("GET", "/applications?lang=en", None).await;
+    assert!(list.body.contains(&format!("href=\"/applications/{id}\"")));
+
+    // Filed by the portal as an intermediary, with Nicolae's own signature.
+    let store = registry.store().clone();
+    let kept = mconnect::connect::load(store.as_ref(), &id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.filer(), Some("mconnect-portal"));
+    assert_eq!(kept.evidence[0].signer, "mconnect-portal");
+    assert_eq!(
+        kept.evidence[0].user_signature.as_ref().unwrap().idnp,
+        NICOLAE
+    );
+    assert_eq!(kept.application.applicant.system, COPCEAC);
+
+    // Another authority's administrator sees nothing of it.
+    let mut maria = Browser::new(&bus);
+    maria.sign_in(MARIA).await;
+    for path in [
+        format!("/applications/{id}"),
+        format!("/applications/{id}/edit"),
+    ] {
+        assert_eq!(maria.go("GET", &path, None).await.status, 404, "{path}");
+    }
+    assert!(
+        !maria
+            .go("GET", "/applications", None)
+            .await
+            .body
+            .contains(&id)
+    );
+
+    // The operator reads the registration and approves; the system is
+    // registered in the same change.
+    let mut ana = Browser::new(&bus);
+    ana.sign_in(ANA).await;
+    let opened = ana
+        .go("GET", &format!("/operator/{id}?lang=en"), None)
+        .await;
+    assert_eq!(opened.status, 200);
+    assert!(opened.body.contains("Registration on the bus"));
+    assert!(opened.body.contains(&issued.fingerprint));
+    assert!(opened.body.contains("CN=apl-copceac"), "{}", opened.body);
+    assert!(opened.body.contains("https://copceac.example.md"));
+    assert!(
+        opened.body.contains("class=\"summary registration\"")
+            && opened.body.contains("class=\"tag verified\"")
+    );
+    for step in ["review", "approve"] {
+        let page = ana.go("GET", &format!("/operator/{id}"), None).await;
+        let done = ana
+            .post(&format!("/operator/{id}/{step}"), &page, &[])
+            .await;
+        assert_eq!(done.status, 303, "{step}: {}", done.body);
+    }
+    let snapshot = registry.snapshot();
+    let joined = &snapshot
+        .get(COPCEAC)
+        .expect("registered on approval")
+        .participant;
+    assert_eq!(joined.organisation.idno, COPCEAC_IDNO);
+    assert_eq!(joined.roles, vec![mconnect::registry::Role::Consumer]);
+    assert_eq!(joined.certificates[0].fingerprint, issued.fingerprint);
+
+    // Copceac is on the bus now, and the portal does not serve it (it holds
+    // no key of its system): Nicolae still follows the application the
+    // portal filed for it, approved, and is told that his organisation's
+    // own system files from now on; he files nothing more here.
+    let account = nicolae.go("GET", "/account", None).await;
+    assert!(account.body.contains("href=\"/applications\""));
+    let list = nicolae.go("GET", "/applications?lang=en", None).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains(&format!("href=\"/applications/{id}\"")));
+    assert!(list.body.contains("state-approved"), "{}", list.body);
+    assert!(list.body.contains("Approved, waiting for the providers"));
+    assert!(list.body.contains("Your organisation is on the bus"));
+    assert!(list.body.contains(&format!("<code>{COPCEAC}</code>")));
+    assert!(
+        !list.body.contains("href=\"/applications/new\""),
+        "no new application through the portal: {}",
+        list.body
+    );
+    let shown = nicolae
+        .go("GET", &format!("/applications/{id}?lang=en"), None)
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("state-approved"));
+    assert!(shown.body.contains(&issued.fingerprint));
+    assert!(shown.body.contains("Your organisation is on the bus"));
+    assert!(!shown.body.contains("/edit\""));
+    for path in [
+        "/applications/new".to_owned(),
+        format!("/applications/form?service={SERVICE}"),
+        "/applications/check".to_owned(),
+        format!("/applications/{id}/edit"),
+    ] {
+        let page = nicolae.go("GET", &path, None).await;
+        assert_eq!(page.status, 303, "{path}: {}", page.body);
+        let back = if path.ends_with("/edit") {
+            format!("/applications/{id}")
+        } else {
+            "/applications".to_owned()
+        };
+        assert_eq!(page.location.as_deref(), Some(back.as_str()), "{path}");
+    }
+    let refiled = nicolae
+        .post("/applications/form?lang=en", &account, &pairs(&fields))
+        .await;
+    assert_eq!(refiled.status, 303, "{}", refiled.body);
+    assert_eq!(refiled.location.as_deref(), Some("/applications"));
+    assert_eq!(
+        mconnect::connect::load_all(store.as_ref()).unwrap().len(),
+        1,
+        "nothing more was filed"
+    );
+    // Another authority's administrator still sees nothing of it.
+    assert_eq!(
+        maria
+            .go("GET", &format!("/applications/{id}"), None)
+            .await
+            .status,
+        404
+    );
+
+    // The provider confirms; the grant is in force; Copceac's system calls
+    // through the broker with its own certificate.
+    let mut victor = Browser::new(&bus);
+    victor.sign_in(VICTOR).await;
+    let page = victor
+        .go("GET", &format!("/confirmations/{id}?lang=en"), None)
+        .await;
+    let confirmed = victor
+        .post(&format!("/confirmations/{id}/confirm"), &page, &[])
+        .await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let kept = mconnect::connect::load(store.as_ref(), &id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.state, mconnect::connect::State::Active);
+    let shown = nicolae
+        .go("GET", &format!("/applications/{id}?lang=en"), None)
+        .await;
+    assert_eq!(shown.status, 200);
+    assert!(shown.body.contains("state-active"), "{}", shown.body);
+    let out = copceac_consumer(&bus).call(&lookup_call()).await.unwrap();
+    assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
+    out.receipt.unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert!(answer.get("first_name").is_some(), "{answer}");
+    assert!(answer.get("address").is_none(), "only the fields asked for");
+    bus.stop().await;
+}
+
+/// Copceac's application as JSON bytes, with `registration` when given.
+fn copceac_application(system: &str, idno: &str, certificate: Option<&str>) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::repo().join("examples/connect/apl-ungheni-pensions.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    v["applicant"] =
+        serde_json::json!({"idno": idno, "name": "Primăria satului Copceac", "system": system});
+    if let Some(pem) = certificate {
+        v["applicant"]["registration"] = serde_json::json!({"certificate": pem});
+    }
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+/// Nicolae's own signature over `body`, as MSign makes it with the signing
+/// certificate the sandbox issued him.
+fn nicolae_signs(bus: &Bus, body: &[u8]) -> mconnect::connect::client::UserSigned {
+    let signers = bus.pki().join("signers");
+    let cert = std::fs::read_to_string(signers.join(format!("{NICOLAE}.cert.pem"))).unwrap();
+    let key = std::fs::read_to_string(signers.join(format!("{NICOLAE}.key.pem"))).unwrap();
+    let key = mconnect::crypto::SigningKey::from_pem(&key).unwrap();
+    let raw = key.sign(&mconnect::crypto::sha256(body)).unwrap();
+    mconnect::connect::client::UserSigned {
+        signature: base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            mconnect::crypto::ecdsa_p256_fixed_to_der(&raw),
+        ),
+        certificate_pem: cert,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_intermediary_with_the_officials_signature_files_for_an_authority_not_on_the_bus() {
+    let bus = Bus::start().await;
+    let issued = issue_copceac(&bus);
+    let admin_url = bus.sandbox.manifest.broker.admin_url.clone();
+    let portal = support::admin_client(bus.dir.path(), &admin_url, "mconnect-portal");
+    let cahul = support::admin_client(bus.dir.path(), &admin_url, "apl-cahul");
+    let path = "/v1/connection-requests";
+    let submit = |client: &mconnect::connect::client::AdminClient,
+                  body: Vec<u8>,
+                  user: Option<mconnect::connect::client::UserSigned>| {
+        match user {
+            Some(user) => {
+                client.signed_by_user(http::Method::POST, path, body.into(), NICOLAE, &user)
+            }
+            None => client.signed(http::Method::POST, path, body.into(), NICOLAE),
+        }
+        .unwrap()
+    };
+    let joining = copceac_application(COPCEAC, COPCEAC_IDNO, Some(&issued.cert_pem));
+
+    // An intermediary without the official's own signature.
+    let (status, problem) = portal
+        .send(submit(&portal, joining.clone(), None))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(
+        problem["code"], "connect.user_signature_required",
+        "{problem}"
+    );
+
+    // A participant that is not an intermediary, signing for another.
+    let (status, problem) = cahul
+        .send(submit(
+            &cahul,
+            joining.clone(),
+            Some(nicolae_signs(&bus, &joining)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["code"], "connect.signer_not_applicant", "{problem}");
+
+    // An intermediary filing for an authority already on the bus.
+    let registered = copceac_application("apl-cahul", "1003603000063", None);
+    let (status, problem) = portal
+        .send(submit(
+            &portal,
+            registered.clone(),
+            Some(nicolae_signs(&bus, &registered)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["code"], "connect.signer_not_applicant", "{problem}");
+
+    // A registration for a system that is registered already.
+    let again = copceac_application("apl-cahul", "1003603000063", Some(&issued.cert_pem));
+    let (status, problem) = cahul.send(submit(&cahul, again, None)).await.unwrap();
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["code"], "connect.application_invalid", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`apl-cahul` is already a registered participant"),
+        "{problem}"
+    );
+
+    // A certificate another CA issued.
+    let stranger = mconnect::pki::DevCa::generate("not the bus CA")
+        .unwrap()
+        .issue(COPCEAC, "Copceac", mconnect::pki::KeyType::Ed25519)
+        .unwrap();
+    let foreign = copceac_application(COPCEAC, COPCEAC_IDNO, Some(&stranger.cert_pem));
+    let (status, problem) = portal
+        .send(submit(
+            &portal,
+            foreign.clone(),
+            Some(nicolae_signs(&bus, &foreign)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["code"], "certificate.untrusted", "{problem}");
+    // The words the portal shows beside the field before signing.
+    assert_eq!(
+        problem["detail"],
+        format!(
+            "at /applicant/registration/certificate: certificate {}: certificate does not chain to the bus CA (its issuer is not the bus CA); have the bus CA issue it",
+            stranger.fingerprint
+        ),
+        "{problem}"
+    );
+
+    // Refused, none of them is kept; the intermediary with the official's
+    // signature and a certificate of the bus CA is.
+    let store = bus.sandbox.broker.broker.registry().store().clone();
+    assert!(
+        mconnect::connect::load_all(store.as_ref())
+            .unwrap()
+            .is_empty()
+    );
+    let (status, answer) = portal
+        .send(submit(
+            &portal,
+            joining.clone(),
+            Some(nicolae_signs(&bus, &joining)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["filed_by"], "mconnect-portal");
+    assert_eq!(
+        answer["registration"]["chain"]["verified"], true,
+        "{answer}"
+    );
+    // The applicant organisation is not on the bus, and no one else but the
+    // filer, the operator and the provider sees it.
+    let id = answer["id"].as_str().unwrap();
+    let (status, _) = cahul
+        .send(
+            cahul
+                .plain(http::Method::GET, &format!("{path}/{id}"), None)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    bus.stop().await;
+}

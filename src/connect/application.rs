@@ -63,6 +63,23 @@ pub struct Applicant {
     pub name: String,
     /// The participant id that will call (`MConnect-Client`).
     pub system: String,
+    /// What the operator needs to register the system, when it is not yet
+    /// a participant (absent: it must be one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<Registration>,
+}
+
+/// The system of an applicant that is not yet on the bus, as it will be
+/// registered on approval (role `consumer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// Its TLS client and signing certificate, PEM.
+    pub certificate: String,
+    /// Where it is reachable (https), for the operator's records; a
+    /// consumer has no endpoint in the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// One service asked for, with its legal basis, purpose and fields.
@@ -226,6 +243,13 @@ fn validator() -> Result<&'static jsonschema::Validator, String> {
 pub trait Participants {
     /// The IDNO of participant `id`'s organisation, if it is registered.
     fn organisation_idno(&self, id: &str) -> Option<&str>;
+
+    /// The participant a certificate (by fingerprint) is registered to,
+    /// when the lister knows (the broker's registry does; the portal's
+    /// participant list does not, and the broker checks again).
+    fn certificate_owner(&self, _fingerprint: &str) -> Option<&str> {
+        None
+    }
 }
 
 impl Participants for RegistrySnapshot {
@@ -233,11 +257,20 @@ impl Participants for RegistrySnapshot {
         self.get(id)
             .map(|entry| entry.participant.organisation.idno.as_str())
     }
+
+    fn certificate_owner(&self, fingerprint: &str) -> Option<&str> {
+        self.by_fingerprint(fingerprint)
+            .map(|entry| entry.participant.id.as_str())
+    }
 }
 
 impl<P: Participants + ?Sized> Participants for std::sync::Arc<P> {
     fn organisation_idno(&self, id: &str) -> Option<&str> {
         (**self).organisation_idno(id)
+    }
+
+    fn certificate_owner(&self, fingerprint: &str) -> Option<&str> {
+        (**self).certificate_owner(fingerprint)
     }
 }
 
@@ -306,16 +339,27 @@ fn cross_check<P: Participants + ?Sized>(
             ),
         );
     }
-    match registry.organisation_idno(&applicant.system) {
-        None => problem(
+    match (
+        registry.organisation_idno(&applicant.system),
+        &applicant.registration,
+    ) {
+        (None, None) => problem(
             INVALID,
             "/applicant/system".into(),
             format!(
-                "`{}` is not a registered participant: the operator registers the system (with its certificate) before it can apply",
+                "`{}` is not a registered participant: give applicant.registration (the system's certificate) so the operator can register it on approval",
                 applicant.system
             ),
         ),
-        Some(idno) if idno != applicant.idno => problem(
+        (Some(_), Some(_)) => problem(
+            INVALID,
+            "/applicant/registration".into(),
+            format!(
+                "`{}` is already a registered participant: leave out applicant.registration and apply as that participant",
+                applicant.system
+            ),
+        ),
+        (Some(idno), None) if idno != applicant.idno => problem(
             INVALID,
             "/applicant/system".into(),
             format!(
@@ -323,7 +367,14 @@ fn cross_check<P: Participants + ?Sized>(
                 applicant.system, idno, applicant.idno
             ),
         ),
-        Some(_) => {}
+        (Some(_), None) => {}
+        (None, Some(registration)) => {
+            for (pointer, reason) in
+                registration_problems(&applicant.system, registration, registry)
+            {
+                problem(INVALID, pointer, reason);
+            }
+        }
     }
 
     let mut seen = HashSet::new();
@@ -443,6 +494,67 @@ fn cross_check<P: Participants + ?Sized>(
     problems
 }
 
+/// What is wrong with the registration of a system not yet on the bus,
+/// as (pointer, reason): a system id the bus reserves, a certificate that
+/// is unreadable or already another participant's, an endpoint that is not
+/// an https URL with a host. Whether the certificate chains to the bus CA is
+/// the broker's check on arrival ([`crate::registry::admit`]), which needs
+/// its trust anchors.
+fn registration_problems<P: Participants + ?Sized>(
+    system: &str,
+    registration: &Registration,
+    registry: &P,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    if !crate::ids::is_valid_participant_id(system) || RESERVED_IDS.contains(&system) {
+        problems.push((
+            "/applicant/system".to_string(),
+            format!(
+                "`{system}` cannot be a participant id: it must match [a-z0-9][a-z0-9-]{{0,62}} and not be one the bus reserves ({})",
+                RESERVED_IDS.join(", ")
+            ),
+        ));
+    }
+    match crate::registry::registered_certificate(&registration.certificate) {
+        Err(e) => problems.push((
+            "/applicant/registration/certificate".to_string(),
+            format!("the certificate cannot be used: {e}"),
+        )),
+        Ok(cert) => {
+            if let Some(owner) = registry.certificate_owner(&cert.fingerprint) {
+                problems.push((
+                    "/applicant/registration/certificate".to_string(),
+                    format!(
+                        "certificate {} is already registered to participant `{owner}`: each system has its own certificate",
+                        cert.fingerprint
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(endpoint) = &registration.endpoint {
+        let ok = endpoint.starts_with("https://")
+            && !endpoint.contains(['?', '#', '@', '\\'])
+            && endpoint
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+        if !ok {
+            problems.push((
+                "/applicant/registration/endpoint".to_string(),
+                format!(
+                    "endpoint `{endpoint}` must be an https:// URL with a host, and no credentials, query or fragment"
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+/// Participant ids no applicant may take: the broker's own services are
+/// catalogued under `mconnect`, and the development PKI names the broker's
+/// and the CA's files `broker` and `ca`.
+const RESERVED_IDS: &[&str] = &[crate::exchange::internal::PROVIDER, "broker", "ca"];
+
 /// Builds the grants the application would become and loads them as the
 /// broker would, so that approval can never produce a grant the policy
 /// loader refuses (a check this module does not repeat by hand).
@@ -468,7 +580,13 @@ fn trial_build<P: Participants + ?Sized>(
         })
         .collect();
     let document = serde_json::json!({ "grants": grants });
-    let known = |id: &str| registry.organisation_idno(id).is_some();
+    // A system registered on approval is known to the grants it becomes.
+    let registering = application
+        .applicant
+        .registration
+        .is_some()
+        .then_some(application.applicant.system.as_str());
+    let known = |id: &str| registry.organisation_idno(id).is_some() || registering == Some(id);
     if let Err(errors) =
         PolicyIndex::from_documents([(PathBuf::from("application"), document)], catalog, &known)
     {

@@ -23,7 +23,7 @@ use super::application::{Application, RequestedService};
 use super::{ConnectionRequest, State};
 
 /// The period of a rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Per {
     /// Per second.
@@ -35,14 +35,16 @@ pub enum Per {
 }
 
 /// The rate limit the operator sets on approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Requests per period.
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub requests: u32,
     /// The period.
     pub per: Per,
     /// Largest burst.
+    #[schemars(range(min = 1))]
     pub burst: u32,
 }
 

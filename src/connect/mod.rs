@@ -6,7 +6,10 @@
 //! request; the broker keeps the exact bytes and the signature as
 //! [`Evidence`], the operator (AGE) reviews it within 30 days, may ask for
 //! changes, approves or rejects it; once the provider of every requested
-//! service confirms, the request is active and its grants are enforced.
+//! service confirms, the request is active and its grants are enforced. An
+//! authority not yet on the bus applies with `applicant.registration` (its
+//! system's certificate), filed by an intermediary ([`filer`]); approval
+//! registers the system.
 //!
 //! ```text
 //!  submit ─► submitted ─review─► under_review ─approve─► approved ─confirm (all providers)─► active
@@ -39,6 +42,7 @@
 pub mod application;
 pub mod client;
 pub mod evidence;
+pub mod filer;
 mod grants;
 #[cfg(test)]
 mod tests;
@@ -53,6 +57,7 @@ use crate::store::{Collection, StateStore, Write};
 
 pub use application::{Application, ApplicationProblem, validate_application};
 pub use evidence::{Evidence, SignatureRefusal, verify_submission};
+pub use filer::{Filer, FilerRefusal, may_file};
 pub use grants::{RateLimitSpec, document_path, grant_values, stored_grant_documents};
 
 /// How long the operator has to answer, from submission or resubmission
@@ -513,11 +518,28 @@ impl ConnectionRequest {
     }
 
     /// Whether `participant` may see this request: operators, the applicant
-    /// organisation, and the providers it names.
+    /// organisation (and the intermediary that filed for it), and the
+    /// providers it names.
     pub fn visible_to(&self, participant: &Participant) -> bool {
         participant.has_role(Role::Operator)
             || self.is_applicant(participant)
+            || self.is_filer(participant)
             || self.providers().contains(participant.id.as_str())
+    }
+
+    /// The participant that filed the request (its first submission), which
+    /// is the applicant or an intermediary that filed for it
+    /// ([`filer::may_file`]).
+    pub fn filer(&self) -> Option<&str> {
+        self.history
+            .first()
+            .filter(|h| h.transition == Transition::Submit)
+            .map(|h| h.by.participant.as_str())
+    }
+
+    /// Whether `participant` filed the request.
+    pub fn is_filer(&self, participant: &Participant) -> bool {
+        self.filer() == Some(participant.id.as_str())
     }
 
     /// Whether `participant` belongs to the applicant: the applicant system
@@ -549,7 +571,7 @@ impl ConnectionRequest {
     ) -> Result<(), ConnectError> {
         let ok = match transition.performer() {
             Performer::Operator => participant.has_role(Role::Operator),
-            Performer::Applicant => self.is_applicant(participant),
+            Performer::Applicant => self.is_applicant(participant) || self.is_filer(participant),
             Performer::Provider => {
                 participant.has_role(Role::Provider)
                     && self.providers().contains(participant.id.as_str())
@@ -718,35 +740,66 @@ pub fn next_id<'a>(existing: impl IntoIterator<Item = &'a str>, year: i32) -> St
     format!("{prefix}{:06}", highest + 1)
 }
 
-/// Writes a request and its grant documents in one atomic, durable batch:
-/// the grants are put with the status the request's state gives them, or
-/// removed when the request has none in the store.
-pub fn persist(store: &dyn StateStore, request: &ConnectionRequest) -> Result<(), ConnectError> {
-    let doc = serde_json::to_vec(request).map_err(|e| ConnectError::Store(e.to_string()))?;
-    let grant_docs: Vec<(String, Vec<u8>)> = if request.grants_in_store() {
-        grant_values(request)
-            .into_iter()
-            .map(|(id, value)| Ok((id, serde_json::to_vec(&value)?)))
-            .collect::<Result<_, serde_json::Error>>()
-            .map_err(|e| ConnectError::Store(e.to_string()))?
-    } else {
-        Vec::new()
-    };
-    let mut writes = vec![Write::Put(
-        Collection::ConnectionRequests,
-        &request.id,
-        &doc,
-    )];
-    for (id, bytes) in &grant_docs {
-        writes.push(Write::Put(Collection::Grants, id, bytes));
+/// What storing a request writes: the request and its grant documents, put
+/// with the status the request's state gives them, or removed when the
+/// request has none in the store. Built once, so that a change that also
+/// registers a participant writes both in one batch
+/// (`Registry::commit_with`).
+pub struct RequestWrites {
+    id: String,
+    doc: Vec<u8>,
+    grants: Vec<(String, Vec<u8>)>,
+    removed: Vec<String>,
+}
+
+impl RequestWrites {
+    /// The writes that store `request`.
+    pub fn of(request: &ConnectionRequest) -> Result<RequestWrites, ConnectError> {
+        let doc = serde_json::to_vec(request).map_err(|e| ConnectError::Store(e.to_string()))?;
+        let grants: Vec<(String, Vec<u8>)> = if request.grants_in_store() {
+            grant_values(request)
+                .into_iter()
+                .map(|(id, value)| Ok((id, serde_json::to_vec(&value)?)))
+                .collect::<Result<_, serde_json::Error>>()
+                .map_err(|e| ConnectError::Store(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        let removed = if grants.is_empty() {
+            request.grants.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(RequestWrites {
+            id: request.id.clone(),
+            doc,
+            grants,
+            removed,
+        })
     }
-    if grant_docs.is_empty() {
-        for id in &request.grants {
+
+    /// The store writes, borrowed.
+    pub fn writes(&self) -> Vec<Write<'_>> {
+        let mut writes = vec![Write::Put(
+            Collection::ConnectionRequests,
+            &self.id,
+            &self.doc,
+        )];
+        for (id, bytes) in &self.grants {
+            writes.push(Write::Put(Collection::Grants, id, bytes));
+        }
+        for id in &self.removed {
             writes.push(Write::Delete(Collection::Grants, id));
         }
+        writes
     }
+}
+
+/// Writes a request and its grant documents in one atomic, durable batch
+/// ([`RequestWrites`]).
+pub fn persist(store: &dyn StateStore, request: &ConnectionRequest) -> Result<(), ConnectError> {
     store
-        .apply(&writes)
+        .apply(&RequestWrites::of(request)?.writes())
         .map_err(|e| ConnectError::Store(e.to_string()))
 }
 

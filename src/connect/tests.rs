@@ -840,3 +840,129 @@ impl CloneWithoutBody for http::Request<http_body_util::Full<Bytes>> {
         r
     }
 }
+
+#[test]
+fn the_intermediary_that_filed_follows_and_resubmits_what_it_filed() {
+    let portal = participant(
+        "mconnect-portal",
+        "1003600000017",
+        &[Role::Consumer, Role::Intermediary],
+    );
+    let mut r = ConnectionRequest::submitted(
+        "cr-2025-000002".into(),
+        sample_application(),
+        sample_evidence(),
+        &portal,
+        T0,
+    );
+    assert_eq!(r.filer(), Some("mconnect-portal"));
+    assert!(r.visible_to(&portal) && r.visible_to(&applicant()));
+    assert!(!r.visible_to(&stranger()));
+    // Another intermediary did not file it, and sees nothing.
+    let other = participant("other-portal", "1003603000063", &[Role::Intermediary]);
+    assert!(!r.visible_to(&other));
+    r.state = State::ChangesRequested;
+    assert_eq!(r.actions_for(&portal), vec![Transition::Resubmit]);
+    assert!(r.authorise(Transition::Resubmit, &other).is_err());
+}
+
+#[test]
+fn an_application_registers_a_system_not_yet_on_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("ca").unwrap();
+    let (registry, keys) = registry_with(&ca, dir.path());
+    let snapshot = registry.snapshot();
+    let catalog = repo_catalog();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/connect");
+    let mut base: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(examples.join("mcabinet-tax-debts.json")).unwrap())
+            .unwrap();
+    let issued = ca
+        .issue("apl-copceac", "Primăria Copceac", KeyType::Ed25519)
+        .unwrap();
+    base["applicant"] = serde_json::json!({
+        "idno": "1003605000089", "name": "Primăria satului Copceac", "system": "apl-copceac",
+        "registration": {"certificate": issued.cert_pem, "endpoint": "https://copceac.example.md"},
+    });
+    let good = validate_application(&serde_json::to_vec(&base).unwrap(), &catalog, &snapshot)
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(
+        good.applicant.registration.unwrap().endpoint.as_deref(),
+        Some("https://copceac.example.md")
+    );
+
+    let cahul_cert = keys
+        .iter()
+        .find(|(id, _, _)| id == "apl-cahul")
+        .unwrap()
+        .1
+        .clone();
+    // (change, pointer, words the reason must hold)
+    type Change = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Change, &str, &str)> = vec![
+        (
+            Box::new(|v| {
+                v["applicant"]["system"] = "apl-cahul".into();
+                v["applicant"]["idno"] = "1003603000063".into();
+            }),
+            "/applicant/registration",
+            "already a registered participant",
+        ),
+        (
+            Box::new(|v| v["applicant"]["system"] = "mconnect".into()),
+            "/applicant/system",
+            "cannot be a participant id",
+        ),
+        (
+            Box::new(|v| {
+                v["applicant"]["registration"]["certificate"] =
+                    "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into();
+            }),
+            "/applicant/registration/certificate",
+            "cannot be used",
+        ),
+        (
+            Box::new(move |v| {
+                v["applicant"]["registration"]["certificate"] = cahul_cert.clone().into();
+            }),
+            "/applicant/registration/certificate",
+            "already registered to participant `apl-cahul`",
+        ),
+        (
+            Box::new(|v| {
+                v["applicant"]["registration"]["endpoint"] = "http://copceac.example.md".into();
+            }),
+            "/applicant/registration/endpoint",
+            "https://",
+        ),
+        (
+            Box::new(|v| {
+                v["applicant"]["registration"]["endpoint"] = "https://copceac.md?x=1".into();
+            }),
+            "/applicant/registration/endpoint",
+            "no credentials, query or fragment",
+        ),
+        (
+            Box::new(|v| {
+                v["applicant"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("registration");
+            }),
+            "/applicant/system",
+            "give applicant.registration",
+        ),
+    ];
+    for (change, pointer, words) in cases {
+        let mut v = base.clone();
+        change(&mut v);
+        let problems = validate_application(&serde_json::to_vec(&v).unwrap(), &catalog, &snapshot)
+            .unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.pointer == pointer && p.to_string().contains(words)),
+            "{pointer} / {words}: {problems:?}"
+        );
+    }
+}

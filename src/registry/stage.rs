@@ -79,6 +79,8 @@ impl Registry {
             anchors: self.anchors.clone(),
             snapshot: ArcSwap::new(base.clone()),
             write_lock: Mutex::new(()),
+            // The scratch follows nothing: it lives for one change.
+            feed: None,
         };
         let value = change(&scratch)?;
         let next = scratch.snapshot();
@@ -101,6 +103,17 @@ impl Registry {
     /// snapshot. Refused (nothing applied) if the registry changed since the
     /// change was staged.
     pub fn commit<T>(&self, staged: StagedChange<T>) -> Result<T, RegistryError> {
+        self.commit_with(staged, &[])
+    }
+
+    /// Like [`Registry::commit`], writing `also` in the same atomic batch:
+    /// a connection request approved with the registration of its
+    /// applicant is stored together with the participant, or neither is.
+    pub fn commit_with<T>(
+        &self,
+        staged: StagedChange<T>,
+        also: &[Write<'_>],
+    ) -> Result<T, RegistryError> {
         let _guard = self
             .write_lock
             .lock()
@@ -118,6 +131,10 @@ impl Registry {
                 OwnedWrite::Put(c, k, v) => Write::Put(*c, k, v),
                 OwnedWrite::Delete(c, k) => Write::Delete(*c, k),
             })
+            .chain(also.iter().map(|w| match w {
+                Write::Put(c, k, v) => Write::Put(*c, k, v),
+                Write::Delete(c, k) => Write::Delete(*c, k),
+            }))
             .collect();
         if !writes.is_empty() {
             self.store.apply(&writes)?;

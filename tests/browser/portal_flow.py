@@ -11,14 +11,20 @@ that lookup in the audit log, verifies its inclusion proof and downloads
 the evidence, which an official cannot; an authority applies for a
 connection, the operator asks for changes, the authority resubmits, the
 operator approves, the provider confirms and the authority looks a person
-up through its new grant. Every page must pass axe-core
+up through its new grant; an authority not yet on the bus (Copceac)
+applies with its system's certificate (--copceac-certificate, issued by
+the sandbox's CA), the operator sees the registration verified and
+approves, which puts the system on the bus. Every page must pass axe-core
 with no serious or critical violation. Exits non-zero on the first failure,
 saying what failed.
 
-With --screenshots DIR it also saves the main pages as PNG (docs/).
+With --screenshots DIR it also saves every page it checks as PNG (docs/
+keeps a few).
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import pathlib
 import sys
@@ -70,6 +76,59 @@ class Run:
         self.axe(name)
 
 
+def sign_in(page, context, portal, who):
+    """The development sign-in as `who`, with fresh cookies."""
+    context.clear_cookies()
+    page.goto(f"{portal}/sign-in")
+    page.click(f"input[value='{who['idnp']}']")
+    page.click("button[type=submit]")
+    check(page.url.endswith("/account"), f"{who['name']} signs in, not {page.url}")
+
+
+def sign_and_send(run, page, name):
+    """From the check page: signs the application through MSign (the
+    waiting page refreshes itself without script) and sends it."""
+    check(page.url.endswith("/applications/check"), f"{name}: the check page, not {page.url}")
+    run.axe(f"{name}-check")
+    with page.expect_response(lambda r: r.url.endswith("/applications/sign")) as signing:
+        page.click("form[action='/applications/sign'] button")
+    refresh = signing.value.headers.get("refresh", "")
+    check(refresh.startswith("2; url=/applications/signing"), f"{name}: the waiting page refreshes itself, not {refresh!r}")
+    check(page.locator("a[href='/applications/signing?manual']").count() == 1, f"{name}: and can be stopped")
+    run.axe(f"{name}-signing")
+    # The page refreshes itself (no script) until MSign has signed.
+    page.wait_for_selector("form[action='/applications/submit'] button", timeout=20000)
+    run.axe(f"{name}-signed")
+    page.click("form[action='/applications/submit'] button")
+    check("/applications/cr-" in page.url, f"{name}: the request's page, not {page.url}")
+
+
+def fill(page, use_case, town="Primăria Cahul", domain="cahul.md"):
+    """The application form's fields for one service, person-by-idnp."""
+    values = {
+        "#f-services-0-legal_bases-0-id": "md-law-100-2001-art-5",
+        "#f-services-0-legal_bases-0-act": "Legea nr. 100/2001 privind actele de stare civilă",
+        "#f-services-0-legal_bases-0-article": "art. 5",
+        "#f-services-0-legal_bases-0-text": "Actele de stare civilă se întocmesc pe baza Registrului de stat al populației.",
+        "#f-services-0-purpose-code": "civil-status-registration",
+        "#f-services-0-purpose-text-ro": "Înregistrarea actelor de stare civilă",
+        "#f-services-0-purpose-text-ru": "Регистрация актов гражданского состояния",
+        "#f-services-0-purpose-text-en": "Registering civil status acts",
+        "#f-services-0-use_case": use_case,
+        "#f-controller_register_no": "0000303-002",
+        "#f-validity-from": "2025-01-01",
+        "#f-contacts-technical-name": f"Serviciul IT, {town}",
+        "#f-contacts-technical-email": f"it@{domain}",
+        "#f-contacts-legal-name": f"Serviciul juridic, {town}",
+        "#f-contacts-legal-email": f"juridic@{domain}",
+    }
+    for selector, value in values.items():
+        page.fill(selector, value)
+    for field in ["idnp", "first_name", "last_name"]:
+        page.check(f"input[name='services/0/fields'][value='{field}']")
+    page.check("#f-declare")
+
+
 def applications_flow(run, page, context, portal, officials):
     """Connection applications: Cahul's administrator fills the form (the
     server's problems first), signs it through MSign (the waiting page
@@ -83,54 +142,8 @@ def applications_flow(run, page, context, portal, officials):
     provider = next(o for o in officials if o["participant"] == "asp-rsp" and "provider" in o["roles"])
     other = next(o for o in officials if o["participant"] == "apl-balti" and "administrator" in o["roles"])
 
-    def sign_in(who):
-        context.clear_cookies()
-        page.goto(f"{portal}/sign-in")
-        page.click(f"input[value='{who['idnp']}']")
-        page.click("button[type=submit]")
-        check(page.url.endswith("/account"), f"{who['name']} signs in, not {page.url}")
-
-    def sign_and_send(name):
-        check(page.url.endswith("/applications/check"), f"{name}: the check page, not {page.url}")
-        run.axe(f"{name}-check")
-        with page.expect_response(lambda r: r.url.endswith("/applications/sign")) as signing:
-            page.click("form[action='/applications/sign'] button")
-        refresh = signing.value.headers.get("refresh", "")
-        check(refresh.startswith("2; url=/applications/signing"), f"{name}: the waiting page refreshes itself, not {refresh!r}")
-        check(page.locator("a[href='/applications/signing?manual']").count() == 1, f"{name}: and can be stopped")
-        run.axe(f"{name}-signing")
-        # The page refreshes itself (no script) until MSign has signed.
-        page.wait_for_selector("form[action='/applications/submit'] button", timeout=20000)
-        run.axe(f"{name}-signed")
-        page.click("form[action='/applications/submit'] button")
-        check("/applications/cr-" in page.url, f"{name}: the request's page, not {page.url}")
-
-    def fill(use_case):
-        values = {
-            "#f-services-0-legal_bases-0-id": "md-law-100-2001-art-5",
-            "#f-services-0-legal_bases-0-act": "Legea nr. 100/2001 privind actele de stare civilă",
-            "#f-services-0-legal_bases-0-article": "art. 5",
-            "#f-services-0-legal_bases-0-text": "Actele de stare civilă se întocmesc pe baza Registrului de stat al populației.",
-            "#f-services-0-purpose-code": "civil-status-registration",
-            "#f-services-0-purpose-text-ro": "Înregistrarea actelor de stare civilă",
-            "#f-services-0-purpose-text-ru": "Регистрация актов гражданского состояния",
-            "#f-services-0-purpose-text-en": "Registering civil status acts",
-            "#f-services-0-use_case": use_case,
-            "#f-controller_register_no": "0000303-002",
-            "#f-validity-from": "2025-01-01",
-            "#f-contacts-technical-name": "Serviciul IT, Primăria Cahul",
-            "#f-contacts-technical-email": "it@cahul.md",
-            "#f-contacts-legal-name": "Serviciul juridic, Primăria Cahul",
-            "#f-contacts-legal-email": "juridic@cahul.md",
-        }
-        for selector, value in values.items():
-            page.fill(selector, value)
-        for field in ["idnp", "first_name", "last_name"]:
-            page.check(f"input[name='services/0/fields'][value='{field}']")
-        page.check("#f-declare")
-
     # The authority's administrator applies.
-    sign_in(admin)
+    sign_in(page, context, portal, admin)
     run.goto(f"{portal}/applications", "applications")
     page.click("a[href='/applications/new']")
     run.axe("application-new")
@@ -141,19 +154,19 @@ def applications_flow(run, page, context, portal, officials):
     check(page.locator(".error-summary a").count() >= 5, "an empty form is summarised, field by field")
     check(page.locator(".error-message").count() >= 5, "with the errors beside the fields")
     run.axe("application-form-errors")
-    fill("Registering births and marriages")
+    fill(page, "Registering births and marriages")
     page.click("#application button[type=submit]:not([name])")
-    sign_and_send("application")
+    sign_and_send(run, page, "application")
     request_page = page.url.split("?")[0]
     request_id = request_page.rsplit("/", 1)[1]
     run.axe("application-show")
 
     # Another authority's official cannot open it.
-    sign_in(other)
+    sign_in(page, context, portal, other)
     run.goto(f"{portal}/applications/{request_id}", "application-refused", status=404)
 
     # The operator takes it up and asks for changes, with a reason.
-    sign_in(operator)
+    sign_in(page, context, portal, operator)
     run.goto(f"{portal}/operator", "operator-queue")
     page.click(f"a[href='/operator/{request_id}']")
     check(page.locator(".tag.verified").count() >= 1, "the operator sees the signatures verified")
@@ -165,7 +178,7 @@ def applications_flow(run, page, context, portal, officials):
     run.axe("operator-decided")
 
     # The administrator edits, signs again and resends.
-    sign_in(admin)
+    sign_in(page, context, portal, admin)
     page.goto(f"{portal}/applications/{request_id}")
     check("Say which department uses the data" in page.content(), "the applicant sees the reason")
     page.click(f"a[href='/applications/{request_id}/edit']")
@@ -173,10 +186,10 @@ def applications_flow(run, page, context, portal, officials):
     page.fill("#f-services-0-use_case", "The civil status department registers births and marriages")
     page.fill("#f-reason", "named the department")
     page.click("#application button[type=submit]:not([name])")
-    sign_and_send("resubmission")
+    sign_and_send(run, page, "resubmission")
 
     # The operator compares the versions and approves.
-    sign_in(operator)
+    sign_in(page, context, portal, operator)
     page.goto(f"{portal}/operator/{request_id}")
     check(page.locator(".diff-added").count() >= 1, "the versions are compared")
     run.axe("operator-diff")
@@ -184,7 +197,7 @@ def applications_flow(run, page, context, portal, officials):
     page.click(f"button[formaction='/operator/{request_id}/approve']")
 
     # The provider confirms for its service.
-    sign_in(provider)
+    sign_in(page, context, portal, provider)
     run.goto(f"{portal}/confirmations", "confirmations")
     page.click(f"a[href='/confirmations/{request_id}']")
     run.axe("confirmation")
@@ -192,7 +205,7 @@ def applications_flow(run, page, context, portal, officials):
     check("state-active" in page.content(), "the last confirmation puts the grant in force")
 
     # The administrator gives herself the new grant and looks a person up.
-    sign_in(admin)
+    sign_in(page, context, portal, admin)
     grant = f"{request_id}.1"
     page.goto(f"{portal}/admin/officials")
     page.check(f"input[name='allow:{admin['idnp']}:{grant}']")
@@ -209,11 +222,133 @@ def applications_flow(run, page, context, portal, officials):
     run.axe("application-lookup")
 
 
+def fingerprint(pem):
+    """The lowercase hex SHA-256 of a PEM certificate's DER, as the bus
+    names certificates (computed here, independently of the portal)."""
+    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+    return hashlib.sha256(base64.b64decode(body)).hexdigest()
+
+
+def joining_flow(run, page, context, portal, officials, certificate):
+    """An authority not yet on the bus applies to join: Copceac's
+    administrator finds the registration fields on the form (the system id
+    is his organisation's, never typed), gives a certificate that is none
+    and reads the problem beside the field, pastes the certificate the bus
+    CA issued for `apl-copceac`, signs through MSign and sends it; another
+    authority's administrator cannot open it; the operator reads the
+    registration (subject, fingerprint, chain verified) and approves, which
+    registers the system; its administrator still follows the application,
+    approved, and is told his organisation's own system files from now on;
+    the provider confirms and the application is in force."""
+    admin = next(o for o in officials if o["participant"] == "apl-copceac" and "administrator" in o["roles"])
+    operator = next(o for o in officials if "operator" in o["roles"])
+    provider = next(o for o in officials if o["participant"] == "asp-rsp" and "provider" in o["roles"])
+    other = next(o for o in officials if o["participant"] == "apl-balti" and "administrator" in o["roles"])
+    expected = fingerprint(certificate)
+
+    sign_in(page, context, portal, admin)
+    run.goto(f"{portal}/applications", "applications-joining")
+    check(page.locator("a[href^='/applications/cr-']").count() == 0, "Copceac has no application yet")
+    page.click("a[href='/applications/new']")
+    run.axe("application-new-joining")
+    page.check("input[value='asp-rsp/person-by-idnp']")
+    page.click("form[action='/applications/form'] button[type=submit]")
+    check(page.locator("#joining-title").is_visible(), "the form says the organisation is not on the bus")
+    check(page.locator("#f-applicant-idno").count() == 1, "and asks for its IDNO")
+    check(page.locator("textarea#f-applicant-registration-certificate").count() == 1, "and the system's certificate")
+    check(page.locator("input#f-applicant-registration-endpoint[type=url]").count() == 1, "and, optionally, its address")
+    check(page.locator("input[name='applicant/system']").count() == 0, "the system id is never typed")
+    check(page.locator("section[aria-labelledby=joining-title] code", has_text="apl-copceac").count() == 1,
+          "it is the official's organisation's")
+    run.axe("application-joining")
+    fill(page, "Înregistrarea nașterilor în satul Copceac", "Primăria satului Copceac", "copceac.md")
+    page.fill("#f-applicant-idno", "1003605000089")
+    page.fill("#f-applicant-name", "Primăria satului Copceac")
+    page.fill("#f-applicant-registration-endpoint", "https://copceac.example.md")
+    page.fill("#f-applicant-registration-certificate", "my certificate")
+    page.click("#application button[type=submit]:not([name])")
+    check(page.locator(".error-summary a[href='#f-applicant-registration-certificate']").count() == 1,
+          f"a certificate that is none is summarised, not {page.url}")
+    check(page.locator("#f-applicant-registration-certificate-error").count() == 1, "and the problem is beside the field")
+    run.axe("application-registration-errors")
+    page.fill("#f-applicant-registration-certificate", certificate)
+    page.click("#application button[type=submit]:not([name])")
+    check(page.url.endswith("/applications/check"), f"the certificate is accepted, not {page.url}")
+    check(expected in page.content(), "the check page shows the certificate's fingerprint")
+    # Back to the form from the check page: the registration is kept.
+    page.click("a[href='/applications/form?draft']")
+    check(page.locator(".error-summary").count() == 0, "the draft has no problem")
+    check(fingerprint(page.input_value("#f-applicant-registration-certificate")) == expected,
+          "the draft keeps the certificate")
+    check(page.input_value("#f-applicant-registration-endpoint") == "https://copceac.example.md",
+          "and the system's address")
+    run.axe("application-registration")
+    page.click("#application button[type=submit]:not([name])")
+    sign_and_send(run, page, "registration")
+    request_id = page.url.split("?")[0].rsplit("/", 1)[1]
+    check("state-submitted" in page.content(), "the application is submitted")
+    check(expected in page.content(), "with the certificate's fingerprint")
+    run.axe("application-registration-show")
+    run.goto(f"{portal}/applications", "applications-joining-sent")
+    check(page.locator(f"a[href='/applications/{request_id}']").count() == 1, "Copceac's list shows it")
+
+    # Another authority's administrator cannot open it, nor see it listed.
+    sign_in(page, context, portal, other)
+    run.goto(f"{portal}/applications/{request_id}", "application-registration-refused", status=404)
+    run.goto(f"{portal}/applications", "applications-other")
+    check(request_id not in page.content(), "another authority's list does not show it")
+
+    # The operator reads the registration and approves; that registers it.
+    sign_in(page, context, portal, operator)
+    page.goto(f"{portal}/operator")
+    page.click(f"a[href='/operator/{request_id}']")
+    block = page.locator("dl.summary.registration")
+    check(block.count() == 1, "the operator sees the registration")
+    check(block.locator("code.digest", has_text=expected).count() == 1, "with the certificate's fingerprint")
+    check(block.locator(".tag.verified").count() == 1, "its chain to the bus CA verified")
+    check("CN=apl-copceac" in block.inner_text(), "the certificate's subject")
+    check(block.locator("code", has_text="https://copceac.example.md").count() == 1, "and the system's address")
+    run.axe("operator-registration")
+    page.click(f"button[formaction='/operator/{request_id}/review']")
+    page.click(f"button[formaction='/operator/{request_id}/approve']")
+    check(page.locator(".tag.state-approved").count() == 1, f"the application is approved, not {page.url}")
+    run.axe("operator-registration-approved")
+
+    # Copceac is on the bus now, and the portal does not serve it: its
+    # administrator still follows the application from his account, sees
+    # it approved, and is told that his organisation's own system files
+    # from now on (no new application through the portal).
+    sign_in(page, context, portal, admin)
+    page.click("a[href='/applications']")
+    check(page.url.endswith("/applications"), f"the account leads to the applications, not {page.url}")
+    row = page.locator("tr", has=page.locator(f"a[href='/applications/{request_id}']"))
+    check(row.count() == 1, "Copceac's list still shows its application")
+    check(row.locator(".tag.state-approved").count() == 1, "approved")
+    check(page.locator("#joined-title").is_visible(), "the page says the organisation is on the bus")
+    check(page.locator("section[aria-labelledby=joined-title] code", has_text="apl-copceac").count() == 1,
+          "with its system")
+    check(page.locator("a[href='/applications/new']").count() == 0, "and offers no new application")
+    run.axe("applications-joined")
+    page.click(f"a[href='/applications/{request_id}']")
+    check(page.locator(".summary .tag.state-approved").count() == 1, f"the application is approved, not {page.url}")
+    check(expected in page.content(), "with the certificate's fingerprint")
+    check(page.locator(f"a[href='/applications/{request_id}/edit']").count() == 0, "and nothing to edit")
+    run.axe("application-joined-show")
+
+    # The provider confirms; the application is in force.
+    sign_in(page, context, portal, provider)
+    run.goto(f"{portal}/confirmations/{request_id}", "registration-confirmation")
+    page.click(f"button[formaction='/confirmations/{request_id}/confirm']")
+    check("state-active" in page.content(), "the provider's confirmation puts it in force")
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sandbox", required=True, help="the sandbox directory (sandbox.json)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--screenshots", help="save the main pages here as PNG")
+    parser.add_argument("--copceac-certificate", required=True,
+                        help="a certificate of the sandbox's CA for apl-copceac (PEM), as "
+                             "`mconnect pki issue --dir SANDBOX/pki --name apl-copceac` writes it")
     args = parser.parse_args()
     manifest = json.loads((pathlib.Path(args.sandbox) / "sandbox.json").read_text())
     portal = manifest["portal"]["url"]
@@ -350,6 +485,8 @@ def main():
         page.click("button[type=submit]")
         run.goto(f"{portal}/audit", "audit-refused", status=403)
         applications_flow(run, page, context, portal, officials)
+        certificate = pathlib.Path(args.copceac_certificate).read_text()
+        joining_flow(run, page, context, portal, officials, certificate)
         browser.close()
     print(json.dumps({"pages_checked": run.checked}))
 

@@ -27,20 +27,46 @@
 //! `mconnect::connect::client`. The broker checks both and keeps both as
 //! evidence.
 //!
-//! Not built yet: an authority that is not a participant of the bus applies
-//! here only once the operator has registered its system, because the
-//! broker validates an application against its registry (the applicant's
-//! system must exist, and the grants it would become must load); the
-//! applicant part of the form is the signed-in official's own organisation.
+//! An authority not yet on the bus applies to join here too: an
+//! administrator whose organisation (their session's participant) is not
+//! registered fills the applicant part as well (IDNO, name, the system's
+//! certificate from the bus CA and its address; the system id is their
+//! organisation's), and the portal files the application as its own
+//! participant, which has the `intermediary` role, with the official's
+//! MSign signature (the broker accepts nothing less from an intermediary).
+//! The operator's approval registers the system. Since the portal's own
+//! participant may see every application it filed, such an official is
+//! shown only those whose applicant system is their organisation.
+//!
+//! Once registered, the organisation is on the bus but not served here
+//! (the portal holds no key of its system): its administrator still
+//! follows, read as the portal's own participant, the applications the
+//! portal filed for it (state, deadline, history, grants), and the pages
+//! say that new applications, and changes to those, are filed by the
+//! organisation's own system (as an intermediary the portal may file only
+//! for an authority not on the bus: `connect::may_file`). The pages that
+//! file (new, form, check, signing, submission, edit) lead back to the
+//! list, which says so. The same holds for any organisation on the bus
+//! that the portal does not serve: it sees only what the portal filed for
+//! it, usually nothing.
+//!
+//! A registration's certificate is checked with the form, before the
+//! official signs: it must chain to the bus CA (`--pki`'s `ca.cert.pem`)
+//! and be in date, by `mconnect::registry::admit`, the broker's own check
+//! on arrival, with its words and code.
 //!
 //! Invariants:
 //! - only an official with the `administrator` role reaches these pages
 //!   (403 for anyone else), and only their own organisation's applications
 //!   exist for them: every read and write goes to the broker as their
-//!   organisation, which answers 404 for another's;
+//!   organisation, which answers 404 for another's; for an organisation not
+//!   on the bus, or on it but not served here, as the portal's own
+//!   participant, and the portal answers 404 for any application it did not
+//!   file or whose applicant system is not theirs;
 //! - an application is validated by the broker library's own
-//!   `mconnect::connect::validate_application`, never a second validator,
-//!   and its problems are shown word for word;
+//!   `mconnect::connect::validate_application` (and a joining system's
+//!   certificate by its `mconnect::registry::admit`), never a second
+//!   validator, and its problems are shown word for word;
 //! - the bytes signed are the bytes submitted: the draft keeps them from
 //!   the check page to the submission, and the signature covers their
 //!   SHA-256; changing anything starts the signing again;
@@ -63,7 +89,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use mconnect::catalog::Catalog;
+use mconnect::connect::ApplicationProblem;
 use mconnect::connect::client::{AdminClient, UserSigned};
+use mconnect::trust::TrustAnchors;
 use mconnect_sdk::{Call, Consumer};
 use serde_json::{Value, json};
 
@@ -103,6 +131,11 @@ const REFRESH_SECS: u32 = 2;
 /// MSign and MNotify as itself) and the drafts being filled.
 pub struct Applications {
     consumer: Consumer,
+    /// The admin API as the portal's own participant (an intermediary),
+    /// for authorities not yet on the bus.
+    own_admin: Option<AdminClient>,
+    /// The bus CA, which a registration's certificate must chain to.
+    anchors: Option<TrustAnchors>,
     drafts: Mutex<HashMap<String, Draft>>,
 }
 
@@ -133,8 +166,44 @@ impl Applications {
     pub fn new(consumer: Consumer) -> Applications {
         Applications {
             consumer,
+            own_admin: None,
+            anchors: None,
             drafts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Files the applications of authorities not yet on the bus with
+    /// `client`, the admin API as the portal's own participant (which the
+    /// broker must know as an `intermediary`).
+    pub fn with_own_admin(mut self, client: AdminClient) -> Applications {
+        self.own_admin = Some(client);
+        self
+    }
+
+    /// Checks the certificate of a system joining the bus against
+    /// `anchors`, the bus CA, when the form is validated: before the
+    /// official signs, as the broker checks it on arrival.
+    pub fn with_trust(mut self, anchors: TrustAnchors) -> Applications {
+        self.anchors = Some(anchors);
+        self
+    }
+
+    /// The problem with the registration's certificate in `application`,
+    /// if any: the broker's own check on arrival (`registry::admit`: chains
+    /// to the bus CA, in date now), in its words.
+    fn certificate_problem(&self, application: &Value) -> Option<ApplicationProblem> {
+        const AT: &str = "/applicant/registration/certificate";
+        let anchors = self.anchors.as_ref()?;
+        let pem = application.pointer(AT)?.as_str()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let refusal = mconnect::registry::admit(anchors, pem, now).err()?;
+        Some(ApplicationProblem {
+            code: refusal.problem().1,
+            pointer: AT.to_owned(),
+            reason: refusal.to_string(),
+        })
     }
 
     fn draft(&self, session: &str, official: &Official) -> Option<Draft> {
@@ -417,9 +486,51 @@ struct Applicant<'p> {
     official: Official,
     client: &'p AdminClient,
     apps: &'p Applications,
+    /// How the portal serves the organisation (and which `client` is).
+    standing: Standing,
 }
 
-fn applicant<'p>(
+/// Where the official's organisation stands with the portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// The portal serves it (`--hosted`): everything goes to the broker as
+    /// the organisation.
+    Hosted,
+    /// It is not on the bus: it applies to join through the portal's own
+    /// participant, an intermediary.
+    Joining,
+    /// It is on the bus (joined through the portal, typically) but not
+    /// served here: it follows, through the portal's own participant, what
+    /// the portal filed for it, and files nothing more here.
+    Joined,
+}
+
+impl Applicant<'_> {
+    /// Whether the official may see `request` (the broker's view): the
+    /// broker decided for a hosted organisation; otherwise the portal's
+    /// own participant reads all it filed, so only those it filed for the
+    /// official's organisation.
+    fn may_see(&self, request: &Value) -> bool {
+        self.standing == Standing::Hosted
+            || request["applicant"]["system"] == self.official.participant.as_str()
+                && request["filed_by"] == self.client.participant()
+    }
+
+    /// Whether the official files (and changes) applications here: not
+    /// once their organisation is on the bus without the portal serving
+    /// it, since the portal files only for an authority not on the bus.
+    fn files(&self) -> bool {
+        self.standing != Standing::Joined
+    }
+
+    /// The organisation's system, when it is on the bus but not served
+    /// here (what the pages then say).
+    fn joined(&self) -> Option<String> {
+        (self.standing == Standing::Joined).then(|| self.official.participant.clone())
+    }
+}
+
+async fn applicant<'p>(
     portal: &'p Portal,
     request: &'p Request<()>,
     lang: Lang,
@@ -428,11 +539,22 @@ fn applicant<'p>(
     if !official.has_role(ROLE) {
         return Err(Box::new(pages::error(lang, StatusCode::FORBIDDEN, request)));
     }
-    let (Some(client), Some(apps)) = (
-        portal.admin_client(&official.participant),
-        portal.applications.as_ref(),
-    ) else {
+    let Some(apps) = portal.applications.as_ref() else {
         return Err(Box::new(pages::error(lang, StatusCode::NOT_FOUND, request)));
+    };
+    let (client, standing) = match (portal.admin_client(&official.participant), &apps.own_admin) {
+        (Some(client), _) => (client, Standing::Hosted),
+        // Not hosted here: an organisation not yet on the bus applies to
+        // join; one on the bus (it joined, typically through the portal)
+        // follows what the portal filed for it.
+        (None, Some(own)) => match participants(own).await {
+            Ok(known) if known.contains_key(&official.participant) => (own, Standing::Joined),
+            Ok(_) => (own, Standing::Joining),
+            Err(status) => return Err(Box::new(pages::error(lang, status, request))),
+        },
+        (None, None) => {
+            return Err(Box::new(pages::error(lang, StatusCode::NOT_FOUND, request)));
+        }
     };
     Ok(Applicant {
         request,
@@ -441,6 +563,7 @@ fn applicant<'p>(
         official,
         client,
         apps,
+        standing,
     })
 }
 
@@ -455,6 +578,9 @@ struct ListPage {
     title: &'static str,
     organisation: String,
     rows: Vec<view::RequestRow>,
+    /// The organisation's system, when it is on the bus but not served
+    /// here: it follows its applications and files no new one here.
+    joined: Option<String>,
 }
 
 /// One service offered at the start.
@@ -558,6 +684,8 @@ struct ShowPage {
     history: Vec<view::HistoryRow>,
     sections: Vec<view::Section>,
     grants: Vec<(String, String, String)>,
+    /// As on the list.
+    joined: Option<String>,
 }
 
 /// A refusal of the broker, shown as it said it.
@@ -576,12 +704,17 @@ struct RefusedPage {
 
 /// `GET /applications…`.
 pub async fn page(portal: &Portal, request: &Request<()>, lang: Lang, segments: &[&str]) -> Page {
-    let who = match applicant(portal, request, lang) {
+    let who = match applicant(portal, request, lang).await {
         Ok(who) => who,
         Err(page) => return *page,
     };
     match segments {
         ["applications"] => list(&who, lang).await,
+        // Filing is over for an organisation on the bus that the portal
+        // does not serve: the list says why.
+        ["applications", "new" | "form" | "check" | "signing"] if !who.files() => {
+            see_other("/applications")
+        }
         ["applications", "new"] => new(&who, &portal.catalog, lang, false),
         ["applications", "form"] => {
             let query = request.uri().query().unwrap_or("");
@@ -603,11 +736,15 @@ pub async fn submit(
     path: &str,
     form_fields: &[(String, String)],
 ) -> Page {
-    let who = match applicant(portal, head, lang) {
+    let who = match applicant(portal, head, lang).await {
         Ok(who) => who,
         Err(page) => return *page,
     };
     match path {
+        "/applications/form" | "/applications/sign" | "/applications/submit" if !who.files() => {
+            who.apps.forget(&who.session_id);
+            see_other("/applications")
+        }
         "/applications/form" => fill(portal, &who, lang, form_fields).await,
         "/applications/sign" => sign(&who, lang).await,
         "/applications/submit" => send(portal, &who, lang).await,
@@ -617,10 +754,13 @@ pub async fn submit(
 
 async fn list(who: &Applicant<'_>, lang: Lang) -> Page {
     let w = Words::of(lang);
-    let list = match admin_get(who.client, "/v1/connection-requests").await {
+    let mut list = match admin_get(who.client, "/v1/connection-requests").await {
         Ok(list) => list,
         Err(status) => return pages::error(lang, status, who.request),
     };
+    if let Some(items) = list["connection_requests"].as_array_mut() {
+        items.retain(|r| who.may_see(r));
+    }
     pages::private(pages::render(
         StatusCode::OK,
         &ListPage {
@@ -631,6 +771,7 @@ async fn list(who: &Applicant<'_>, lang: Lang) -> Page {
             title: w.applications,
             organisation: who.official.organisation.clone(),
             rows: view::rows(&list, lang, |id| format!("/applications/{id}")),
+            joined: who.joined(),
         },
     ))
 }
@@ -684,11 +825,38 @@ fn new(_who: &Applicant<'_>, catalog: &Catalog, lang: Lang, error: bool) -> Page
     ))
 }
 
+/// The broker's participants, id → organisation IDNO, for validation.
+async fn participants(client: &AdminClient) -> Result<HashMap<String, String>, StatusCode> {
+    let list = admin_get(client, "/v1/participants").await?;
+    Ok(list["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p["id"].as_str()?.to_owned(),
+                p["organisation"]["idno"].as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
 /// The applicant part of the official's organisation, as the broker lists
-/// it, and the broker's participants for validation.
+/// it (for one joining, its name and system, the rest to fill in), and the
+/// broker's participants for validation.
 async fn organisation(
     who: &Applicant<'_>,
 ) -> Result<(form::Applicant, HashMap<String, String>), StatusCode> {
+    if who.standing == Standing::Joining {
+        let participants = participants(who.client).await?;
+        let applicant = form::Applicant {
+            idno: String::new(),
+            name: who.official.organisation.clone(),
+            system: who.official.participant.clone(),
+            registration: Some((String::new(), String::new())),
+        };
+        return Ok((applicant, participants));
+    }
     let list = admin_get(who.client, "/v1/participants").await?;
     let participants: HashMap<String, String> = list["participants"]
         .as_array()
@@ -718,6 +886,7 @@ async fn organisation(
                 .unwrap_or(&who.official.organisation)
                 .to_owned(),
             system: who.official.participant.clone(),
+            registration: None,
         },
         participants,
     ))
@@ -868,7 +1037,13 @@ async fn fill(
         return pages::error(lang, StatusCode::BAD_REQUEST, who.request);
     }
     // A resubmission keeps the applicant of the request (the broker refuses
-    // another), which is the organisation's anyway.
+    // another), which is the organisation's anyway. One joining the bus
+    // fills its own part, but never its system id.
+    let applicant = if who.standing == Standing::Joining {
+        form::Applicant::joining(fields, &who.official.participant)
+    } else {
+        applicant
+    };
     let application = form::from_form(fields, &applicant, lang);
     let reason = crate::form_field(fields, "reason").trim().to_owned();
     let adding = !crate::form_field(fields, "add_basis").is_empty();
@@ -876,7 +1051,22 @@ async fn fill(
     let validated = if adding {
         Err(Vec::new())
     } else {
-        mconnect::connect::validate_application(&body, &portal.catalog, &participants)
+        let mut validated =
+            mconnect::connect::validate_application(&body, &portal.catalog, &participants)
+                .map(|_| ());
+        // The broker's check on arrival of the certificate of a system
+        // joining the bus, now rather than after the official signed; once
+        // (an unreadable one is reported by the validation already).
+        if let Some(problem) = who.apps.certificate_problem(&application) {
+            match &mut validated {
+                Ok(()) => validated = Err(vec![problem]),
+                Err(problems) if !problems.iter().any(|p| p.pointer == problem.pointer) => {
+                    problems.push(problem);
+                }
+                Err(_) => {}
+            }
+        }
+        validated
     };
     match validated {
         Ok(_) => {
@@ -1186,7 +1376,8 @@ async fn show(
     request: &Request<()>,
 ) -> Page {
     let found = match admin_get(who.client, &format!("/v1/connection-requests/{id}")).await {
-        Ok(found) => found,
+        Ok(found) if who.may_see(&found) => found,
+        Ok(_) => return pages::error(lang, StatusCode::NOT_FOUND, request),
         Err(status) => return pages::error(lang, status, request),
     };
     let w = Words::of(lang);
@@ -1218,10 +1409,11 @@ async fn show(
             version: found["version"].to_string(),
             just_submitted,
             changes_asked: view::changes_asked(&found),
-            can_edit: allowed("resubmit"),
+            can_edit: allowed("resubmit") && who.files(),
             history: view::history(&found, lang),
             sections: view::sections(&found["application"], &portal.catalog, lang),
             grants: grants(&found),
+            joined: who.joined(),
         },
     ))
 }
@@ -1230,13 +1422,14 @@ async fn show(
 /// when the operator asked for changes.
 async fn edit(portal: &Portal, who: &Applicant<'_>, lang: Lang, id: &str) -> Page {
     let found = match admin_get(who.client, &format!("/v1/connection-requests/{id}")).await {
-        Ok(found) => found,
+        Ok(found) if who.may_see(&found) => found,
+        Ok(_) => return pages::error(lang, StatusCode::NOT_FOUND, who.request),
         Err(status) => return pages::error(lang, status, who.request),
     };
     let may = found["allowed_transitions"]
         .as_array()
         .is_some_and(|a| a.iter().any(|x| x == "resubmit"));
-    if !may {
+    if !may || !who.files() {
         return see_other(&format!("/applications/{id}"));
     }
     let mut application = found["application"].clone();

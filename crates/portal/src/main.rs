@@ -20,6 +20,7 @@ use clap::Parser;
 use mconnect::catalog::Catalog;
 use mconnect::connect::client::AdminClient;
 use mconnect::policy::{Grant, PolicyIndex};
+use mconnect::trust::TrustAnchors;
 use mconnect_portal::Portal;
 use mconnect_portal::applications::Applications;
 use mconnect_portal::assignments::Assignments;
@@ -207,8 +208,14 @@ fn history(args: &Args, catalog: &Catalog) -> Result<Option<History>, String> {
 /// its own participant: it asks MSign for officials' signatures and MNotify
 /// for the applicants' notices as that participant (its grants
 /// `portal-application-signing` and `portal-connection-notices`).
+///
+/// It files the applications of authorities not yet on the bus on the admin
+/// API as that participant too (which the broker must know as an
+/// `intermediary`; otherwise it refuses them, and says why), and checks
+/// their systems' certificates against the bus CA (`ca.cert.pem` in
+/// --pki) before the official signs.
 fn applications(args: &Args) -> Result<Option<Applications>, String> {
-    let (Some(_), Some(entry), Some(url), Some(pki)) = (
+    let (Some(admin_url), Some(entry), Some(url), Some(pki)) = (
         &args.admin_url,
         &args.own_participant,
         &args.broker_url,
@@ -217,8 +224,23 @@ fn applications(args: &Args) -> Result<Option<Applications>, String> {
         return Ok(None);
     };
     let broker = TrustedKeys::broker_in_pki_dir(pki).map_err(|e| e.to_string())?;
-    let (_, consumer) = consumer(entry, pki, url, &broker)?;
-    Ok(Some(Applications::new(consumer)))
+    let (participant, consumer) = consumer(entry, pki, url, &broker)?;
+    let alg = entry.split_once(':').map_or("", |(_, alg)| alg);
+    let credentials = Credentials::from_pki_dir(pki, &participant, alg)
+        .map_err(|e| format!("{participant}: {e}"))?;
+    let own =
+        AdminClient::new(credentials, admin_url).map_err(|e| format!("{participant}: {e}"))?;
+    // The bus CA: a joining system's certificate is checked against it
+    // with the form, before the official signs.
+    let ca = pki.join("ca.cert.pem");
+    let anchors = mconnect::tls::load_certificates(&ca)
+        .and_then(|cas| TrustAnchors::new(&cas))
+        .map_err(|e| format!("the bus CA, {}: {e}", ca.display()))?;
+    Ok(Some(
+        Applications::new(consumer)
+            .with_own_admin(own)
+            .with_trust(anchors),
+    ))
 }
 
 /// The portal's audit log in `{state}/audit`, its tree heads signed with

@@ -112,6 +112,7 @@ struct ShowPage {
     evidence: Vec<view::EvidenceRow>,
     diffs: Vec<view::DiffView>,
     grants: Vec<(String, String, String)>,
+    registration: Option<view::RegistrationView>,
 }
 
 /// The signed-in official of `side`, their organisation's admin client.
@@ -341,6 +342,7 @@ async fn show(
             },
             error,
             reason,
+            registration: view::registration(&found),
             first_action: decisions.first().map_or("review", |d| d.action),
             decisions,
             providers: found["providers"]

@@ -76,6 +76,7 @@ pub mod labels {
 
 /// A participant's role on the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Calls services.
@@ -86,6 +87,10 @@ pub enum Role {
     Operator,
     /// Reads the audit log under a legal basis.
     Auditor,
+    /// Files connection applications on behalf of authorities not yet on
+    /// the bus, each signed by the filing official too (the data-access
+    /// portal).
+    Intermediary,
 }
 
 /// The media type of every error answer on the bus (RFC 9457).

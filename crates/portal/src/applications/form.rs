@@ -22,7 +22,10 @@ pub const MAX_SERVICES: usize = 50;
 pub const MAX_BASES: usize = 20;
 
 /// The applicant part: who the signed-in official's organisation is on the
-/// bus (from the broker's participant list), never a form field.
+/// bus (from the broker's participant list), never a form field; or, for
+/// an organisation not yet on the bus, what its administrator gives
+/// (IDNO, name, the system's certificate and address; the system id is the
+/// official's organisation's, never typed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applicant {
     /// IDNO of the organisation.
@@ -31,6 +34,41 @@ pub struct Applicant {
     pub name: String,
     /// Its participant id (the system that will call).
     pub system: String,
+    /// For an organisation not yet on the bus: the system's certificate
+    /// (PEM) and address, as typed.
+    pub registration: Option<(String, String)>,
+}
+
+impl Applicant {
+    /// An organisation not yet on the bus, as its administrator fills it:
+    /// IDNO, name, certificate and address from `form`, the system id
+    /// `system` (the official's organisation).
+    pub fn joining(form: &[(String, String)], system: &str) -> Applicant {
+        Applicant {
+            idno: field(form, "applicant/idno").to_owned(),
+            name: field(form, "applicant/name").to_owned(),
+            system: system.to_owned(),
+            registration: Some((
+                field(form, "applicant/registration/certificate").to_owned(),
+                field(form, "applicant/registration/endpoint").to_owned(),
+            )),
+        }
+    }
+
+    /// The applicant part of the application, in the schema's shape (a
+    /// blank address is left out).
+    pub fn to_value(&self) -> Value {
+        let mut applicant = json!({"idno": self.idno, "name": self.name, "system": self.system});
+        if let Some((certificate, endpoint)) = &self.registration {
+            let mut registration = Map::new();
+            registration.insert("certificate".into(), certificate.as_str().into());
+            if !endpoint.is_empty() {
+                registration.insert("endpoint".into(), endpoint.as_str().into());
+            }
+            applicant["registration"] = Value::Object(registration);
+        }
+        applicant
+    }
 }
 
 /// The first value of `name` in `form`, trimmed.
@@ -120,10 +158,7 @@ pub fn from_form(form: &[(String, String)], applicant: &Applicant, lang: Lang) -
         validity.insert("until".into(), until.into());
     }
     let mut application = Map::new();
-    application.insert(
-        "applicant".into(),
-        json!({"idno": applicant.idno, "name": applicant.name, "system": applicant.system}),
-    );
+    application.insert("applicant".into(), applicant.to_value());
     application.insert("services".into(), Value::Array(services));
     let controller = field(form, "controller_register_no");
     if !controller.is_empty() {
@@ -148,7 +183,7 @@ pub fn from_form(form: &[(String, String)], applicant: &Applicant, lang: Lang) -
 /// empty legal basis row, and the applicant.
 pub fn blank(services: &[String], applicant: &Applicant) -> Value {
     json!({
-        "applicant": {"idno": applicant.idno, "name": applicant.name, "system": applicant.system},
+        "applicant": applicant.to_value(),
         "services": services.iter().map(|s| json!({
             "service": s,
             "legal_bases": [{"id": "", "act": "", "article": "", "text": ""}],
@@ -262,6 +297,20 @@ pub struct ServiceView {
 
 /// The whole form.
 pub struct FormView {
+    /// The applicant is not yet on the bus: its part is filled in too.
+    pub joining: bool,
+    /// `applicant/idno` (joining only).
+    pub idno: Slot,
+    /// `applicant/name` (joining only).
+    pub name: Slot,
+    /// The applicant's system id, shown (never typed).
+    pub system: String,
+    /// `applicant/registration`, as a group (joining only).
+    pub registration: Slot,
+    /// `applicant/registration/certificate` (joining only).
+    pub certificate: Slot,
+    /// `applicant/registration/endpoint` (joining only).
+    pub endpoint: Slot,
     /// The services part.
     pub services: Vec<ServiceView>,
     /// Whether any chosen service carries personal data.
@@ -375,6 +424,19 @@ impl FormView {
             });
         }
         let mut view = FormView {
+            joining: application.pointer("/applicant/registration").is_some(),
+            idno: slot("/applicant/idno".into(), w.idno.into()),
+            name: slot("/applicant/name".into(), w.organisation_name.into()),
+            system: at(application, "/applicant/system")
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            registration: slot("/applicant/registration".into(), w.registration.into()),
+            certificate: slot(
+                "/applicant/registration/certificate".into(),
+                w.certificate.into(),
+            ),
+            endpoint: slot("/applicant/registration/endpoint".into(), w.endpoint.into()),
             personal: services.iter().any(|s| s.personal),
             services,
             controller: slot("/controller_register_no".into(), w.controller.into()),
@@ -418,6 +480,17 @@ impl FormView {
     /// Every slot, for placing problems.
     fn slots(&mut self) -> Vec<&mut Slot> {
         let mut all: Vec<&mut Slot> = Vec::new();
+        // The applicant's fields are on the form only for an organisation
+        // not yet on the bus; otherwise its problems go to the summary.
+        if self.joining {
+            all.extend([
+                &mut self.idno,
+                &mut self.name,
+                &mut self.registration,
+                &mut self.certificate,
+                &mut self.endpoint,
+            ]);
+        }
         for s in &mut self.services {
             all.push(&mut s.service);
             for b in &mut s.bases {
@@ -501,6 +574,7 @@ mod tests {
             idno: "1003603000063".into(),
             name: "Primăria municipiului Cahul".into(),
             system: "apl-cahul".into(),
+            registration: None,
         }
     }
 
@@ -555,6 +629,45 @@ mod tests {
         more.push(("add_basis".into(), "0".into()));
         let v = from_form(&more, &applicant(), Lang::En);
         assert_eq!(v["services"][0]["legal_bases"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_organisation_not_on_the_bus_fills_its_own_part() {
+        let form = pairs(&[
+            ("applicant/idno", " 1003605000089 "),
+            ("applicant/name", "Primăria satului Copceac"),
+            ("applicant/system", "apl-cahul"),
+            ("applicant/registration/certificate", "PEM"),
+            ("applicant/registration/endpoint", ""),
+            ("services/0/service", "asp-rsp/person-by-idnp"),
+        ]);
+        let joining = Applicant::joining(&form, "apl-copceac");
+        let v = from_form(&form, &joining, Lang::En);
+        assert_eq!(v["applicant"]["idno"], "1003605000089");
+        assert_eq!(
+            v["applicant"]["system"], "apl-copceac",
+            "the system is the official's organisation, never typed"
+        );
+        assert_eq!(
+            v["applicant"]["registration"],
+            json!({"certificate": "PEM"})
+        );
+        let catalog = Catalog::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog"),
+        )
+        .unwrap();
+        let problem = ApplicationProblem {
+            code: "connect.application_invalid",
+            pointer: "/applicant/registration/certificate".into(),
+            reason: "unreadable".into(),
+        };
+        let view = FormView::build(&v, &catalog, Lang::En, std::slice::from_ref(&problem));
+        assert!(view.joining);
+        assert_eq!(view.certificate.error, "unreadable");
+        let registered = blank(&["asp-rsp/person-by-idnp".to_owned()], &applicant());
+        let view = FormView::build(&registered, &catalog, Lang::En, &[problem]);
+        assert!(!view.joining);
+        assert_eq!(view.summary[0].0, "application");
     }
 
     #[test]

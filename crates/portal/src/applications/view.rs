@@ -63,6 +63,37 @@ pub struct Section {
     pub rows: Vec<(String, String)>,
 }
 
+/// The registration of an applicant not yet on the bus, as the broker
+/// reads it for the operator.
+pub struct RegistrationView {
+    /// The certificate's subject.
+    pub subject: String,
+    /// Its SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// When it expires.
+    pub until: String,
+    /// Whether it chains to the bus CA and is in date now.
+    pub verified: bool,
+    /// Why not, when not.
+    pub problem: String,
+    /// The system's address, when given.
+    pub endpoint: String,
+}
+
+/// The registration block of the broker's view of a request, if any.
+pub fn registration(request: &Value) -> Option<RegistrationView> {
+    let r = request.get("registration").filter(|r| r.is_object())?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    Some(RegistrationView {
+        subject: text(&r["subject"]),
+        fingerprint: text(&r["fingerprint"]),
+        until: when(&r["not_after"]),
+        verified: r["chain"]["verified"] == Value::Bool(true),
+        problem: text(&r["chain"]["problem"]),
+        endpoint: text(&r["endpoint"]),
+    })
+}
+
 /// The official's own signature of a version, as kept.
 pub struct UserSignatureRow {
     /// Who the certificate names.
@@ -236,6 +267,34 @@ pub fn sections(application: &Value, catalog: &Catalog, lang: Lang) -> Vec<Secti
             (w.system.into(), text(&application["applicant"]["system"])),
         ],
     }];
+    // An applicant not yet on the bus: the system to register, as the
+    // certificate itself says (never what a form claims about it).
+    let registration = &application["applicant"]["registration"];
+    if let Some(pem) = registration["certificate"].as_str() {
+        let mut rows = Vec::new();
+        match mconnect::registry::registered_certificate(pem) {
+            Ok(cert) => {
+                rows.push((w.fingerprint.into(), cert.fingerprint));
+                rows.push((
+                    w.certificate_until.into(),
+                    when(&Value::from(mconnect::exchange::rfc3339(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(
+                                u64::try_from(cert.not_after).unwrap_or(0),
+                            ),
+                    ))),
+                ));
+            }
+            Err(e) => rows.push((w.certificate.into(), e.to_string())),
+        }
+        if let Some(endpoint) = registration["endpoint"].as_str() {
+            rows.push((w.endpoint.into(), endpoint.to_owned()));
+        }
+        out.push(Section {
+            title: w.registration.to_owned(),
+            rows,
+        });
+    }
     let empty = Vec::new();
     for (i, s) in application["services"]
         .as_array()

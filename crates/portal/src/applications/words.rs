@@ -255,6 +255,34 @@ pub struct Words {
     pub which_services: &'static str,
     /// Text `which_services_hint`.
     pub which_services_hint: &'static str,
+    /// Text `join_intro`.
+    pub join_intro: &'static str,
+    /// Text `join_title`.
+    pub join_title: &'static str,
+    /// Text `joined_title`.
+    pub joined_title: &'static str,
+    /// Text `joined_text`.
+    pub joined_text: &'static str,
+    /// Text `registration`.
+    pub registration: &'static str,
+    /// Text `certificate`.
+    pub certificate: &'static str,
+    /// Text `certificate_hint`.
+    pub certificate_hint: &'static str,
+    /// Text `endpoint`.
+    pub endpoint: &'static str,
+    /// Text `endpoint_hint`.
+    pub endpoint_hint: &'static str,
+    /// Text `fingerprint`.
+    pub fingerprint: &'static str,
+    /// Text `certificate_until`.
+    pub certificate_until: &'static str,
+    /// Text `certificate_subject`.
+    pub certificate_subject: &'static str,
+    /// Text `chain`.
+    pub chain: &'static str,
+    /// Text `organisation_name`.
+    pub organisation_name: &'static str,
     states: &'static [(&'static str, &'static str)],
     transitions: &'static [(&'static str, &'static str)],
     decisions: &'static [(&'static str, &'static str)],
@@ -294,6 +322,20 @@ impl Words {
 }
 
 const RO: Words = Words {
+    join_intro: "Cererea vă conectează și sistemul: Agenția îl înregistrează când aprobă cererea. Dați IDNO-ul organizației și certificatul emis de CA-ul magistralei pentru sistemul dumneavoastră. Portalul depune cererea în numele organizației, semnată de dumneavoastră prin MSign.",
+    join_title: "Organizația dumneavoastră nu este încă pe magistrală",
+    joined_title: "Organizația dumneavoastră este pe magistrală",
+    joined_text: "Aici urmăriți cererile pe care portalul le-a depus pentru organizația dumneavoastră cât timp nu era pe magistrală. Cererile noi, și modificările acestora, le depune acum sistemul organizației, semnate cu certificatul său, prin API-ul de administrare al brokerului: portalul depune cereri doar pentru autoritățile care nu sunt încă pe magistrală.",
+    registration: "Înregistrarea pe magistrală",
+    certificate: "Certificatul sistemului (PEM)",
+    certificate_hint: "Certificatul TLS și de semnare al sistemului, emis de CA-ul magistralei: lipiți-l de la -----BEGIN CERTIFICATE----- până la -----END CERTIFICATE-----",
+    endpoint: "Adresa sistemului",
+    endpoint_hint: "Opțional: adresa https la care sistemul poate fi găsit",
+    fingerprint: "Amprenta certificatului (SHA-256)",
+    certificate_until: "Certificat valabil până la",
+    certificate_subject: "Titularul certificatului",
+    chain: "Emis de CA-ul magistralei",
+    organisation_name: "Denumirea oficială a organizației",
     add_basis: "Adăugați un alt temei legal",
     added: "adăugat",
     applicant: "Solicitant",
@@ -451,6 +493,20 @@ const RO: Words = Words {
 };
 
 const RU: Words = Words {
+    join_intro: "Заявка подключает и вашу систему: Агентство регистрирует её при одобрении заявки. Укажите IDNO организации и сертификат, выданный УЦ шины для вашей системы. Портал подаёт заявку от имени организации, подписанную вами через MSign.",
+    join_title: "Ваша организация ещё не подключена к шине",
+    joined_title: "Ваша организация подключена к шине",
+    joined_text: "Здесь вы следите за заявками, которые портал подал для вашей организации, пока она не была подключена к шине. Новые заявки и их изменения теперь подаёт система организации, подписывая их своим сертификатом, через административный API брокера: портал подаёт заявки только за органы, ещё не подключённые к шине.",
+    registration: "Регистрация на шине",
+    certificate: "Сертификат системы (PEM)",
+    certificate_hint: "TLS-сертификат и сертификат подписи системы, выданный УЦ шины: вставьте его от -----BEGIN CERTIFICATE----- до -----END CERTIFICATE-----",
+    endpoint: "Адрес системы",
+    endpoint_hint: "Необязательно: https-адрес, по которому доступна система",
+    fingerprint: "Отпечаток сертификата (SHA-256)",
+    certificate_until: "Сертификат действителен до",
+    certificate_subject: "Владелец сертификата",
+    chain: "Выдан УЦ шины",
+    organisation_name: "Официальное название организации",
     add_basis: "Добавить ещё одно правовое основание",
     added: "добавлено",
     applicant: "Заявитель",
@@ -608,6 +664,20 @@ const RU: Words = Words {
 };
 
 const EN: Words = Words {
+    join_intro: "This application connects your system too: the Agency registers it when it approves the application. Give your organisation's IDNO and the certificate the bus CA issued for your system. The portal files the application for your organisation, signed by you through MSign.",
+    join_title: "Your organisation is not on the bus yet",
+    joined_title: "Your organisation is on the bus",
+    joined_text: "Here you follow the applications the portal filed for your organisation while it was not on the bus. New applications, and changes to them, are now filed by your organisation's own system, signed with its certificate, on the broker's admin API: the portal files only for authorities not yet on the bus.",
+    registration: "Registration on the bus",
+    certificate: "The system's certificate (PEM)",
+    certificate_hint: "The system's TLS and signing certificate, issued by the bus CA: paste it from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----",
+    endpoint: "The system's address",
+    endpoint_hint: "Optional: the https address where the system can be reached",
+    fingerprint: "Certificate fingerprint (SHA-256)",
+    certificate_until: "Certificate valid until",
+    certificate_subject: "Certificate subject",
+    chain: "Issued by the bus CA",
+    organisation_name: "Official name of the organisation",
     add_basis: "Add another legal basis",
     added: "added",
     applicant: "Applicant",
