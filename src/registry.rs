@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{VerifyingKey, certificate_fingerprint};
 use crate::ids::{is_valid_idno, is_valid_participant_id};
-use crate::store::{Collection, StateStore, StoreError};
+use crate::store::{ChangeFeed, Collection, StateStore, StoreError};
 use crate::trust::{CertificateRefusal, ParsedCertificate, TrustAnchors, check_dates};
 
 mod stage;
@@ -38,47 +38,81 @@ pub use stage::StagedChange;
 pub use mconnect_sdk::protocol::Role;
 
 /// The organisation a participant system belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Organisation {
     /// IDNO, 13 digits with control digit.
+    #[schemars(regex(pattern = r"^[0-9]{13}$"), extend("format" = "idno"))]
     pub idno: String,
     /// Official name.
     pub name: String,
 }
 
 /// A registered certificate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisteredCertificate {
     /// The certificate as PEM.
+    #[schemars(extend("format" = "pem-certificate"))]
     pub pem: String,
     /// Lowercase hex SHA-256 of the DER: the keyid signatures name.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub fingerprint: String,
     /// When it stops being valid (unix seconds), from the certificate itself.
     pub not_after: i64,
 }
 
 /// A provider endpoint: where the broker forwards calls.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// The service code this endpoint serves; `None` for the provider's default endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The service code this endpoint serves (one the catalog lists for the
+    /// provider); left out for the provider's default endpoint.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{0,127}$"), with = "String")]
     pub service: Option<String>,
     /// Base URL, `https://host:port[/prefix]`, no trailing slash.
+    #[schemars(regex(pattern = ENDPOINT_URL_PATTERN))]
     pub url: String,
 }
 
+/// An endpoint base URL as [`validate_endpoint`] takes it: https, a host,
+/// an optional port and path, no credentials, query, fragment or trailing
+/// slash.
+pub const ENDPOINT_URL_PATTERN: &str =
+    r"^https://[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,4})?(/[A-Za-z0-9._~%!$&'()*+,;=:-]+)*$";
+
+/// An optional member that, when present, must hold a value: `null` is
+/// refused like any other wrong type (serde's `Option` would take it as
+/// absent).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// A registered participant system.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Only providers have endpoints.
+#[schemars(extend(
+    "if" = {"properties": {"roles": {"not": {"contains": {"const": "provider"}}}}},
+    "then" = {"properties": {"endpoints": {"maxItems": 0}}}
+))]
 pub struct Participant {
     /// Participant id.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub id: String,
     /// Its organisation.
     pub organisation: Organisation,
     /// Its roles.
+    #[schemars(length(min = 1))]
     pub roles: Vec<Role>,
     /// Its certificates (several during rotation).
     pub certificates: Vec<RegisteredCertificate>,
@@ -115,6 +149,14 @@ pub enum RegistryError {
     /// No such participant.
     #[error("no participant `{0}` is registered")]
     Unknown(String),
+    /// Endpoints for a registered participant that is not a provider (a
+    /// conflict with its registered roles).
+    #[error("participant `{0}` is not a provider, so it has no endpoints")]
+    NotAProvider(String),
+    /// An endpoint names a service the catalog does not list for the
+    /// provider (a conflict with the catalog in force, not a malformed body).
+    #[error("{0}")]
+    NotCatalogued(String),
     /// A certificate is already registered to another participant.
     #[error("certificate {fingerprint} is already registered to participant `{owner}`")]
     CertificateTaken {
@@ -163,10 +205,13 @@ impl RegistryError {
                 (StatusCode::NOT_FOUND, "certificate.unknown")
             }
             RegistryError::LastCertificate { .. } => (StatusCode::CONFLICT, "certificate.last"),
-            RegistryError::Invalid(_)
-            | RegistryError::Unknown(_)
-            | RegistryError::CertificateTaken { .. }
-            | RegistryError::Store(_) => (StatusCode::BAD_REQUEST, "admin.invalid"),
+            RegistryError::Unknown(_) => (StatusCode::NOT_FOUND, "participant.unknown"),
+            RegistryError::CertificateTaken { .. } => (StatusCode::CONFLICT, "certificate.taken"),
+            RegistryError::NotCatalogued(_) => (StatusCode::CONFLICT, "endpoint.not_catalogued"),
+            RegistryError::NotAProvider(_) => (StatusCode::CONFLICT, "participant.not_provider"),
+            RegistryError::Invalid(_) | RegistryError::Store(_) => {
+                (StatusCode::BAD_REQUEST, "admin.invalid")
+            }
         }
     }
 }
@@ -352,6 +397,8 @@ pub struct Registry {
     snapshot: ArcSwap<RegistrySnapshot>,
     /// Serialises writers so each change is computed from the latest state.
     write_lock: Mutex<()>,
+    /// What other brokers on a shared store commit (`None` on redb).
+    feed: Option<ChangeFeed>,
 }
 
 impl Registry {
@@ -362,13 +409,10 @@ impl Registry {
         store: Arc<dyn StateStore>,
         anchors: TrustAnchors,
     ) -> Result<Registry, RegistryError> {
-        let mut participants = Vec::new();
-        for (key, bytes) in store.scan(Collection::Participants)? {
-            let p: Participant = serde_json::from_slice(&bytes).map_err(|e| {
-                RegistryError::Invalid(format!("stored participant `{key}` is unreadable: {e}"))
-            })?;
-            participants.push(p);
-        }
+        // Subscribed before the first read: a commit by another broker after
+        // it is announced, none falls in between.
+        let feed = store.subscribe();
+        let participants = stored_participants(store.as_ref())?;
         let now = unix_now();
         let snapshot = RegistrySnapshot::build(participants, &anchors, now)?;
         for entry in snapshot.by_id.values() {
@@ -383,7 +427,37 @@ impl Registry {
             store,
             anchors,
             write_lock: Mutex::new(()),
+            feed,
         })
+    }
+
+    /// The change feed of a store shared with other brokers (`None` when
+    /// this broker is its only writer): what `state_sync` follows, and what
+    /// says whether this broker's view is current enough to change it.
+    pub fn feed(&self) -> Option<&ChangeFeed> {
+        self.feed.as_ref()
+    }
+
+    /// Reads every participant from the store again (another broker changed
+    /// them) and swaps the snapshot if anything differs, under the writers'
+    /// lock, so it never swaps out a change committed meanwhile. Says
+    /// whether it swapped. Not audited: the broker that made the change
+    /// audited it.
+    pub fn refresh(&self) -> Result<bool, RegistryError> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let participants = stored_participants(self.store.as_ref())?;
+        let current = self.snapshot.load();
+        if current.participants().into_iter().eq(participants.iter()) {
+            // Unchanged (this broker's own write, or a write undone): keep
+            // the snapshot, so that a change staged on it still commits.
+            return Ok(false);
+        }
+        let next = RegistrySnapshot::build(participants, &self.anchors, unix_now())?;
+        self.snapshot.store(Arc::new(next));
+        Ok(true)
     }
 
     /// The bus CA certificates are checked against.
@@ -450,9 +524,7 @@ impl Registry {
                 .find(|p| p.id == id)
                 .ok_or_else(|| RegistryError::Unknown(id.to_string()))?;
             if !endpoints.is_empty() && !p.has_role(Role::Provider) {
-                return Err(RegistryError::Invalid(format!(
-                    "participant `{id}` is not a provider, so it has no endpoints"
-                )));
+                return Err(RegistryError::NotAProvider(id.to_string()));
             }
             p.endpoints = endpoints.clone();
             Ok(())
@@ -566,6 +638,19 @@ impl Registry {
         self.snapshot.store(Arc::new(next));
         Ok(())
     }
+}
+
+/// Every stored participant, in id order.
+fn stored_participants(store: &dyn StateStore) -> Result<Vec<Participant>, RegistryError> {
+    store
+        .scan(Collection::Participants)?
+        .into_iter()
+        .map(|(key, bytes)| {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                RegistryError::Invalid(format!("stored participant `{key}` is unreadable: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// Builds a registered certificate from PEM, reading its fingerprint and

@@ -104,7 +104,28 @@ fn brokers_opening_one_database_together_migrate_it_once_and_share_it() {
         .collect();
     let history = place.query("SELECT version, name FROM schema_migrations ORDER BY version");
     let history: Vec<(i32, String)> = history.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(history, [(1, "state".to_string())]);
+    // Each migration of migrations/postgres once, in order.
+    let mut shipped: Vec<(i32, String)> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"))
+            .unwrap()
+            .map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                let (version, rest) = name
+                    .strip_prefix('V')
+                    .and_then(|n| n.split_once("__"))
+                    .unwrap();
+                (
+                    version.parse().unwrap(),
+                    rest.trim_end_matches(".sql").to_string(),
+                )
+            })
+            .collect();
+    shipped.sort();
+    assert_eq!(history, shipped);
+    assert_eq!(
+        history[..2],
+        [(1, "state".into()), (2, "change_feed".into())]
+    );
 
     // What one writes, the others read at once, in either direction.
     stores[0]
@@ -205,7 +226,7 @@ fn a_schema_from_a_newer_broker_is_refused() {
     let place = PgPlace::new();
     drop(PgStore::open(&place.settings()).unwrap());
     place.query(
-        "INSERT INTO schema_migrations (version, name, applied_on, checksum) VALUES (2, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+        "INSERT INTO schema_migrations (version, name, applied_on, checksum) VALUES (9999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
     );
     let err = PgStore::open(&place.settings()).err().unwrap().to_string();
     assert!(err.contains("migrat"), "{err}");

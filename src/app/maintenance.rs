@@ -1,5 +1,7 @@
 //! The background tasks of a running broker: reloading the rules on SIGHUP,
-//! evicting idle rate-limit keys, and writing refusal aggregates.
+//! following the other brokers on a shared state store
+//! (`rules::follow`), evicting idle rate-limit keys, and writing refusal
+//! aggregates.
 //!
 //! Invariant: the tasks stop on shutdown, after any reload in progress has
 //! finished, so a reload is never cut off between audit and swap.
@@ -23,11 +25,17 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Starts the SIGHUP reload handler, the rate-limit eviction timer and the
-    /// writer of refusal aggregates.
+    /// Starts the SIGHUP reload handler, the follower of the shared state,
+    /// the rate-limit eviction timer and the writer of refusal aggregates.
     pub fn start(broker: Arc<Broker>, catalog_dir: PathBuf, policies_dir: PathBuf) -> Maintenance {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::with_capacity(3);
+        let mut tasks = Vec::with_capacity(4);
+        tasks.push(tokio::spawn(crate::rules::follow::follow(
+            Arc::clone(&broker),
+            catalog_dir.clone(),
+            policies_dir.clone(),
+            stopped.clone(),
+        )));
         tasks.push(tokio::spawn(crate::exchange::refusals::run_flusher(
             Arc::clone(&broker),
             stopped.clone(),

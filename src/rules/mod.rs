@@ -4,7 +4,8 @@
 //! store — and their whole lifecycle: loading with every problem reported at
 //! once ([`load`]), reloading ([`reload`]), and the atomic swap behind one
 //! write lock ([`LiveRules`]). A change to the rules arriving from elsewhere
-//! (the admin API, SIGHUP, later another broker) enters here.
+//! (the admin API, SIGHUP, another broker on a shared store: [`follow`])
+//! enters here.
 //!
 //! Invariants:
 //! - *All or nothing*: new rules are built off to the side and put in force
@@ -28,6 +29,7 @@ use crate::catalog::Catalog;
 use crate::policy::PolicyIndex;
 use crate::registry::Registry;
 
+pub mod follow;
 mod problem;
 mod reload;
 

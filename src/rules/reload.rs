@@ -6,6 +6,8 @@
 //! - *Reload without loss*: new rules are built off to the side, off the async
 //!   workers; the running version is replaced in one atomic swap only when the
 //!   whole catalog and every policy loaded. A bad file changes nothing.
+//! - A reload that took effect is announced to the brokers sharing the
+//!   state store, which reload their own files (`follow.rs`).
 //! - Every reload attempt, accepted or refused, is audited (event
 //!   `admin.change`, service `rules.reload`) before it takes effect or is
 //!   answered; if the record cannot be made durable the new rules are not
@@ -80,6 +82,13 @@ pub async fn reload(
             grants: rules.policy.len(),
         };
         writer.swap(rules);
+        drop(writer);
+        // Brokers sharing this one's state store reload their own files too
+        // (`follow.rs`; a cluster's brokers have the same files). The reload
+        // here took effect whatever the announcement's fate.
+        if let Err(e) = broker.registry().store().announce_rules_reload() {
+            tracing::warn!(error = %e, "rules reloaded here, but the other brokers could not be told; reload them too");
+        }
         Ok(summary)
     })
     .await
