@@ -247,6 +247,12 @@ impl Metrics {
         }
     }
 
+    /// Adds the metrics of the checks brokers of a cluster make together
+    /// (`store::SharedState`), for a broker on PostgreSQL.
+    pub fn register_shared(&mut self, shared: &crate::store::SharedMetrics) {
+        shared.register(&mut self.registry);
+    }
+
     /// The metrics counted by the broker, for `/metrics`.
     pub fn registry(&self) -> &Registry {
         &self.registry

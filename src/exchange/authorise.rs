@@ -13,9 +13,10 @@ use super::error::{ErrorKind, ExchangeError};
 use super::record::Trace;
 use super::represent;
 use crate::catalog::Service;
-use crate::policy::{Decision, DecisionRequest, Grant};
+use crate::policy::{Decision, DecisionRequest, Grant, RateLimited, quota_reached, quota_windows};
 use crate::registry::RegistrySnapshot;
 use crate::rules::Rules;
+use crate::store::{QuotaRefusal, QuotaWindow};
 
 /// A call the rules permit, under this grant.
 pub struct Permitted<'r> {
@@ -76,15 +77,7 @@ impl Broker {
             }
         };
         trace.grant_id = Some(grant.id.clone());
-        if let Err(limited) = self.rate.check(grant, &service.key, now) {
-            return Err(ExchangeError::rate_limited(
-                limited.retry_after,
-                format!(
-                    "grant {} allows no more calls to {} now; retry later",
-                    grant.id, service.key
-                ),
-            ));
-        }
+        self.count_call(grant, &service.key, now).await?;
         // Representation: MPower must confirm the calling user's authorisation
         // of the grant's type from the represented party (fail closed).
         if let Some(party) = represent::party_to_confirm(grant, call)? {
@@ -92,5 +85,70 @@ impl Broker {
                 .await?;
         }
         Ok(Permitted { grant })
+    }
+
+    /// Counts the call against the grant's quota and rate. On one broker
+    /// both are counted in memory (`policy::rate`). In a cluster the quota
+    /// counts are leased from the counts every broker shares and this
+    /// broker enforces its share of the rate (`store::SharedState`); a
+    /// lease that cannot be taken refuses the call (503 `state.unavailable`).
+    /// A call the rate refuses does not count against the quota.
+    async fn count_call(
+        &self,
+        grant: &Grant,
+        service_key: &str,
+        now: i64,
+    ) -> Result<(), ExchangeError> {
+        let limited = |l: RateLimited| {
+            ExchangeError::rate_limited(
+                l.retry_after,
+                format!(
+                    "grant {} allows no more calls to {service_key} now ({}); retry later",
+                    grant.id,
+                    l.kind.as_str()
+                ),
+            )
+        };
+        let Some(shared) = self.shared.as_deref() else {
+            return self.rate.check(grant, service_key, now).map_err(limited);
+        };
+        let consumer = grant.consumer.as_str();
+        let quota = grant
+            .quota
+            .filter(|q| q.per_day.is_some() || q.per_month.is_some())
+            .map(|q| {
+                let (day, month) = quota_windows(now);
+                QuotaWindow {
+                    per_day: q.per_day,
+                    per_month: q.per_month,
+                    day,
+                    month,
+                }
+            });
+        if let Some(window) = quota {
+            match shared.take_quota(consumer, service_key, window).await {
+                Ok(()) => {}
+                Err(QuotaRefusal::Exhausted { day }) => {
+                    return Err(limited(quota_reached(day, now)));
+                }
+                Err(QuotaRefusal::Unavailable(why)) => {
+                    tracing::warn!(reason = %why, "the cluster's quota counts cannot be reached; refusing the exchange");
+                    return Err(ExchangeError::new(
+                        ErrorKind::StateUnavailable,
+                        "the broker cannot count this call against the grant's quota, which the brokers of the cluster share; try again later",
+                    ));
+                }
+            }
+        }
+        if let Err(l) = self
+            .rate
+            .check_rate(grant, service_key, shared.live_brokers())
+        {
+            if let Some(window) = quota {
+                shared.return_quota(consumer, service_key, window);
+            }
+            return Err(limited(l));
+        }
+        Ok(())
     }
 }

@@ -89,6 +89,9 @@ pub enum ErrorKind {
     ProviderUnavailable,
     /// 503 `audit.unavailable`.
     AuditUnavailable,
+    /// 503 `state.unavailable`: a check brokers of a cluster make together
+    /// (request ids used on any broker, shared quota counts) cannot be made.
+    StateUnavailable,
     /// 504 `provider.timeout`.
     ProviderTimeout,
     /// 500 `internal.error`: a fault of the broker itself, never of the caller.
@@ -126,6 +129,7 @@ impl ErrorKind {
             ResponseSchemaInvalid => "schema.response_invalid",
             ProviderUnavailable => "provider.unavailable",
             AuditUnavailable => "audit.unavailable",
+            StateUnavailable => "state.unavailable",
             ProviderTimeout => "provider.timeout",
             Internal => "internal.error",
         }
@@ -155,7 +159,9 @@ impl ErrorKind {
             ProviderBadResponse | ProviderSignatureInvalid | ResponseSchemaInvalid => {
                 StatusCode::BAD_GATEWAY
             }
-            ProviderUnavailable | AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderUnavailable | AuditUnavailable | StateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProviderTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -191,6 +197,7 @@ impl ErrorKind {
             ResponseSchemaInvalid => "Provider response does not match the service schema",
             ProviderUnavailable => "Provider unavailable",
             AuditUnavailable => "Audit log unavailable",
+            StateUnavailable => "Shared state unavailable",
             ProviderTimeout => "Provider timeout",
             Internal => "Internal broker error",
         }

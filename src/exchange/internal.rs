@@ -20,6 +20,10 @@
 //! person may be shown" (`Accesses`) and differ only in how they page and
 //! in the shape of the answer.
 //!
+//! On brokers sharing PostgreSQL the reader searches every broker's shipped
+//! records (`AuditLog::search`, `audit::ship`), so a person sees the
+//! accesses made through any broker of the cluster.
+//!
 //! Invariants:
 //! - the answer is built only from the audit log, the registry snapshot and
 //!   the catalog; it has passed the same identify, verify, authorise and
@@ -293,6 +297,9 @@ fn parse_instant(text: &str) -> Option<OffsetDateTime> {
 struct Access {
     /// Leaf index of its record.
     seq: u64,
+    /// The broker whose log holds it, when read from a cluster's shared
+    /// copy (`AuditLog::search`).
+    broker: Option<String>,
     record: AuditRecord,
     /// The service as `provider/code`.
     service: String,
@@ -359,7 +366,8 @@ impl Accesses {
     /// Reads one index page of `size` exchange records about the subject,
     /// from `cursor` on.
     fn page(&self, cursor: Option<String>, size: usize) -> Result<AccessPage, AuditError> {
-        let page = self.log.query(&AuditQuery {
+        // On a cluster: every broker's records, from the shared copy.
+        let page = self.log.search(&AuditQuery {
             subject: Some(self.subject.clone()),
             event: Some("exchange".to_string()),
             from: self.period.from,
@@ -395,6 +403,7 @@ impl Accesses {
         let service = record.service_key()?;
         Some(Access {
             seq: entry.seq,
+            broker: entry.broker,
             record,
             service,
             system,
@@ -467,7 +476,14 @@ fn read_history(
         // entry shown, so nothing is lost by reading ahead.
         let page = accesses.page(cursor.take(), (limit * 4).clamp(100, index::MAX_LIMIT))?;
         for access in page.accesses {
-            let after = format!("{}-{}", access.record.received_micros(), access.seq);
+            let after = match &access.broker {
+                Some(broker) => format!(
+                    "{}-{}-{broker}",
+                    access.record.received_micros(),
+                    access.seq
+                ),
+                None => format!("{}-{}", access.record.received_micros(), access.seq),
+            };
             found.push(access);
             if found.len() == limit {
                 return Ok((found, Some(after)));

@@ -65,6 +65,7 @@ use crate::metrics::{Metrics, Observed};
 use crate::policy::RateLimiter;
 use crate::registry::Registry;
 use crate::rules::LiveRules;
+use crate::store::SharedState;
 use answer::Answered;
 use error::{ErrorKind, ExchangeError};
 use internal::OwnServices;
@@ -85,6 +86,9 @@ pub struct Broker {
     rules: LiveRules,
     rate: RateLimiter,
     replay: Arc<dyn ReplayStore>,
+    /// The checks brokers of a cluster make together (replay ids, quotas,
+    /// live brokers for the rate), when the state is in PostgreSQL.
+    shared: Option<Arc<SharedState>>,
     /// Seconds added to the system clock (see [`Broker::shift_clock`]).
     clock_shift: std::sync::atomic::AtomicI64,
     audit: AuditLog,
@@ -144,6 +148,7 @@ impl Broker {
                 parts.audit.clone(),
                 parts.limits.replay_capacity,
             )),
+            shared: None,
             clock_shift: std::sync::atomic::AtomicI64::new(0),
             metrics: Metrics::new(parts.audit.fsync_seconds().clone()),
             own: OwnServices::new(parts.audit.clone()),
@@ -162,6 +167,19 @@ impl Broker {
                 .map(std::sync::OnceLock::from)
                 .unwrap_or_default(),
         }
+    }
+
+    /// Makes the replay check, quotas and rates cluster-wide through the
+    /// shared state (brokers side by side on one PostgreSQL database).
+    pub fn with_shared_state(mut self, shared: Arc<SharedState>) -> Broker {
+        self.metrics.register_shared(shared.metrics());
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The cluster's shared checks, if this broker is in one.
+    pub fn shared_state(&self) -> Option<&Arc<SharedState>> {
+        self.shared.as_ref()
     }
 
     /// The participant registry.
@@ -478,7 +496,15 @@ impl Broker {
             self.limits.created_skew.as_secs() as i64,
         )?;
         trace.keyids_checked.push(verified.keyid.clone());
-        verify::claim_ids(&self.replay, trace, call, &verified, now)?;
+        verify::claim_ids(
+            &self.replay,
+            self.shared.as_deref(),
+            trace,
+            call,
+            &verified,
+            now,
+        )
+        .await?;
 
         // Bind: the typed query, the body parsed once, and the people the
         // call asks about; MConnect-Subject must be one of them.

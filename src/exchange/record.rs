@@ -60,6 +60,13 @@ pub(super) struct Claim {
 }
 
 impl Claim {
+    /// Takes the claim back: nothing used its ids (see
+    /// `ReplayStore::release`).
+    pub(super) fn release(mut self) {
+        self.store.release(&self.client, &self.ids);
+        self.settled = true;
+    }
+
     pub(super) fn settle(mut self, outcome: Settled) {
         self.store
             .settle(&self.client, &self.ids, outcome, self.now);

@@ -65,6 +65,13 @@ pub trait ReplayStore: Send + Sync {
     /// store that made the claim durable in `claim` has nothing to do here.
     fn settle(&self, client: &str, ids: &[String], outcome: Settled, now: i64);
 
+    /// Takes back a granted claim before anything used its ids: the
+    /// cluster's shared check (`store::SharedState`), asked after this one,
+    /// refused them. The ids are free again here, as if never claimed.
+    fn release(&self, client: &str, ids: &[String]) {
+        let _ = (client, ids);
+    }
+
     /// How many ids the store holds in memory now (`/metrics`), if it keeps
     /// any; a shared store whose ids live elsewhere answers `None`.
     fn held_in_memory(&self) -> Option<usize> {
@@ -152,7 +159,7 @@ impl EmbeddedReplayStore {
     }
 
     /// Takes back the pending entries of a claim that was refused.
-    fn release(&self, keys: &[(u64, u64)]) {
+    fn release_keys(&self, keys: &[(u64, u64)]) {
         let mut front = self.lock();
         for key in keys {
             if front.held.get(key).map(|h| h.0) == Some(Held::Pending) {
@@ -240,14 +247,14 @@ impl ReplayStore for EmbeddedReplayStore {
         let seen = match self.audit.replay_seen(client, &refs) {
             Ok(seen) => seen,
             Err(e) => {
-                self.release(&keys);
+                self.release_keys(&keys);
                 return Err(ReplayRefusal::Unavailable(format!(
                     "the replay index cannot be read: {e}"
                 )));
             }
         };
         if seen.indexed < self.must_cover {
-            self.release(&keys);
+            self.release_keys(&keys);
             return Err(ReplayRefusal::Unavailable(format!(
                 "the replay index is catching up with the audit log ({} of {} records)",
                 seen.indexed, self.must_cover
@@ -262,10 +269,15 @@ impl ReplayStore for EmbeddedReplayStore {
             .latest
             .is_some_and(|at| i64::try_from(at).unwrap_or(i64::MAX) > window_start)
         {
-            self.release(&keys);
+            self.release_keys(&keys);
             return Err(ReplayRefusal::Replayed);
         }
         Ok(())
+    }
+
+    fn release(&self, client: &str, ids: &[String]) {
+        let keys: Vec<(u64, u64)> = ids.iter().map(|id| self.key(client, id)).collect();
+        self.release_keys(&keys);
     }
 
     fn settle(&self, client: &str, ids: &[String], outcome: Settled, now: i64) {

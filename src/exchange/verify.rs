@@ -20,6 +20,7 @@ use super::replay_store::{self, ReplayRefusal, ReplayStore};
 use crate::crypto::Algorithm;
 use crate::httpsig::{self, HttpSigError, MessageView, RequestView};
 use crate::registry::ParticipantEntry;
+use crate::store::{ClaimRefusal, SharedState};
 
 /// Components every consumer signature must cover (PROTOCOL.md section 2).
 pub const REQUIRED_COMPONENTS: &[&str] = mconnect_sdk::protocol::CONSUMER_COMPONENTS;
@@ -50,8 +51,15 @@ pub struct SignedRequest<'a> {
 /// Claims the request id (and a signature nonce) as single-use for this
 /// client: only after the signature verified, so an unauthenticated request
 /// cannot burn another client's ids. The claim settles with the audit record.
-pub(super) fn claim_ids(
+///
+/// With brokers side by side (`shared`), the ids are claimed here first (the
+/// embedded store: no round trip, and it covers this broker's restarts),
+/// then in the cluster's shared table (batched, `store::SharedState`). A
+/// refusal there takes the local claim back, so a 503 `state.unavailable`
+/// leaves the request id usable for a retry.
+pub(super) async fn claim_ids(
     replay: &Arc<dyn ReplayStore>,
+    shared: Option<&SharedState>,
     trace: &mut Trace,
     call: &CallHeaders,
     verified: &VerifiedSignature,
@@ -63,32 +71,55 @@ pub(super) fn claim_ids(
         ids.push(replay_store::replay_id_of_nonce(nonce));
     }
     match replay.claim(&call.client, &ids, now) {
-        Ok(()) => {
-            trace.replay_ids = ids.clone();
-            trace.claim = Some(Claim {
-                store: Arc::clone(replay),
-                client: call.client.clone(),
-                ids,
-                now,
-                settled: false,
-            });
-            Ok(())
-        }
-        Err(ReplayRefusal::Replayed) => Err(ExchangeError::new(
-            ErrorKind::Replayed,
-            format!(
-                "request id {} (or signature nonce) was already used by `{}` in the last 24 hours; use a fresh UUID per request",
-                call.request_id, call.client
-            ),
-        )),
+        Ok(()) => {}
+        Err(ReplayRefusal::Replayed) => return Err(replayed(call)),
         Err(ReplayRefusal::Unavailable(why)) => {
             tracing::warn!(reason = %why, "replay check cannot answer; refusing the exchange");
-            Err(ExchangeError::new(
+            return Err(ExchangeError::new(
                 ErrorKind::AuditUnavailable,
                 "the broker cannot check this request id against the ones already used; try again later",
-            ))
+            ));
         }
     }
+    // Held from here: if the exchange is dropped while the shared check
+    // runs, the claim settles as unrecorded (the id stays used here).
+    let claim = Claim {
+        store: Arc::clone(replay),
+        client: call.client.clone(),
+        ids: ids.clone(),
+        now,
+        settled: false,
+    };
+    if let Some(shared) = shared {
+        match shared.claim(&call.client, &ids, now).await {
+            Ok(()) => {}
+            Err(ClaimRefusal::Replayed) => {
+                claim.release();
+                return Err(replayed(call));
+            }
+            Err(ClaimRefusal::Unavailable(why)) => {
+                claim.release();
+                tracing::warn!(reason = %why, "the cluster's replay check cannot answer; refusing the exchange");
+                return Err(ExchangeError::new(
+                    ErrorKind::StateUnavailable,
+                    "the broker cannot check this request id against the ones the other brokers of the cluster accepted; try again later",
+                ));
+            }
+        }
+    }
+    trace.replay_ids = ids;
+    trace.claim = Some(claim);
+    Ok(())
+}
+
+fn replayed(call: &CallHeaders) -> ExchangeError {
+    ExchangeError::new(
+        ErrorKind::Replayed,
+        format!(
+            "request id {} (or signature nonce) was already used by `{}` in the last 24 hours; use a fresh UUID per request",
+            call.request_id, call.client
+        ),
+    )
 }
 
 /// Verifies the `mconnect` signature and the body digest.

@@ -57,7 +57,7 @@ use crate::catalog::{self, Catalog, JsonFile, RuleProblem, Service, Text};
 use index::DecisionTable;
 
 pub use fields::{FieldSet, minimise};
-pub use rate::{LimitKind, RateLimited, RateLimiter};
+pub use rate::{LimitKind, RateLimited, RateLimiter, quota_reached, windows as quota_windows};
 
 /// The grant schema every policy file must satisfy, embedded so the rules
 /// enforced are those the broker was built with.
@@ -334,6 +334,20 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// This rate divided among `brokers` enforcing it side by side: each
+    /// `ceil(requests / brokers)` per period, bursts of `ceil(burst /
+    /// brokers)`, so together they allow at most `brokers − 1` more than
+    /// the grant per period (and per burst), and none less when the load
+    /// is spread evenly.
+    pub fn shared_by(&self, brokers: u32) -> RateLimit {
+        let brokers = brokers.max(1);
+        RateLimit {
+            requests: self.requests.max(1).div_ceil(brokers),
+            per: self.per,
+            burst: self.burst.max(1).div_ceil(brokers),
+        }
+    }
+
     /// The governor quota: one request replenished every `per / requests`,
     /// bursts up to `burst`.
     pub fn governor_quota(&self) -> governor::Quota {

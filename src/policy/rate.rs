@@ -138,7 +138,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
         service_key: &str,
         now_unix: i64,
     ) -> Result<(), RateLimited> {
-        let slot = self.slot(grant, service_key);
+        let slot = self.slot(grant, service_key, 1);
         let (day, month) = windows(now_unix);
         let mut counts = slot.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if counts.day != day {
@@ -190,6 +190,29 @@ impl<C: Clock + Clone> RateLimiter<C> {
         Ok(())
     }
 
+    /// Checks and counts one call against this broker's share of the
+    /// grant's rate only: `share` brokers enforce it side by side, each
+    /// `ceil(requests / share)` per period with bursts of
+    /// `ceil(burst / share)`. Quotas are counted by the caller (the cluster's
+    /// shared counts, `store::SharedState`), not here.
+    pub fn check_rate(
+        &self,
+        grant: &Grant,
+        service_key: &str,
+        share: u32,
+    ) -> Result<(), RateLimited> {
+        let slot = self.slot(grant, service_key, share);
+        let mut counts = slot.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(not_until) = slot.limiter.check() {
+            return Err(RateLimited {
+                kind: LimitKind::Rate,
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            });
+        }
+        counts.last_used = self.clock.now();
+        Ok(())
+    }
+
     /// Drops keys whose state no longer matters: unused for at least the time
     /// their bucket takes to refill (and a minute), and whose quota counts
     /// belong to a day and month that are over. Call it periodically.
@@ -223,10 +246,11 @@ impl<C: Clock + Clone> RateLimiter<C> {
 
     /// The slot of (grant.consumer, service_key), created on first use, or
     /// rebuilt when the grant's rate changed (after a reload, or when another
-    /// grant with a different rate is used for the same pair). Quota counts
+    /// grant with a different rate is used for the same pair, or the number
+    /// of brokers sharing it changed). Quota counts
     /// survive a rebuild: they count calls, whatever the rate.
-    fn slot(&self, grant: &Grant, service_key: &str) -> Arc<Slot<C>> {
-        let quota = grant.rate_limit.governor_quota();
+    fn slot(&self, grant: &Grant, service_key: &str, share: u32) -> Arc<Slot<C>> {
+        let quota = grant.rate_limit.shared_by(share).governor_quota();
         {
             let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(slot) = slots
@@ -280,8 +304,9 @@ impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
     }
 }
 
-/// The UTC day and month that `now_unix` falls in.
-fn windows(now_unix: i64) -> (i64, i64) {
+/// The UTC day and month that `now_unix` falls in: the unix day, and
+/// year × 12 + month − 1.
+pub fn windows(now_unix: i64) -> (i64, i64) {
     let day = now_unix.div_euclid(86_400);
     let month = time::OffsetDateTime::from_unix_timestamp(now_unix)
         .map(|t| i64::from(t.year()) * 12 + i64::from(u8::from(t.month())) - 1)
@@ -289,6 +314,23 @@ fn windows(now_unix: i64) -> (i64, i64) {
         // meaningful; a constant keeps the count rather than failing open.
         .unwrap_or(i64::MAX);
     (day, month)
+}
+
+/// The refusal of a call over its daily (`day`) or monthly quota at
+/// `now_unix`, retried when the window is over: for quotas counted
+/// elsewhere (the cluster's shared counts).
+pub fn quota_reached(day: bool, now_unix: i64) -> RateLimited {
+    if day {
+        RateLimited {
+            kind: LimitKind::DailyQuota,
+            retry_after: secs_until(next_day_start(now_unix), now_unix),
+        }
+    } else {
+        RateLimited {
+            kind: LimitKind::MonthlyQuota,
+            retry_after: secs_until(next_month_start(now_unix), now_unix),
+        }
+    }
 }
 
 fn next_day_start(now_unix: i64) -> i64 {

@@ -524,6 +524,62 @@ fn rate_limit_reached_and_recovered() {
 }
 
 #[test]
+fn a_rate_shared_by_brokers_is_divided_rounding_up() {
+    // (requests, burst, brokers) -> (requests, burst) each broker enforces.
+    let table = [
+        ((10, 20, 1), (10, 20)),
+        ((10, 20, 2), (5, 10)),
+        ((10, 20, 3), (4, 7)),
+        ((4, 4, 8), (1, 1)),
+        ((1, 1, 2), (1, 1)),
+        ((7, 7, 0), (7, 7)),
+    ];
+    for ((requests, burst, brokers), expected) in table {
+        let shared = rate_grant(requests, Some(burst), None)
+            .rate_limit
+            .shared_by(brokers);
+        assert_eq!(
+            (shared.requests, shared.burst),
+            expected,
+            "{requests}/{burst} among {brokers}"
+        );
+        assert_eq!(shared.per, RatePeriod::Second);
+    }
+}
+
+#[test]
+fn a_brokers_share_of_the_rate_is_enforced_without_counting_quotas() {
+    let clock = FakeRelativeClock::default();
+    let limiter = RateLimiter::with_clock(clock.clone());
+    let grant = rate_grant(
+        4,
+        None,
+        Some(Quota {
+            per_day: Some(1),
+            per_month: None,
+        }),
+    );
+    // Among two brokers: a burst of 2 here, whatever the quota says.
+    assert!(limiter.check_rate(&grant, "reg/person", 2).is_ok());
+    assert!(limiter.check_rate(&grant, "reg/person", 2).is_ok());
+    let Err(limited) = limiter.check_rate(&grant, "reg/person", 2) else {
+        panic!("third call passed")
+    };
+    assert_eq!(limited.kind, LimitKind::Rate);
+    assert_eq!(limited.retry_after, Duration::from_millis(500));
+    // Alone again (the other broker left): the whole rate, a new bucket.
+    for _ in 0..4 {
+        assert!(limiter.check_rate(&grant, "reg/person", 1).is_ok());
+    }
+    assert!(limiter.check_rate(&grant, "reg/person", 1).is_err());
+    // The quota refusal counted elsewhere carries its window's end.
+    let daily = quota_reached(true, NOW);
+    assert_eq!(daily.kind, LimitKind::DailyQuota);
+    assert_eq!(daily.retry_after, Duration::from_secs(12 * 3600));
+    assert_eq!(quota_reached(false, NOW).kind, LimitKind::MonthlyQuota);
+}
+
+#[test]
 fn quota_reached_and_recovered_next_day() {
     let clock = FakeRelativeClock::default();
     let limiter = RateLimiter::with_clock(clock.clone());

@@ -190,3 +190,28 @@ async fn concurrent_claims_of_one_id_grant_exactly_one() {
         .count();
     assert_eq!(granted, 1);
 }
+
+#[tokio::test]
+async fn a_released_claim_frees_its_ids_and_only_a_pending_one_is_released() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let log = open(dir.path());
+    let store = EmbeddedReplayStore::new(log.clone(), 100);
+    let both = ids(&["r1", "nonce:1"]);
+    assert_eq!(store.claim("apl-a", &both, now()), Ok(()));
+    assert_eq!(
+        store.claim("apl-a", &ids(&["r1"]), now()),
+        Err(ReplayRefusal::Replayed)
+    );
+    // The cluster refused it: taken back, as if never claimed.
+    store.release("apl-a", &both);
+    assert_eq!(store.held(), 0);
+    assert_eq!(store.claim("apl-a", &both, now()), Ok(()));
+    // Once settled, a release changes nothing: the id stays used.
+    store.settle("apl-a", &both, Settled::Unrecorded, now());
+    store.release("apl-a", &both);
+    assert_eq!(
+        store.claim("apl-a", &ids(&["r1"]), now()),
+        Err(ReplayRefusal::Replayed)
+    );
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
