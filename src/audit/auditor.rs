@@ -122,6 +122,9 @@ pub struct Entry {
     pub record: AuditRecord,
     /// The exact leaf bytes that were hashed.
     pub leaf: Vec<u8>,
+    /// In a cluster search, the broker whose log holds it (its seq,
+    /// record and proofs are that broker's: ask its admin API).
+    pub broker: Option<String>,
 }
 
 impl Entry {
@@ -142,7 +145,13 @@ impl Entry {
                 "record {seq}: the record shown differs from its leaf bytes"
             )));
         }
-        Ok(Entry { seq, record, leaf })
+        let broker = item["broker"].as_str().map(str::to_owned);
+        Ok(Entry {
+            seq,
+            record,
+            leaf,
+            broker,
+        })
     }
 
     /// The leaf's RFC 9162 hash.
@@ -357,7 +366,23 @@ impl<'a> AuditReader<'a> {
         search: &Search,
         cursor: Option<&str>,
     ) -> Result<SearchPage, ReadError> {
-        let json = self.get(&search.path(cursor)).await?;
+        self.search_in(search, cursor, false).await
+    }
+
+    /// One page of `search`; with `local`, of this broker's own log only
+    /// (on a cluster a search covers every broker's records, but only this
+    /// broker can prove its own).
+    async fn search_in(
+        &self,
+        search: &Search,
+        cursor: Option<&str>,
+        local: bool,
+    ) -> Result<SearchPage, ReadError> {
+        let mut path = search.path(cursor);
+        if local {
+            path.push_str("&scope=local");
+        }
+        let json = self.get(&path).await?;
         let entries = json["items"]
             .as_array()
             .ok_or_else(|| ReadError::Invalid("a search page without items".into()))?
@@ -388,7 +413,9 @@ impl<'a> AuditReader<'a> {
         let mut cursor = cursor.map(str::to_owned);
         let mut records = 0u64;
         for _ in 0..max_pages.max(1) {
-            let page = self.search(search, cursor.as_deref()).await?;
+            // Only this broker's records can be proved against its head: on
+            // a cluster, each broker exports its own.
+            let page = self.search_in(search, cursor.as_deref(), true).await?;
             for entry in &page.entries {
                 if entry.seq >= tree_head.tree_size {
                     continue;
@@ -484,6 +511,7 @@ mod tests {
             seq: 0,
             leaf: record.canonical_bytes().unwrap(),
             record,
+            broker: None,
         };
         let sth = SignedTreeHead {
             tree_size: 1,

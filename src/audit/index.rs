@@ -112,6 +112,9 @@ pub struct AuditEntry {
     pub record: AuditRecord,
     /// Its exact leaf bytes.
     pub leaf: Vec<u8>,
+    /// The broker whose log holds it, when the search ran over a cluster's
+    /// shared copy (`ship`); `None` for this broker's own index.
+    pub broker: Option<String>,
 }
 
 /// The keys one record is indexed under, taken from the record by the caller
@@ -419,7 +422,12 @@ impl Index {
                 Ok(())
             })?;
             let record = AuditRecord::from_canonical_bytes(&leaf)?;
-            items.push(AuditEntry { seq, record, leaf });
+            items.push(AuditEntry {
+                seq,
+                record,
+                leaf,
+                broker: None,
+            });
         }
         Ok(AuditPage {
             items,

@@ -62,6 +62,7 @@ pub mod merkle;
 pub mod record;
 pub mod retention;
 mod segment;
+pub mod ship;
 pub mod space;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -392,6 +393,8 @@ pub(crate) struct Shared {
     space: space::Space,
     /// How long each fdatasync of the sync thread took (`/metrics`).
     fsync_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Shipping to a cluster's shared copy, once started (`ship`).
+    shipping: std::sync::OnceLock<Arc<ship::Shipping>>,
 }
 
 impl Shared {
@@ -519,6 +522,7 @@ impl AuditLog {
             fsync_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 crate::metrics::SECONDS_BUCKETS,
             ),
+            shipping: std::sync::OnceLock::new(),
         });
         // Bounded so that a stalled disk pushes back on callers instead of
         // queueing without limit.

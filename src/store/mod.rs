@@ -18,6 +18,12 @@
 //! for why the PostgreSQL store runs its async driver on a thread of its own
 //! rather than making this trait async.
 //!
+//! A store that several brokers share also tells each what the others
+//! committed: [`StateStore::subscribe`] hands out a [`ChangeFeed`]
+//! (`feed.rs`; PostgreSQL's is LISTEN/NOTIFY, `postgres/listen.rs`; redb
+//! has none), which `rules::follow` applies to the broker's registry and
+//! rules.
+//!
 //! Invariants: every successful write is durable when the call returns; a
 //! batch that fails leaves nothing of itself; a scan is ordered by key,
 //! byte by byte (Rust's `str` order), in both backends; both accept the
@@ -26,9 +32,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod feed;
 mod postgres;
 mod redb;
 
+pub use self::feed::{ChangeFeed, Changes, FeedStatus};
+pub(crate) use self::feed::{FeedSender, channel as feed_channel};
+pub use self::postgres::audit_copy::PgAuditCopy;
+pub use self::postgres::shared::{
+    ClaimRefusal, OutcomeLabels, QuotaRefusal, QuotaWindow, SharedMetrics, SharedState,
+    SharedTuning,
+};
 pub use self::postgres::{PgStore, PostgresSettings};
 // `self::`: the crate `redb` has the same name as this module.
 pub use self::redb::RedbStore;
@@ -120,6 +134,19 @@ pub trait StateStore: Send + Sync {
     /// Removes one document.
     fn delete(&self, collection: Collection, key: &str) -> Result<(), StoreError> {
         self.apply(&[Write::Delete(collection, key)])
+    }
+    /// Subscribes to what other writers of this store commit (`feed.rs`).
+    /// `None` where nobody else writes (redb, the default): there is nothing
+    /// to follow. Subscribe before reading what the feed keeps current, so
+    /// that no commit falls between the read and the subscription.
+    fn subscribe(&self) -> Option<ChangeFeed> {
+        None
+    }
+    /// Tells every other broker on this store to reload its catalog and
+    /// policy files (after this one reloaded its own). Nothing to tell where
+    /// nobody else reads the store.
+    fn announce_rules_reload(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

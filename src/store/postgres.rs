@@ -69,6 +69,17 @@ mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
 
+// The change feed (issue 15): LISTEN on a connection of its own.
+mod listen;
+
+// The checks brokers of a cluster make together (issue 15): replay ids,
+// quota leases, live brokers; a pool of its own (`shared.rs`).
+pub mod shared;
+
+// Every broker's audit records, shipped for cluster-wide search (issue 15);
+// a pool of its own (`audit_copy.rs`).
+pub mod audit_copy;
+
 /// The migrations' history table.
 const MIGRATION_TABLE: &str = "schema_migrations";
 
@@ -230,6 +241,8 @@ pub struct PgStore {
     /// Dropping or sending ends the driver thread.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The change feed's listener and its subscribers (`listen.rs`).
+    listener: listen::Listener,
 }
 
 /// The statements of one collection's table.
@@ -283,7 +296,9 @@ impl PgStore {
             path: name.clone(),
             reason,
         };
-        let config = settings.session_config();
+        let mut config = settings.session_config();
+        let listener = listen::Listener::new();
+        listener.tag(&mut config);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -309,13 +324,21 @@ impl PgStore {
             timeout,
             stop: Some(stop),
             thread: Some(thread),
+            listener,
         };
+        let config_for_listener = listen::Listener::session(&config);
         store
             .run("open", None, move |pool| prepare(config, pool))
             .map_err(|e| match e {
                 StoreError::Operation { reason, .. } => open_err(reason),
                 other => other,
             })?;
+        // Listening before anyone reads through this store, so that every
+        // commit after the reads is announced.
+        store
+            .listener
+            .start(config_for_listener, timeout, &store.driver)
+            .map_err(open_err)?;
         tracing::info!(database = %name, "state store open on PostgreSQL");
         Ok(store)
     }
@@ -555,6 +578,19 @@ impl StateStore for PgStore {
                     )
                 }
             })
+        })
+    }
+
+    // The change feed (`listen.rs`).
+
+    fn subscribe(&self) -> Option<super::ChangeFeed> {
+        Some(self.listener.subscribe())
+    }
+
+    fn announce_rules_reload(&self) -> Result<(), StoreError> {
+        let payload = self.listener.rules_payload();
+        self.run("announce", None, move |pool| {
+            listen::announce(pool, payload)
         })
     }
 }
