@@ -65,6 +65,7 @@ pub fn args(dir: &Path) -> SandboxArgs {
         participants: Some(repo().join("examples/sandbox/participants.json")),
         examples_dir: Some(examples_dir()),
         no_wait: true,
+        cluster: false,
     }
 }
 

@@ -27,19 +27,22 @@ use mconnect::pki::{DevCa, KeyType};
 use mconnect::registry::{
     Endpoint, Organisation, Participant, Registry, Role, registered_certificate,
 };
+use mconnect::rules::Rules;
 
 mod banner;
 mod children;
+pub mod cluster;
 mod fixtures;
 mod lock;
+mod nginx;
 pub mod postgres;
 mod shipped;
 mod signers;
 
 pub use children::ManifestProcess;
 pub use mconnect_sdk::manifest::{
-    ManifestAuditor, ManifestBroker, ManifestOfficial, ManifestParticipant, ManifestPortal,
-    ManifestTry, SandboxManifest,
+    ManifestAuditor, ManifestBroker, ManifestCluster, ManifestClusterBroker, ManifestOfficial,
+    ManifestParticipant, ManifestPortal, ManifestTry, SandboxManifest,
 };
 
 /// Options of `mconnect sandbox`.
@@ -75,6 +78,12 @@ pub struct SandboxArgs {
     /// Start, print, and stop at once (for scripts and tests).
     #[arg(long)]
     pub no_wait: bool,
+    /// Two brokers on one PostgreSQL database behind a load balancer
+    /// (Debian's nginx in stream mode): --data-port is then the load
+    /// balancer's, and the brokers listen on free ports. Needs Debian's
+    /// postgresql, nginx and libnginx-mod-stream.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// A participant of the sandbox definition.
@@ -136,6 +145,9 @@ impl RunningSandbox {
 
 /// `mconnect sandbox`.
 pub async fn run(args: SandboxArgs) -> Result<ExitCode> {
+    if args.cluster {
+        return cluster::run(args).await;
+    }
     let sandbox = start(&args).await?;
     print_welcome(&sandbox);
     if !args.no_wait {
@@ -146,12 +158,143 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the sandbox and returns once everything listens.
+/// Starts the sandbox and returns once everything listens (one broker, in
+/// this process; `--cluster` is [`cluster::start`]).
 pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
+    if args.cluster {
+        bail!("a cluster sandbox is started with sandbox::cluster::start");
+    }
+    let setup = setup(args)?;
+    let (dir, pki_dir) = (&setup.dir, &setup.pki_dir);
+    if !pki_dir.join("broker.key.pem").exists() {
+        // Ed25519: the broker signs twice per exchange (the forwarded request
+        // and the receipt), and an Ed25519 signature costs half of a P-256
+        // one (benches/README.md, "Signatures"); consumers verify receipts
+        // faster too.
+        setup
+            .ca
+            .issue(
+                "broker",
+                "Agenția de Guvernare Electronică",
+                KeyType::Ed25519,
+            )?
+            .write(pki_dir, "broker")?;
+    }
+
+    // Configuration, written so `mconnect serve --config` can run the same broker.
+    let config_path = dir.join("broker.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "# Written by `mconnect sandbox`; see examples/broker.toml for every key.\n[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\nops = \"127.0.0.1:{}\"\n\n[tls]\nca = \"pki/ca.cert.pem\"\ncert = \"pki/broker.cert.pem\"\nkey = \"pki/broker.key.pem\"\n\n[storage]\nstate = \"state.redb\"\naudit_dir = \"audit\"\n\n[catalog]\ndir = {:?}\n\n[policies]\ndir = {:?}\n",
+            args.data_port,
+            args.admin_port,
+            args.ops_port,
+            absolute(&setup.catalog_dir)?,
+            absolute(&setup.policies_dir)?,
+        ),
+    )?;
+    let config = Config::load(&config_path)?;
+
+    // Registry: participants and certificates. Endpoints are set once the
+    // providers listen, below; old ones from an earlier run are cleared.
+    {
+        let anchors = mconnect::trust::TrustAnchors::from_pem(setup.ca.cert_pem())?;
+        let registry = Registry::open(mconnect::store::open(&config.state)?, anchors)?;
+        register_participants(&registry, &setup)?;
+    }
+
+    // The broker first: adapters that call the bus need its address.
+    let broker = mconnect::app::start(config).await?;
+    let data_url = format!("https://127.0.0.1:{}", broker.data_addr().port());
+
+    // Example registers and adapters: child processes on free ports.
+    let Spawned {
+        mut children,
+        mut processes,
+        endpoints,
+    } = spawn_participants(&setup, &data_url).await?;
+    for (id, url) in &endpoints {
+        broker.broker.registry().set_endpoints(
+            id,
+            vec![Endpoint {
+                service: None,
+                url: url.clone(),
+            }],
+        )?;
+    }
+
+    // The data-access portal, on the same catalog as the broker.
+    let rules = broker.broker.rules();
+    let (portal, portal_process, portal_url) = start_portal(
+        &setup,
+        &rules,
+        &data_url,
+        &format!("https://127.0.0.1:{}", broker.admin_addr().port()),
+    )
+    .await?;
+    processes.push(portal_process);
+    children.push(portal);
+
+    let broker_entry = ManifestBroker {
+        data_url: format!("https://127.0.0.1:{}", broker.data_addr().port()),
+        admin_url: format!("https://127.0.0.1:{}", broker.admin_addr().port()),
+        ops_url: format!("http://127.0.0.1:{}", broker.ops_addr().port()),
+        cert: "pki/broker.cert.pem".into(),
+        keyid: keyid_of(&pki_dir.join("broker.cert.pem"))?,
+    };
+    let mut manifest = manifest(&rules, &setup.definition, &endpoints, broker_entry)?;
+    manifest.portal = Some(ManifestPortal {
+        url: portal_url,
+        officials: setup.definition.officials.clone(),
+    });
+    fixtures::prepare(&mut manifest, dir).await?;
+    children::write_manifest(dir, &manifest, &processes)?;
+    Ok(RunningSandbox {
+        broker,
+        manifest,
+        dir: dir.clone(),
+        processes,
+        children,
+        _lock: setup.lock,
+    })
+}
+
+/// What every sandbox, one broker or a cluster, sets up alike before a
+/// broker starts: the directory's lock, the shipped data, the definition,
+/// the child binaries and the development PKI (but the broker's own keys).
+struct Setup {
+    dir: PathBuf,
+    pki_dir: PathBuf,
+    lock: std::fs::File,
+    catalog_dir: PathBuf,
+    policies_dir: PathBuf,
+    definition: SandboxDefinition,
+    binaries: children::Binaries,
+    ca: DevCa,
+}
+
+fn setup(args: &SandboxArgs) -> Result<Setup> {
     let dir = &args.dir;
     let pki_dir = dir.join("pki");
     std::fs::create_dir_all(&pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
     let dir_lock = lock::lock(dir)?;
+    // One broker keeps its state in state.redb, a cluster in PostgreSQL
+    // (`postgres/`): a directory serves one kind, so neither finds the
+    // other's participants, grants and audit log missing.
+    if args.cluster && dir.join("state.redb").exists() {
+        bail!(
+            "{} holds a one-broker sandbox (state.redb); start a cluster in another --dir",
+            dir.display()
+        );
+    }
+    if !args.cluster && dir.join(cluster::POSTGRES_DIR).exists() {
+        bail!(
+            "{} holds a cluster sandbox (its state is in PostgreSQL, {}/); start it with --cluster, or a one-broker sandbox in another --dir",
+            dir.display(),
+            cluster::POSTGRES_DIR
+        );
+    }
     // A manifest left by an earlier run names dead ports and processes:
     // scripts wait for this run's.
     match std::fs::remove_file(dir.join("sandbox.json")) {
@@ -187,7 +330,8 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     )
     .with_context(|| format!("parsing {}", participants_file.display()))?;
     // Before anything starts: a missing binary is a build step, not a crash.
-    let binaries = children::Binaries::locate(args.examples_dir.as_deref(), &definition)?;
+    let binaries =
+        children::Binaries::locate(args.examples_dir.as_deref(), &definition, args.cluster)?;
 
     // PKI: made once, reused on every later start.
     let ca = if pki_dir.join("ca.key.pem").exists() {
@@ -197,18 +341,6 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         ca.write(&pki_dir)?;
         ca
     };
-    if !pki_dir.join("broker.key.pem").exists() {
-        // Ed25519: the broker signs twice per exchange (the forwarded request
-        // and the receipt), and an Ed25519 signature costs half of a P-256
-        // one (benches/README.md, "Signatures"); consumers verify receipts
-        // faster too.
-        ca.issue(
-            "broker",
-            "Agenția de Guvernare Electronică",
-            KeyType::Ed25519,
-        )?
-        .write(&pki_dir, "broker")?;
-    }
     if !pki_dir.join("portal-tls.key.pem").exists() {
         // The portal's HTTPS certificate (a server certificate for
         // 127.0.0.1 and localhost, like every certificate of this CA),
@@ -230,92 +362,110 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
     }
     // The officials' own signing certificates, which MSign signs with.
     signers::write(&ca, &pki_dir, &definition.officials)?;
+    Ok(Setup {
+        dir: dir.clone(),
+        pki_dir,
+        lock: dir_lock,
+        catalog_dir,
+        policies_dir,
+        definition,
+        binaries,
+        ca,
+    })
+}
 
-    // Configuration, written so `mconnect serve --config` can run the same broker.
-    let config_path = dir.join("broker.toml");
-    let absolute = |p: &Path| -> Result<String> {
-        Ok(std::fs::canonicalize(p)
-            .with_context(|| format!("{} not found", p.display()))?
-            .display()
-            .to_string())
-    };
-    std::fs::write(
-        &config_path,
-        format!(
-            "# Written by `mconnect sandbox`; see examples/broker.toml for every key.\n[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\nops = \"127.0.0.1:{}\"\n\n[tls]\nca = \"pki/ca.cert.pem\"\ncert = \"pki/broker.cert.pem\"\nkey = \"pki/broker.key.pem\"\n\n[storage]\nstate = \"state.redb\"\naudit_dir = \"audit\"\n\n[catalog]\ndir = {:?}\n\n[policies]\ndir = {:?}\n",
-            args.data_port,
-            args.admin_port,
-            args.ops_port,
-            absolute(&catalog_dir)?,
-            absolute(&policies_dir)?,
-        ),
-    )?;
-    let config = Config::load(&config_path)?;
+/// The absolute form of an existing path, as a string for broker.toml.
+fn absolute(p: &Path) -> Result<String> {
+    Ok(std::fs::canonicalize(p)
+        .with_context(|| format!("{} not found", p.display()))?
+        .display()
+        .to_string())
+}
 
-    // Registry: participants and certificates. Endpoints are set once the
-    // providers listen, below; old ones from an earlier run are cleared.
-    {
-        let anchors = mconnect::trust::TrustAnchors::from_pem(ca.cert_pem())?;
-        let registry = Registry::open(mconnect::store::open(&config.state)?, anchors)?;
-        let now = mconnect::exchange::unix_now();
-        for p in &definition.participants {
-            let cert_file = pki_dir.join(format!("{}.cert.pem", p.id));
-            let mut pem = std::fs::read_to_string(&cert_file)?;
-            // A sandbox directory kept past its certificates' two years (or
-            // given another CA) gets fresh ones rather than refusing to start.
-            if mconnect::registry::admit(registry.anchors(), &pem, now).is_err() {
-                let key_type = KeyType::parse(&p.key)
-                    .with_context(|| format!("participant {}: unknown key `{}`", p.id, p.key))?;
-                let issued = ca.issue(&p.id, &p.organisation.name, key_type)?;
-                issued.write(&pki_dir, &p.id)?;
-                pem = issued.cert_pem;
-            }
-            // Certificates of an earlier run stay; those that no longer pass
-            // are kept listed by the registry but sign nothing.
-            let mut certificates = registry
-                .snapshot()
-                .get(&p.id)
-                .map(|e| e.participant.certificates.clone())
-                .unwrap_or_default();
-            let cert = registered_certificate(&pem)?;
-            if !certificates
-                .iter()
-                .any(|c| c.fingerprint == cert.fingerprint)
-            {
-                certificates.push(cert);
-            }
-            registry.upsert(Participant {
-                id: p.id.clone(),
-                organisation: p.organisation.clone(),
-                roles: p.roles.clone(),
-                certificates,
-                endpoints: Vec::new(),
-                confidential: p.confidential,
-            })?;
+/// The keyid of the (first) certificate in a PEM file: the lowercase hex
+/// SHA-256 of its DER.
+fn keyid_of(path: &Path) -> Result<String> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = mconnect_sdk::parse_certs(&pem)?;
+    Ok(mconnect::crypto::certificate_fingerprint(
+        der.first()
+            .with_context(|| format!("{} holds no certificate", path.display()))?,
+    ))
+}
+
+/// Registers the definition's participants with their certificates (those
+/// of an earlier run kept), without endpoints: those are set once the
+/// providers listen.
+fn register_participants(registry: &Registry, setup: &Setup) -> Result<()> {
+    let (ca, pki_dir) = (&setup.ca, &setup.pki_dir);
+    let now = mconnect::exchange::unix_now();
+    for p in &setup.definition.participants {
+        let cert_file = pki_dir.join(format!("{}.cert.pem", p.id));
+        let mut pem = std::fs::read_to_string(&cert_file)?;
+        // A sandbox directory kept past its certificates' two years (or
+        // given another CA) gets fresh ones rather than refusing to start.
+        if mconnect::registry::admit(registry.anchors(), &pem, now).is_err() {
+            let key_type = KeyType::parse(&p.key)
+                .with_context(|| format!("participant {}: unknown key `{}`", p.id, p.key))?;
+            let issued = ca.issue(&p.id, &p.organisation.name, key_type)?;
+            issued.write(pki_dir, &p.id)?;
+            pem = issued.cert_pem;
         }
+        // Certificates of an earlier run stay; those that no longer pass
+        // are kept listed by the registry but sign nothing.
+        let mut certificates = registry
+            .snapshot()
+            .get(&p.id)
+            .map(|e| e.participant.certificates.clone())
+            .unwrap_or_default();
+        let cert = registered_certificate(&pem)?;
+        if !certificates
+            .iter()
+            .any(|c| c.fingerprint == cert.fingerprint)
+        {
+            certificates.push(cert);
+        }
+        registry.upsert(Participant {
+            id: p.id.clone(),
+            organisation: p.organisation.clone(),
+            roles: p.roles.clone(),
+            certificates,
+            endpoints: Vec::new(),
+            confidential: p.confidential,
+        })?;
     }
+    Ok(())
+}
 
-    // The broker first: adapters that call the bus need its address.
-    let broker = mconnect::app::start(config).await?;
-    let data_url = format!("https://127.0.0.1:{}", broker.data_addr().port());
+/// The example registers and adapters, running.
+struct Spawned {
+    children: Vec<tokio::process::Child>,
+    processes: Vec<ManifestProcess>,
+    /// (participant, endpoint URL) of each.
+    endpoints: Vec<(String, String)>,
+}
 
-    // Example registers and adapters: child processes on free ports.
+/// Starts the example registers and the adapters (child processes on free
+/// ports); adapters call the bus at `data_url`.
+async fn spawn_participants(setup: &Setup, data_url: &str) -> Result<Spawned> {
+    let (dir, pki_dir, binaries) = (&setup.dir, &setup.pki_dir, &setup.binaries);
     let mut children = Vec::new();
     let mut processes = Vec::new();
     let mut endpoints = Vec::new();
-    for p in &definition.participants {
+    for p in &setup.definition.participants {
         let spawned = match (&p.serves, &p.adapter) {
             (Some(register), _) => {
-                Some(spawn_register(&binaries.register, &pki_dir, p, register).await?)
+                Some(spawn_register(&binaries.register, pki_dir, p, register).await?)
             }
             (None, Some(adapter)) => Some(
                 spawn_adapter(
                     &binaries.adapter(adapter),
                     dir,
-                    &pki_dir,
+                    pki_dir,
                     p,
                     adapter,
-                    &data_url,
+                    data_url,
                 )
                 .await?,
             ),
@@ -333,20 +483,27 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
                     .unwrap_or_default(),
             });
             children.push(child);
-            broker.broker.registry().set_endpoints(
-                &p.id,
-                vec![Endpoint {
-                    service: None,
-                    url: url.clone(),
-                }],
-            )?;
             endpoints.push((p.id.clone(), url));
         }
     }
+    Ok(Spawned {
+        children,
+        processes,
+        endpoints,
+    })
+}
 
-    // The data-access portal, on the same catalog as the broker.
-    let officials_file = write_officials(dir, &definition)?;
-    seed_assignments(dir, &definition, &broker)?;
+/// Starts the data-access portal on the sandbox's catalog: its lookups go
+/// to `data_url`, its administrative reads and changes to `admin_url`.
+async fn start_portal(
+    setup: &Setup,
+    rules: &Rules,
+    data_url: &str,
+    admin_url: &str,
+) -> Result<(tokio::process::Child, ManifestProcess, String)> {
+    let (dir, definition) = (&setup.dir, &setup.definition);
+    let officials_file = write_officials(dir, definition)?;
+    seed_assignments(dir, definition, rules)?;
     // It looks up for the organisations its officials belong to, signing as
     // each with that organisation's own key.
     let mut hosted: Vec<String> = Vec::new();
@@ -368,43 +525,24 @@ pub async fn start(args: &SandboxArgs) -> Result<RunningSandbox> {
         .find(|p| p.id == PORTAL_PARTICIPANT)
         .map(|p| format!("{}:{}", p.id, p.key));
     let (portal, portal_url) = spawn_portal(
-        &binaries.portal,
+        &setup.binaries.portal,
         PortalFiles {
-            pki: &pki_dir,
-            catalog: &catalog_dir,
-            policies: &policies_dir,
+            pki: &setup.pki_dir,
+            catalog: &setup.catalog_dir,
+            policies: &setup.policies_dir,
             officials: &officials_file,
             state: &dir.join("portal"),
         },
-        (
-            &data_url,
-            &format!("https://127.0.0.1:{}", broker.admin_addr().port()),
-        ),
+        (data_url, admin_url),
         (&hosted, own.as_deref()),
     )
     .await?;
-    processes.push(ManifestProcess {
+    let process = ManifestProcess {
         participant: "portal".to_string(),
         pid: portal.id().unwrap_or_default(),
         program: "mconnect-portal".to_string(),
-    });
-    children.push(portal);
-
-    let mut manifest = manifest(&broker, &definition, &pki_dir, &endpoints)?;
-    manifest.portal = Some(ManifestPortal {
-        url: portal_url,
-        officials: definition.officials.clone(),
-    });
-    fixtures::prepare(&mut manifest, dir).await?;
-    children::write_manifest(dir, &manifest, &processes)?;
-    Ok(RunningSandbox {
-        broker,
-        manifest,
-        dir: dir.clone(),
-        processes,
-        children,
-        _lock: dir_lock,
-    })
+    };
+    Ok((portal, process, portal_url))
 }
 
 async fn spawn_register(
@@ -464,11 +602,28 @@ fn write_officials(dir: &Path, definition: &SandboxDefinition) -> Result<PathBuf
         if !mconnect_sdk::ids::is_valid_idnp(&o.idnp) {
             bail!("officials/{i}: `{}` is not a valid IDNP", o.idnp);
         }
-        let organisation = definition
+        let Some(organisation) = definition
             .participants
             .iter()
             .find(|p| p.id == o.participant)
-            .with_context(|| format!("officials/{i}: no participant `{}`", o.participant))?;
+        else {
+            // An authority not yet on the bus: its administrator applies to
+            // join through the portal (which files for it as an
+            // intermediary), and can do nothing else there.
+            if o.roles != ["administrator"] {
+                bail!(
+                    "officials/{i}: no participant `{}`; an official of an organisation not on the bus may only be an administrator (roles exactly [\"administrator\"]), who applies to join",
+                    o.participant
+                );
+            }
+            if !mconnect_sdk::ids::is_valid_participant_id(&o.participant) {
+                bail!("officials/{i}: `{}` is not a participant id", o.participant);
+            }
+            if definition.officials[..i].iter().any(|e| e.idnp == o.idnp) {
+                bail!("officials/{i}: {} is listed twice", o.idnp);
+            }
+            continue;
+        };
         for role in &o.roles {
             // Each portal role needs its organisation's participant role: the
             // broker would refuse every call of it otherwise.
@@ -515,16 +670,11 @@ struct PortalFiles<'a> {
 /// Gives each official every grant of their organisation the first time the
 /// sandbox starts, so its lookups work out of the box; later the
 /// administrators' choices in the portal stay (the file is kept).
-fn seed_assignments(
-    dir: &Path,
-    definition: &SandboxDefinition,
-    broker: &RunningBroker,
-) -> Result<()> {
+fn seed_assignments(dir: &Path, definition: &SandboxDefinition, rules: &Rules) -> Result<()> {
     let path = dir.join("portal").join("assignments.json");
     if path.exists() {
         return Ok(());
     }
-    let rules = broker.broker.rules();
     let mut table: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, Vec<&str>>> =
         std::collections::BTreeMap::new();
     for o in &definition.officials {
@@ -670,18 +820,14 @@ fn sample_call(service: &Service) -> (String, Option<serde_json::Value>, Option<
     (query, body, subject)
 }
 
+/// The manifest of a sandbox whose broker (or load balancer) is `broker`,
+/// deciding by `rules`.
 fn manifest(
-    broker: &RunningBroker,
+    rules: &Rules,
     definition: &SandboxDefinition,
-    pki_dir: &Path,
     endpoints: &[(String, String)],
+    broker: ManifestBroker,
 ) -> Result<SandboxManifest> {
-    let broker_pem = std::fs::read_to_string(pki_dir.join("broker.cert.pem"))?;
-    let broker_der = mconnect_sdk::parse_certs(&broker_pem)?;
-    let keyid = mconnect::crypto::certificate_fingerprint(
-        broker_der.first().context("broker certificate")?,
-    );
-    let rules = broker.broker.rules();
     let now = mconnect::exchange::unix_now();
     let mut tries = Vec::new();
     for grant in rules.policy.grants() {
@@ -767,23 +913,25 @@ fn manifest(
         })
         .context("the sandbox definition names no auditor")?;
     Ok(SandboxManifest {
-        broker: ManifestBroker {
-            data_url: format!("https://127.0.0.1:{}", broker.data_addr().port()),
-            admin_url: format!("https://127.0.0.1:{}", broker.admin_addr().port()),
-            ops_url: format!("http://127.0.0.1:{}", broker.ops_addr().port()),
-            cert: "pki/broker.cert.pem".into(),
-            keyid,
-        },
+        broker,
         ca: "pki/ca.cert.pem".into(),
         participants,
         tries,
         auditor,
         portal: None,
+        cluster: None,
     })
 }
 
 fn print_welcome(sandbox: &RunningSandbox) {
-    print!("{}", banner::welcome(sandbox));
+    print!(
+        "{}",
+        banner::welcome(
+            &sandbox.manifest,
+            &sandbox.dir,
+            &sandbox.broker.broker.rules()
+        )
+    );
 }
 
 #[cfg(test)]
@@ -840,13 +988,26 @@ mod tests {
                 ],
             ),
         ];
-        for (what, officials) in refused {
+        for (what, officials) in refused.into_iter().chain([
+            (
+                "an official only, of an organisation not on the bus",
+                vec![official("2000000000015", "apl-copceac")],
+            ),
+            (
+                "an administrator who is an official too, of an organisation not on the bus",
+                vec![
+                    serde_json::json!({"idnp": "2000000000015", "name": "N", "organisation": "O", "participant": "apl-copceac", "roles": ["official", "administrator"]}),
+                ],
+            ),
+        ]) {
             let d = definition(serde_json::Value::Array(officials));
             assert!(write_officials(dir.path(), &d).is_err(), "{what}");
         }
         let d = definition(serde_json::json!([
             official("2000000000015", "apl-cahul"),
-            {"idnp": "2000000000026", "name": "N", "organisation": "O", "participant": "asp-rsp", "roles": ["provider"]}
+            {"idnp": "2000000000026", "name": "N", "organisation": "O", "participant": "asp-rsp", "roles": ["provider"]},
+            // An administrator of an authority not yet on the bus applies to join.
+            {"idnp": "2000000000093", "name": "N", "organisation": "Primăria satului Copceac", "participant": "apl-copceac", "roles": ["administrator"]}
         ]));
         let path = write_officials(dir.path(), &d).unwrap();
         let written: serde_json::Value =

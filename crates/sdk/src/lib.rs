@@ -49,8 +49,8 @@ pub use lifeline::{
     LIFELINE_ENV, LIFELINE_GRACE, StopReason, exit_when_parent_dies, until_stopped,
 };
 pub use manifest::{
-    ManifestAuditor, ManifestBroker, ManifestOfficial, ManifestParticipant, ManifestPortal,
-    ManifestTry, SandboxManifest,
+    ManifestAuditor, ManifestBroker, ManifestCluster, ManifestClusterBroker, ManifestOfficial,
+    ManifestParticipant, ManifestPortal, ManifestTry, SandboxManifest,
 };
 pub use protocol::query_param;
 pub use provider::{

@@ -30,6 +30,42 @@ pub struct SandboxManifest {
     /// The data-access portal, when the sandbox runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal: Option<ManifestPortal>,
+    /// The brokers behind the load balancer, with `mconnect sandbox
+    /// --cluster` (then `broker.data_url` is the load balancer's and
+    /// `broker.cert` holds every broker's certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ManifestCluster>,
+}
+
+/// `sandbox.json`'s `cluster` block (PROTOCOL.md section 9).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestCluster {
+    /// The load balancer: the URL consumers call (and sign `@target-uri` for).
+    pub data_url: String,
+    /// Each broker behind it.
+    pub brokers: Vec<ManifestClusterBroker>,
+    /// The connection string of the PostgreSQL database the brokers share.
+    pub postgres: String,
+}
+
+/// One broker of a cluster.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ManifestClusterBroker {
+    /// Its name in the sandbox (`a`, `b`).
+    pub id: String,
+    /// Its own data plane (requests sent here are still signed for the
+    /// load balancer's authority).
+    pub data_url: String,
+    /// Its admin API.
+    pub admin_url: String,
+    /// Its operations listener (plain HTTP: /healthz, /readyz, /metrics).
+    pub ops_url: String,
+    /// Its process id (a broker the sandbox restarted has a new one).
+    pub pid: u32,
+    /// Its certificate (PEM, relative to the sandbox directory).
+    pub cert: String,
+    /// The SHA-256 fingerprint of that certificate: the keyid of its receipts.
+    pub keyid: String,
 }
 
 /// The data-access portal in `sandbox.json`.
@@ -169,16 +205,29 @@ impl SandboxManifest {
         })
     }
 
+    /// The keys receipts may be signed with: `broker.cert` and, in a
+    /// cluster, every broker's certificate (any of them may answer a call
+    /// through the load balancer).
+    pub fn broker_keys(&self, dir: &Path) -> Result<TrustedKeys, SdkError> {
+        let mut pem = String::new();
+        let files = std::iter::once(&self.broker.cert).chain(
+            self.cluster
+                .iter()
+                .flat_map(|c| c.brokers.iter().map(|b| &b.cert)),
+        );
+        for file in files {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| SdkError::Credentials(format!("reading {}: {e}", path.display())))?;
+            pem.push_str(&text);
+            pem.push('\n');
+        }
+        TrustedKeys::from_pem(&pem)
+    }
+
     /// A consumer client for a sandbox participant.
     pub fn consumer(&self, dir: &Path, participant: &str) -> Result<Consumer, SdkError> {
         let credentials = self.credentials(dir, participant)?;
-        let path = dir.join(&self.broker.cert);
-        let broker_pem = std::fs::read_to_string(&path)
-            .map_err(|e| SdkError::Credentials(format!("reading {}: {e}", path.display())))?;
-        Consumer::new(
-            credentials,
-            &self.broker.data_url,
-            TrustedKeys::from_pem(&broker_pem)?,
-        )
+        Consumer::new(credentials, &self.broker.data_url, self.broker_keys(dir)?)
     }
 }

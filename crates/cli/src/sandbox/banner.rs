@@ -9,31 +9,55 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::RunningSandbox;
+use mconnect::rules::Rules;
+
+use super::SandboxManifest;
 
 /// How many `try` entries the banner suggests; the rest are in sandbox.json.
 const SUGGESTED: usize = 6;
 
-/// The banner for a running sandbox.
-pub(crate) fn welcome(sandbox: &RunningSandbox) -> String {
-    let m = &sandbox.manifest;
-    let dir = std::fs::canonicalize(&sandbox.dir).unwrap_or_else(|_| sandbox.dir.clone());
+/// The banner for a running sandbox in `dir` that wrote `m`, deciding by `rules`.
+pub(crate) fn welcome(m: &SandboxManifest, dir: &Path, rules: &Rules) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let exe = std::env::current_exe().unwrap_or_else(|_| "mconnect".into());
-    let rules = sandbox.broker.broker.rules();
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "MConnect sandbox is running.");
-    let _ = writeln!(out, "  data plane : {}", m.broker.data_url);
-    let _ = writeln!(
-        out,
-        "  admin API  : {}  (OpenAPI at /v1/openapi.json)",
-        m.broker.admin_url
-    );
-    let _ = writeln!(
-        out,
-        "  operations : {}/readyz  (plain HTTP)",
-        m.broker.ops_url
-    );
+    match &m.cluster {
+        None => {
+            let _ = writeln!(out, "MConnect sandbox is running.");
+            let _ = writeln!(out, "  data plane : {}", m.broker.data_url);
+            let _ = writeln!(
+                out,
+                "  admin API  : {}  (OpenAPI at /v1/openapi.json)",
+                m.broker.admin_url
+            );
+            let _ = writeln!(
+                out,
+                "  operations : {}/readyz  (plain HTTP)",
+                m.broker.ops_url
+            );
+        }
+        Some(cluster) => {
+            let _ = writeln!(
+                out,
+                "MConnect sandbox is running as a cluster of {} brokers.",
+                cluster.brokers.len()
+            );
+            let _ = writeln!(
+                out,
+                "  data plane : {}  (nginx, TLS passed through to the brokers)",
+                cluster.data_url
+            );
+            for b in &cluster.brokers {
+                let _ = writeln!(
+                    out,
+                    "  broker {:<3} : data {}  admin {}  operations {}/readyz  (pid {})",
+                    b.id, b.data_url, b.admin_url, b.ops_url, b.pid
+                );
+            }
+            let _ = writeln!(out, "  PostgreSQL : {}", cluster.postgres);
+        }
+    }
     if let Some(portal) = &m.portal {
         let _ = writeln!(
             out,

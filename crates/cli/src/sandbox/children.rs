@@ -49,6 +49,8 @@ pub(crate) struct Binaries {
     pub(crate) adapters: PathBuf,
     /// `mconnect-portal`, the data-access portal.
     pub(crate) portal: PathBuf,
+    /// `mconnect`, which a cluster's brokers run (`mconnect serve`).
+    pub(crate) mconnect: PathBuf,
 }
 
 impl Binaries {
@@ -60,6 +62,7 @@ impl Binaries {
     pub(crate) fn locate(
         examples_dir: Option<&Path>,
         definition: &SandboxDefinition,
+        cluster: bool,
     ) -> Result<Binaries> {
         let exe = std::env::current_exe().context("finding this executable")?;
         let examples = match examples_dir {
@@ -73,12 +76,24 @@ impl Binaries {
             .parent()
             .context("the examples directory has no parent")?
             .to_path_buf();
+        // The brokers run this very command, unless this process is another
+        // program embedding the sandbox (a test): then the `mconnect` beside
+        // the adapters.
+        let mconnect = if exe.file_stem().is_some_and(|n| n == "mconnect") {
+            exe.clone()
+        } else {
+            adapters.join("mconnect")
+        };
         let binaries = Binaries {
             register: examples.join("state_register"),
             portal: adapters.join("mconnect-portal"),
             adapters,
+            mconnect,
         };
         let mut needed = vec![binaries.portal.clone()];
+        if cluster {
+            needed.push(binaries.mconnect.clone());
+        }
         for p in &definition.participants {
             if p.serves.is_some() {
                 needed.push(binaries.register.clone());
@@ -127,6 +142,59 @@ impl Binaries {
 /// so it lives exactly as long as the sandbox holds the child.
 pub(crate) fn give_lifeline(command: &mut tokio::process::Command) {
     command.stdin(Stdio::piped()).env(LIFELINE_ENV, "stdin");
+}
+
+/// Starts a guard for a process that knows no lifeline (a broker run by
+/// `mconnect serve`, nginx), started as the leader of its own process group
+/// `group`: a shell, in a process group of its own and deaf to the
+/// terminal's signals, that waits on a pipe whose write end only the
+/// returned `Child` holds. When the pipe closes, because the sandbox ended
+/// however it ended, SIGKILL included, it sends SIGTERM to the group and,
+/// if the group is still there after the lifeline's grace period, SIGKILL.
+/// On a clean stop the sandbox kills the guard first ([`end_guard`]), so it
+/// signals nobody once the group's id is free again.
+pub(crate) fn guard(group: u32) -> Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap '' INT TERM HUP QUIT; read -r _ignored; kill -15 -\"$1\" 2>/dev/null || exit 0; \
+             i=0; while [ $i -lt \"$2\" ] && kill -0 -\"$1\" 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
+             kill -9 -\"$1\" 2>/dev/null; exit 0",
+            "mconnect-sandbox-guard",
+        ])
+        .arg(group.to_string())
+        .arg((LIFELINE_GRACE.as_millis() / 100).to_string())
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a sandbox guard process")
+}
+
+/// Ends a guard without letting it signal anything.
+pub(crate) fn end_guard(guard: &mut std::process::Child) {
+    let _ = guard.kill();
+    let _ = guard.wait();
+}
+
+/// Sends signal number `signal` to process `pid`, or with `group` to its
+/// whole process group (the shell's `kill`: the library forbids unsafe code
+/// and so `kill(2)` itself). False when nothing was there to signal.
+pub(crate) fn signal(pid: u32, signal: u8, group: bool) -> bool {
+    let target = if group {
+        format!("-{pid}")
+    } else {
+        pid.to_string()
+    };
+    std::process::Command::new("sh")
+        .args(["-c", "kill -\"$1\" \"$2\" 2>/dev/null", "mconnect-kill"])
+        .arg(signal.to_string())
+        .arg(target)
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Stops the children: closes every lifeline at once, then waits for each to

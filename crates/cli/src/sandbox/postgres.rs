@@ -262,6 +262,9 @@ impl LocalPostgres {
             .open(self.log_path())
             .with_context(|| format!("opening {}", self.log_path().display()))?;
         let log_start = log.metadata()?.len();
+        // A process group of its own, as the lifeline's: Ctrl-C in a
+        // terminal reaches the owner, which stops the server in its turn
+        // (a cluster sandbox stops its brokers first).
         let mut postmaster = self
             .command("postgres")
             .arg("-D")
@@ -269,6 +272,7 @@ impl LocalPostgres {
             .arg("-k")
             .arg(&self.dir)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .process_group(0)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -394,10 +398,11 @@ fn lifeline(postmaster: u32) -> Result<Child> {
     Command::new("sh")
         .args([
             "-c",
-            "read -r _ignored; kill -INT \"$1\" 2>/dev/null",
+            "trap '' INT TERM HUP QUIT; read -r _ignored; kill -INT \"$1\" 2>/dev/null",
             "mconnect-postgres-lifeline",
         ])
         .arg(postmaster.to_string())
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
