@@ -516,20 +516,21 @@ async fn only_providers_for_themselves_and_operators_set_endpoints() {
             StatusCode::FORBIDDEN,
             "admin.forbidden",
         ),
-        // A service the catalog does not list for that provider.
+        // A service the catalog does not list for that provider: a
+        // conflict with the catalog in force.
         (
             &provider,
             "asp-rsp",
             serde_json::json!([{ "service": "no-such-service", "url": url }]),
-            StatusCode::BAD_REQUEST,
-            "admin.invalid",
+            StatusCode::CONFLICT,
+            "endpoint.not_catalogued",
         ),
         (
             &provider,
             "asp-rsp",
             serde_json::json!([{ "service": "tax-debts", "url": url }]),
-            StatusCode::BAD_REQUEST,
-            "admin.invalid",
+            StatusCode::CONFLICT,
+            "endpoint.not_catalogued",
         ),
         // Not https, or with a query of its own.
         (
@@ -551,8 +552,8 @@ async fn only_providers_for_themselves_and_operators_set_endpoints() {
             &operator,
             "apl-cahul",
             serde_json::json!([{ "url": url }]),
-            StatusCode::BAD_REQUEST,
-            "admin.invalid",
+            StatusCode::CONFLICT,
+            "participant.not_provider",
         ),
     ];
     for (i, (who, id, endpoints, status, code)) in cases.into_iter().enumerate() {

@@ -47,9 +47,16 @@ pub(crate) const READ_EVENT: &str = "audit.read";
 enum Read {
     TreeHead,
     Record(u64),
-    Inclusion { seq: u64, tree_size: Option<u64> },
-    Consistency { first: u64, second: u64 },
-    Search(Box<AuditQuery>),
+    Inclusion {
+        seq: u64,
+        tree_size: Option<u64>,
+    },
+    Consistency {
+        first: u64,
+        second: u64,
+    },
+    /// A search; `true` for this broker's own log only (`scope=local`).
+    Search(Box<AuditQuery>, bool),
 }
 
 /// What a granted read is done under, for its audit record.
@@ -72,7 +79,7 @@ pub(crate) async fn route(state: &AdminState, request: &AdminRequest<'_>) -> Adm
         other => other,
     };
     let subject = match &parsed {
-        Ok(Read::Search(query)) => query.subject.clone(),
+        Ok(Read::Search(query, _)) => query.subject.clone(),
         _ => request.query_param("subject"),
     };
     let granted = match authorise(state, request) {
@@ -177,7 +184,14 @@ fn parse(request: &AdminRequest<'_>) -> Result<Read, AdminError> {
     let read = match request.segments {
         ["v1", "audit", "tree-head"] => Read::TreeHead,
         ["v1", "audit", "records", seq] => Read::Record(number("seq", Some(seq.to_string()))?),
-        ["v1", "audit", "records"] => Read::Search(Box::new(search(request)?)),
+        ["v1", "audit", "records"] => {
+            let local = match request.query_param("scope").as_deref() {
+                None | Some("cluster") => false,
+                Some("local") => true,
+                Some(_) => return Err(malformed("`scope` must be `cluster` or `local`")),
+            };
+            Read::Search(Box::new(search(request)?), local)
+        }
         ["v1", "audit", "proof", "inclusion"] => Read::Inclusion {
             seq: number("seq", request.query_param("seq"))?,
             tree_size: request
@@ -402,24 +416,50 @@ fn perform(log: &AuditLog, read: Read) -> Result<Value, AdminError> {
             let proof = log.consistency_proof(first, second).map_err(proof_error)?;
             Ok(json!({"first": first, "second": second, "proof": b64_all(&proof)}))
         }
-        Read::Search(query) => {
+        Read::Search(query, local) => {
             // A search must see what was just appended (its own earlier reads
-            // included): bring the index up to the log first.
-            if let Err(e) = log.sync_index() {
-                tracing::warn!(error = %e, "audit index catch-up failed; search may lag");
-            }
-            let page = log.query(&query).map_err(|e| match e {
+            // included): `search` brings the index up to the log first, or,
+            // on a cluster, waits for this broker's records to be shipped
+            // and searches every broker's in the shared copy.
+            let shipping = log.shipping().filter(|_| !local);
+            let found = match shipping {
+                Some(_) => log.search(&query),
+                None => log
+                    .sync_index()
+                    .and_then(|()| log.query(&query))
+                    .or_else(|e| {
+                        tracing::warn!(error = %e, "audit index catch-up failed; search may lag");
+                        log.query(&query)
+                    }),
+            };
+            let page = found.map_err(|e| match e {
                 AuditError::InvalidQuery(detail) => malformed(detail),
                 other => unavailable(other),
             })?;
             let items: Vec<Value> = page
                 .items
                 .iter()
-                .map(
-                    |e| json!({"seq": e.seq, "record": e.record, "leaf": STANDARD.encode(&e.leaf)}),
-                )
+                .map(|e| {
+                    let mut item =
+                        json!({"seq": e.seq, "record": e.record, "leaf": STANDARD.encode(&e.leaf)});
+                    if let Some(broker) = &e.broker {
+                        item["broker"] = json!(broker);
+                    }
+                    item
+                })
                 .collect();
-            Ok(json!({"items": items, "next_cursor": page.next_cursor, "indexed": page.indexed}))
+            let mut answer =
+                json!({"items": items, "next_cursor": page.next_cursor, "indexed": page.indexed});
+            if let Some(own) = log.shipping() {
+                // Proofs of a record come from the broker named with it.
+                answer["broker"] = json!(own.broker_id());
+                answer["scope"] = json!(if shipping.is_some() {
+                    "cluster"
+                } else {
+                    "local"
+                });
+            }
+            Ok(answer)
         }
     }
 }
@@ -526,8 +566,8 @@ fn read_record(
 pub(crate) fn openapi_paths() -> Value {
     let problem = super::openapi::problem();
     let call_headers = json!([
-        {"name": "MConnect-Call-Basis", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Legal basis id of a grant on mconnect/audit-log"},
-        {"name": "MConnect-Call-Reason", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Purpose code of that grant"},
+        {"name": "MConnect-Call-Basis", "in": "header", "required": true, "schema": {"type": "string", "pattern": "\\S"}, "description": "Legal basis id of a grant on mconnect/audit-log"},
+        {"name": "MConnect-Call-Reason", "in": "header", "required": true, "schema": {"type": "string", "pattern": "\\S"}, "description": "Purpose code of that grant"},
         {"name": "MConnect-Calling-User", "in": "header", "required": false, "schema": {"type": "string"}, "description": "IDNP of the official reading the log, recorded"}
     ]);
     let with = |extra: Value| -> Value {
@@ -535,10 +575,13 @@ pub(crate) fn openapi_paths() -> Value {
         all.extend(extra.as_array().cloned().unwrap_or_default());
         Value::Array(all)
     };
-    let int = |name: &str, required: bool, what: &str| json!({"name": name, "in": "query", "required": required, "schema": {"type": "integer", "minimum": 0}, "description": what});
+    // Numbers the server reads as u64; kept to what JSON numbers hold exactly.
+    let int = |name: &str, required: bool, what: &str| json!({"name": name, "in": "query", "required": required, "schema": {"type": "integer", "minimum": 0, "maximum": 9_007_199_254_740_991_u64}, "description": what});
     let text = |name: &str, what: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": what});
     let refusals = json!({
         "400": problem, "403": problem, "404": problem, "429": problem,
+        "410": {"description": "the record was pruned under the retention policy (audit.pruned); its leaf hash remains in the tree", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+        "500": {"description": "the log is corrupt (audit.corrupt)", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
         "503": {"description": "the read could not itself be audited (audit.unavailable)", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     });
     let answer = |description: &str, schema: Value| {
@@ -548,7 +591,8 @@ pub(crate) fn openapi_paths() -> Value {
     };
     let b64 = json!({"type": "string", "contentEncoding": "base64"});
     let entry = json!({"type": "object", "required": ["seq", "record", "leaf"], "properties": {
-        "seq": {"type": "integer"}, "record": {"type": "object"}, "leaf": b64}});
+        "seq": {"type": "integer"}, "record": {"type": "object"}, "leaf": b64,
+        "broker": {"type": "string", "description": "in a cluster search: the broker whose log holds the record; its seq, proofs and tree heads are that broker's (ask its admin API)"}}});
     json!({
         "/v1/audit/tree-head": {"get": {
             "summary": "A signed tree head of the audit log (published to tree-heads.jsonl); auditor or operator",
@@ -559,7 +603,7 @@ pub(crate) fn openapi_paths() -> Value {
         }},
         "/v1/audit/records/{seq}": {"get": {
             "summary": "One record and its exact leaf bytes",
-            "parameters": with(json!([{"name": "seq", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}}])),
+            "parameters": with(json!([{"name": "seq", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": 9_007_199_254_740_991_u64}}])),
             "responses": answer("the record", entry.clone())
         }},
         "/v1/audit/proof/inclusion": {"get": {
@@ -581,10 +625,12 @@ pub(crate) fn openapi_paths() -> Value {
                 text("service", "provider/code"), text("provider", "provider participant"),
                 text("event", "event type, e.g. exchange or audit.read"),
                 text("from", "RFC 3339 or date, inclusive"), text("to", "RFC 3339 or date, exclusive"),
-                int("limit", false, "page size, 1-1000, default 50"), text("cursor", "next_cursor of the previous page")
+                json!({"name": "scope", "in": "query", "required": false, "schema": {"type": "string", "enum": ["cluster", "local"]}, "description": "on brokers sharing PostgreSQL: `cluster` (default) searches every broker's shipped records, `local` this broker's own log; elsewhere only the own log exists"}),
+                json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": crate::audit::index::MAX_LIMIT}, "description": "page size, default 50"}), text("cursor", "next_cursor of the previous page")
             ])),
             "responses": answer("one page", json!({"type": "object", "required": ["items", "next_cursor", "indexed"], "properties": {
-                "items": {"type": "array", "items": entry}, "next_cursor": {"type": ["string", "null"]}, "indexed": {"type": "integer"}}}))
+                "items": {"type": "array", "items": entry}, "next_cursor": {"type": ["string", "null"]}, "indexed": {"type": "integer"},
+                "broker": {"type": "string", "description": "this broker's id, on a cluster"}, "scope": {"type": "string", "enum": ["cluster", "local"]}}}))
         }}
     })
 }

@@ -211,12 +211,12 @@ async fn reload(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
 
 /// The query parameters of one request, checked against the names an
 /// endpoint takes.
-struct Params {
+pub(crate) struct Params {
     values: Vec<(&'static str, String)>,
 }
 
 impl Params {
-    fn parse(
+    pub(crate) fn parse(
         request: &AdminRequest<'_>,
         allowed: &[&'static str],
     ) -> Result<Params, super::AdminError> {
@@ -256,7 +256,7 @@ impl Params {
         Ok(Params { values })
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.values
             .iter()
             .find(|(n, _)| *n == name)
@@ -442,7 +442,7 @@ pub(crate) fn openapi_paths() -> Value {
             "summary": "List catalogued services, filtered",
             "description": "Unknown or repeated parameters and unknown values are refused with 400 request.malformed naming the parameter.",
             "parameters": [
-                param("provider", "only this provider's services", json!({"type": "string"})),
+                param("provider", "only this provider's services", json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"})),
                 param("status", "only services in this lifecycle status", json!({"enum": ["draft", "active", "deprecated", "retired"]})),
                 param("personal_data", "only services of this personal-data class", json!({"enum": ["none", "personal", "special"]})),
                 param("q", "text searched, ignoring case and Romanian diacritics, in the key and the ro, ru and en names and descriptions", json!({"type": "string"})),
@@ -477,7 +477,7 @@ pub(crate) fn openapi_paths() -> Value {
         }},
         "/v1/grants": {"get": {
             "summary": "The caller's own grants (operators may name another consumer)",
-            "parameters": [param("consumer", "operators only: whose grants", json!({"type": "string"}))],
+            "parameters": [param("consumer", "operators only: whose grants", json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}))],
             "responses": {"200": {"description": "grants with purposes, legal bases, fields, validity (valid_until is the exclusive end), rate limit, quota, status and origin"}, "400": problem, "403": problem}
         }},
         "/v1/reload": {"post": {

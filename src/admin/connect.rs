@@ -5,7 +5,12 @@
 //! Invariants:
 //! - submissions and resubmissions are accepted only with a verified
 //!   RFC 9421 signature by a certificate of the applicant (its system or
-//!   another system of its organisation); the signature is kept as evidence;
+//!   another system of its organisation), or of an intermediary filing for
+//!   an authority not yet on the bus with the official's own signature
+//!   (`connect::may_file` decides); the signature is kept as evidence;
+//! - an approval that registers the applicant's system writes the
+//!   participant and the request in one store batch, after the one record
+//!   of the approval; if the registry refuses it, the approval is refused;
 //! - a transition is validated first (state machine, and when it changes
 //!   what is granted, that the rules load with it), then its record (event
 //!   `connect.transition`) is made durable, and only then is it stored and
@@ -158,6 +163,9 @@ struct Staged {
     after: ConnectionRequest,
     /// Whether the grants in force change, so the rules must be reloaded.
     reload: bool,
+    /// The registration of the applicant's system, when an approval
+    /// registers it: committed in the same batch as the request.
+    registration: Option<crate::registry::StagedChange<()>>,
     /// The answer's status and body.
     status: StatusCode,
     body: Value,
@@ -177,7 +185,7 @@ async fn finish(
     received: SystemTime,
     started: Instant,
 ) -> AdminResult {
-    let staged = match staged {
+    let mut staged = match staged {
         Ok(staged) => staged,
         Err(e) => {
             audit(state, caller, target, Err(&e), extras, received, started).await?;
@@ -194,7 +202,7 @@ async fn finish(
         started,
     )
     .await?;
-    match off_worker(|| commit(state, &staged)) {
+    match off_worker(|| commit(state, &mut staged)) {
         Ok(()) => Ok(json_response(staged.status, &staged.body)),
         Err(e) => {
             if let Err(a) = audit(state, caller, target, Err(&e), extras, received, started).await {
@@ -209,7 +217,7 @@ async fn finish(
 /// rules; if the rules no longer load (the files changed since the change was
 /// validated), the stored request is put back. An error means nothing changed
 /// (unless even putting it back failed, which the detail says).
-fn commit(state: &AdminState, staged: &Staged) -> Result<(), AdminError> {
+fn commit(state: &AdminState, staged: &mut Staged) -> Result<(), AdminError> {
     let store = state.broker.registry().store().clone();
     let failed = |detail: String| {
         refuse(
@@ -220,7 +228,21 @@ fn commit(state: &AdminState, staged: &Staged) -> Result<(), AdminError> {
             ),
         )
     };
-    connect::persist(store.as_ref(), &staged.after).map_err(|e| failed(e.to_string()))?;
+    match staged.registration.take() {
+        // The participant and the request in one batch: both or neither.
+        Some(registration) => {
+            let writes =
+                connect::RequestWrites::of(&staged.after).map_err(|e| failed(e.to_string()))?;
+            state
+                .broker
+                .registry()
+                .commit_with(registration, &writes.writes())
+                .map_err(|e| failed(format!("registering the applicant's system: {e}")))?;
+        }
+        None => {
+            connect::persist(store.as_ref(), &staged.after).map_err(|e| failed(e.to_string()))?;
+        }
+    }
     if !staged.reload {
         return Ok(());
     }
@@ -323,15 +345,42 @@ fn verified_application(
                 Some(Box::new(evidence.clone())),
             )
         })?;
-    let applicant = &application.applicant;
-    if evidence.signer != applicant.system && evidence.signer_idno != applicant.idno {
+    // The signature verified with a key of the signer, so it is registered.
+    let Some(signer) = snapshot.get(&evidence.signer) else {
         let e = refuse(
-            StatusCode::FORBIDDEN,
-            "connect.signer_not_applicant",
-            format!(
-                "the application is signed by `{}` (IDNO {}) but the applicant is `{}` (IDNO {}): sign with a certificate of the applicant",
-                evidence.signer, evidence.signer_idno, applicant.system, applicant.idno
-            ),
+            StatusCode::UNAUTHORIZED,
+            "signature.invalid",
+            format!("`{}` is no longer registered", evidence.signer),
+        );
+        return Err((e, Some(Box::new(evidence))));
+    };
+    if let Err(refusal) = connect::may_file(
+        &application,
+        &signer.participant,
+        &request.caller.id,
+        evidence.user_signature.is_some(),
+    ) {
+        let e = refuse(StatusCode::FORBIDDEN, refusal.code, refusal.detail);
+        return Err((e, Some(Box::new(evidence))));
+    }
+    // A system registered on approval must hold a certificate the bus CA
+    // issued, in date now: checked on arrival as the registry checks it.
+    if let Some(registration) = &application.applicant.registration
+        && let Err(e) = crate::registry::admit(
+            state.broker.registry().anchors(),
+            &registration.certificate,
+            now,
+        )
+    {
+        let (status, code) = e.problem();
+        let e = refuse(
+            if status == StatusCode::BAD_REQUEST {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                status
+            },
+            code,
+            format!("at /applicant/registration/certificate: {e}"),
         );
         return Err((e, Some(Box::new(evidence))));
     }
@@ -372,8 +421,9 @@ async fn submit(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
             let result = created.map(|r| Staged {
                 before: None,
                 status: StatusCode::CREATED,
-                body: full_view(&r, caller, now),
+                body: full_view(state, &r, caller, now),
                 reload: false,
+                registration: None,
                 after: r,
             });
             (result, Some(evidence), target)
@@ -423,7 +473,8 @@ async fn resubmit(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> A
         Err((e, evidence)) => (Err(e), evidence.map(|b| *b)),
         Ok((application, mut evidence)) => {
             evidence.version = u32::try_from(current.evidence.len() + 1).unwrap_or(u32::MAX);
-            let result = if application.applicant != current.application.applicant {
+            let (new, old) = (&application.applicant, &current.application.applicant);
+            let result = if (&new.idno, &new.system) != (&old.idno, &old.system) {
                 Err(refuse(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "connect.application_invalid",
@@ -452,11 +503,13 @@ async fn resubmit(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> A
 }
 
 /// The body of a decision: a reason, and on approval a rate limit.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
+    /// Why; required for request-changes, reject, suspend and revoke.
     #[serde(default)]
     reason: Option<String>,
+    /// On approve only; default 10 per second, bursts of 20.
     #[serde(default)]
     rate_limit: Option<RateLimitSpec>,
 }
@@ -470,7 +523,14 @@ async fn decide(
     let (received, started, now) = (SystemTime::now(), Instant::now(), unix_now());
     let caller = request.caller;
     let _guard = WRITE_LOCK.lock().await;
-    visible(state, request, id)?;
+    let current = visible(state, request, id)?;
+    // An approval that registers the applicant's system says so in its
+    // record, which is the registration's record too.
+    let registers = (t == Transition::Approve)
+        .then_some(&current.application.applicant)
+        .filter(|a| a.registration.is_some())
+        .map(|a| format!(", registering participant {}", a.system))
+        .unwrap_or_default();
     let body: Result<DecisionBody, AdminError> = if request.body.iter().all(u8::is_ascii_whitespace)
     {
         Ok(DecisionBody::default())
@@ -502,7 +562,7 @@ async fn decide(
     finish(
         state,
         caller,
-        &format!("{id} {}", t.as_str()),
+        &format!("{id} {}{registers}", t.as_str()),
         result,
         extras,
         received,
@@ -531,10 +591,19 @@ fn transition(
         .map_err(|e| from_connect(&e))?
         .filter(|r| r.visible_to(caller))
         .ok_or_else(|| unknown_request(id))?;
+    let approving = act.transition() == Transition::Approve;
     let mut after = before.clone();
     after
         .apply(act, caller, now)
         .map_err(|e| from_connect(&e))?;
+    let registration = match &after.application.applicant.registration {
+        Some(registration) if approving => Some(stage_registration(
+            state,
+            &after.application.applicant,
+            registration,
+        )?),
+        _ => None,
+    };
     let reload = before.grants_in_store() || after.grants_in_store();
     if reload {
         // The stored grant documents as they would be with this change.
@@ -568,11 +637,56 @@ fn transition(
     }
     Ok(Staged {
         status: StatusCode::OK,
-        body: full_view(&after, caller, now),
+        body: full_view(state, &after, caller, now),
         before: Some(before),
         after,
         reload,
+        registration,
     })
+}
+
+/// Stages the registration of an approved applicant's system: its
+/// organisation, the certificate of the application (which must still chain
+/// to the bus CA and be in date, and belong to no one else) and the role
+/// `consumer`. Nothing is registered here; [`commit`] writes it with the
+/// request. A registration the registry refuses refuses the approval.
+fn stage_registration(
+    state: &AdminState,
+    applicant: &connect::application::Applicant,
+    registration: &connect::application::Registration,
+) -> Result<crate::registry::StagedChange<()>, AdminError> {
+    let registry = state.broker.registry();
+    let refused = |e: crate::registry::RegistryError| {
+        refuse(
+            StatusCode::CONFLICT,
+            "connect.registration_refused",
+            format!(
+                "the applicant's system `{}` cannot be registered, so nothing changed: {e}",
+                applicant.system
+            ),
+        )
+    };
+    if registry.snapshot().get(&applicant.system).is_some() {
+        return Err(refused(crate::registry::RegistryError::Invalid(format!(
+            "`{}` is registered already",
+            applicant.system
+        ))));
+    }
+    let certificate = registry
+        .check_new_certificate(&registration.certificate)
+        .map_err(refused)?;
+    let participant = Participant {
+        id: applicant.system.clone(),
+        organisation: crate::registry::Organisation {
+            idno: applicant.idno.clone(),
+            name: applicant.name.clone(),
+        },
+        roles: vec![crate::registry::Role::Consumer],
+        certificates: vec![certificate],
+        endpoints: Vec::new(),
+        confidential: false,
+    };
+    registry.stage(|r| r.upsert(participant)).map_err(refused)
 }
 
 /// The request if the caller may see it, else 404.
@@ -597,7 +711,8 @@ fn header(request: &AdminRequest<'_>, name: &str) -> Option<String> {
 
 fn list(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
     let now = unix_now();
-    let wanted_state = match request.query_param("state") {
+    let params = super::catalog::Params::parse(request, &["state", "overdue"])?;
+    let wanted_state = match params.get("state").map(str::to_string) {
         None => None,
         Some(text) => Some(State::parse(&text).ok_or_else(|| {
             refuse(
@@ -610,7 +725,20 @@ fn list(state: &AdminState, request: &AdminRequest<'_>) -> AdminResult {
             )
         })?),
     };
-    let only_overdue = request.query_param("overdue").as_deref() == Some("true");
+    let only_overdue = match params.get("overdue") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                format!(
+                    "overdue {:?} is not true or false",
+                    other.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    };
     let all = off_worker(|| connect::load_all(state.broker.registry().store().as_ref()))
         .map_err(|e| from_connect(&e))?;
     let items: Vec<Value> = all
@@ -634,7 +762,7 @@ fn show(state: &AdminState, request: &AdminRequest<'_>, id: &str) -> AdminResult
     let found = visible(state, request, id)?;
     Ok(json_response(
         StatusCode::OK,
-        &full_view(&found, request.caller, unix_now()),
+        &full_view(state, &found, request.caller, unix_now()),
     ))
 }
 
@@ -662,6 +790,46 @@ fn verification(e: &Evidence) -> Value {
     }
 }
 
+/// What the operator reads of a registration: the certificate's subject,
+/// fingerprint and expiry, whether it chains to the bus CA and is in date
+/// now (and if not, why), the endpoint, and whether the system is
+/// registered (after approval it is).
+fn registration_view(
+    state: &AdminState,
+    system: &str,
+    registration: &connect::application::Registration,
+    now: i64,
+) -> Value {
+    let registry = state.broker.registry();
+    let registered = registry.snapshot().get(system).is_some();
+    let mut view = json!({"endpoint": registration.endpoint, "registered": registered});
+    match crate::registry::registered_certificate(&registration.certificate) {
+        Ok(cert) => {
+            view["fingerprint"] = json!(cert.fingerprint);
+            view["not_after"] = json!(time_text(cert.not_after));
+            view["subject"] = json!(certificate_subject(&cert.pem));
+            view["chain"] = match crate::registry::admit(registry.anchors(), &cert.pem, now) {
+                Ok(_) => json!({"verified": true}),
+                Err(e) => json!({"verified": false, "problem": e.to_string()}),
+            };
+        }
+        Err(e) => view["chain"] = json!({"verified": false, "problem": e.to_string()}),
+    }
+    view
+}
+
+/// A certificate's subject (RFC 4514 text), or empty when unreadable.
+fn certificate_subject(pem: &str) -> String {
+    crate::trust::ParsedCertificate::from_pem(pem)
+        .ok()
+        .and_then(|parsed| {
+            x509_parser::parse_x509_certificate(parsed.leaf())
+                .ok()
+                .map(|(_, cert)| cert.subject().to_string())
+        })
+        .unwrap_or_default()
+}
+
 fn time_text(unix: i64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0)))
 }
@@ -677,11 +845,16 @@ fn summary_view(r: &ConnectionRequest, now: i64) -> Value {
         "updated_at": r.history.last().map(|h| time_text(h.at)),
         "due_at": time_text(r.due_at()),
         "overdue": r.overdue(now),
+        "filed_by": r.filer(),
     })
 }
 
-fn full_view(r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
+fn full_view(state: &AdminState, r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
     let mut view = summary_view(r, now);
+    if let Some(registration) = &r.application.applicant.registration {
+        view["registration"] =
+            registration_view(state, &r.application.applicant.system, registration, now);
+    }
     let providers = r.providers();
     view["application"] = serde_json::to_value(&r.application).unwrap_or(Value::Null);
     view["history"] = r
@@ -745,21 +918,16 @@ fn full_view(r: &ConnectionRequest, viewer: &Participant, now: i64) -> Value {
 pub(crate) fn openapi_paths() -> Value {
     let problem = super::openapi::problem();
     let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^cr-[0-9]{4}-[0-9]{6}$"}}]);
-    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect_sdk::sign_request` does this). The exact body and signature are kept as evidence. Optionally the official's own signature too: `MConnect-User-Signature` (MSign's detached signature over the SHA-256 of the exact body, base64) and `MConnect-User-Certificate` (the signing certificate's DER, base64), both covered by the RFC 9421 signature; the certificate must chain to the bus CA, be in date and name the signed `MConnect-Calling-User` in its subject serialNumber, and the signature must verify, or the submission is refused (401 `connect.user_signature_invalid`).";
-    // The embedded schema keeps its `$id`, so its `#/$defs/...` references
-    // resolve inside it (JSON Schema 2020-12, as OpenAPI 3.1 uses).
-    let schema: Value = serde_json::from_str(connect::application::APPLICATION_SCHEMA)
-        .unwrap_or_else(|_| json!({"type": "object"}));
-    let application =
-        json!({"required": true, "content": {"application/json": {"schema": schema}}});
-    let decision = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
-        "reason": {"type": "string", "description": "Why; required for request-changes, reject, suspend and revoke."},
-        "rate_limit": {"type": "object", "description": "On approve only; default 10 per second, bursts of 20.", "required": ["requests", "per", "burst"], "properties": {"requests": {"type": "integer", "minimum": 1, "maximum": 1000000}, "per": {"enum": ["second", "minute", "hour"]}, "burst": {"type": "integer", "minimum": 1}}}
-    }}}}});
+    let signed = "RFC 9421-signed (label `mconnect`, covering @method, @target-uri, content-digest, with created and keyid = the fingerprint of a certificate registered to the applicant; `mconnect_sdk::sign_request` does this). The exact body and signature are kept as evidence. Optionally the official's own signature too: `MConnect-User-Signature` (MSign's detached signature over the SHA-256 of the exact body, base64) and `MConnect-User-Certificate` (the signing certificate's DER, base64), both covered by the RFC 9421 signature; the certificate must chain to the bus CA, be in date and name the signed `MConnect-Calling-User` in its subject serialNumber, and the signature must verify, or the submission is refused (401 `connect.user_signature_invalid`). A participant with the `intermediary` role (the data-access portal) may sign for an authority not yet on the bus: only with `applicant.registration` and with the official's own signature, sent over its own connection (else 403 `connect.signer_not_applicant` or `connect.user_signature_required`); it may then follow and resubmit what it filed. The registration's certificate must chain to the bus CA and be in date (else 422 with the certificate's code); on approval the system is registered (role `consumer`) in the same change as the request.";
+    // The application schema is a component, its `$defs` beside it, so its
+    // references resolve in the document (openapi.rs).
+    let application = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Application"}}}});
+    // Generated from the type that parses it.
+    let decision = json!({"required": false, "content": {"application/json": {"schema": super::openapi::schema_of::<DecisionBody>()}}});
     let mut paths = serde_json::Map::new();
     paths.insert("/v1/connection-requests".into(), json!({
         "get": {"summary": "List the connection requests you may see (operators: all; applicants: their own; providers: those naming them), with the 30-day deadline and the overdue flag",
-                "parameters": [{"name": "state", "in": "query", "schema": {"enum": State::ALL.map(State::as_str)}}, {"name": "overdue", "in": "query", "schema": {"enum": ["true"]}}],
+                "parameters": [{"name": "state", "in": "query", "schema": {"enum": State::ALL.map(State::as_str)}}, {"name": "overdue", "in": "query", "schema": {"type": "boolean"}, "description": "true: only the overdue ones"}],
                 "responses": {"200": {"description": "connection_requests and the count overdue"}, "400": problem}},
         "post": {"summary": format!("Submit an application. {signed}"), "requestBody": application,
                  "responses": {"201": {"description": "submitted"}, "400": problem, "401": problem, "403": problem, "409": problem, "422": problem}}

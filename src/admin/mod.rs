@@ -53,6 +53,31 @@ impl AdminRequest<'_> {
     }
 }
 
+/// The body of `POST /v1/participants/{id}/certificates`.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewCertificate {
+    /// The certificate as PEM.
+    #[schemars(extend("format" = "pem-certificate"))]
+    pem: String,
+}
+
+/// A 405 answer naming the methods the path takes.
+fn method_not_allowed(method: &Method, allowed: &[&str]) -> Response<Full<Bytes>> {
+    let mut response = problem_response(&mconnect_sdk::protocol::Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "request.method_not_allowed",
+        format!(
+            "{method} is not allowed here; use {} (see /v1/openapi.json)",
+            allowed.join(" or ")
+        ),
+    ));
+    if let Ok(value) = http::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(http::header::ALLOW, value);
+    }
+    response
+}
+
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
@@ -130,11 +155,27 @@ impl AdminState {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
         match self.route(peer, request).await {
             Ok(r) => r,
-            Err(e) => problem_response(&mconnect_sdk::protocol::Problem::new(
-                e.status, e.code, e.detail,
-            )),
+            Err(mut e) => {
+                // The document promises this operation: a 404 here would
+                // hide a route that went missing.
+                if e.code == "admin.unknown_endpoint"
+                    && openapi::documented_methods(&path)
+                        .is_some_and(|m| m.contains(&method.as_str()))
+                {
+                    e = refuse(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal.error",
+                        format!("{method} {path} is documented but not routed"),
+                    );
+                }
+                problem_response(&mconnect_sdk::protocol::Problem::new(
+                    e.status, e.code, e.detail,
+                ))
+            }
         }
     }
 
@@ -148,6 +189,13 @@ impl AdminState {
             return Ok(answer);
         }
         let path = head.uri.path().to_string();
+        // A documented path with a method the document does not list: 405,
+        // with the methods it does list (RFC 9110 section 15.5.6).
+        if let Some(allowed) = openapi::documented_methods(&path)
+            && !allowed.contains(&head.method.as_str())
+        {
+            return Ok(method_not_allowed(&head.method, &allowed));
+        }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = head.method.clone();
         match (method.clone(), segments.as_slice()) {
@@ -170,6 +218,9 @@ impl AdminState {
 
     async fn route_authenticated(&self, request: &AdminRequest<'_>) -> AdminResult {
         let (caller, body) = (request.caller, request.body);
+        if !matches!(*request.method, Method::GET | Method::HEAD) {
+            self.state_current()?;
+        }
         match (request.method.clone(), request.segments) {
             (
                 _,
@@ -194,15 +245,8 @@ impl AdminState {
                 ))
             }
             (Method::GET, ["v1", "participants", id]) => {
-                let snapshot = self.broker.registry().snapshot();
-                let entry = snapshot.get(id).ok_or_else(|| {
-                    refuse(
-                        StatusCode::NOT_FOUND,
-                        "participant.unknown",
-                        format!("no participant `{id}`"),
-                    )
-                })?;
-                Ok(json(StatusCode::OK, &public_view(&entry.participant)))
+                let participant = self.known(id)?;
+                Ok(json(StatusCode::OK, &public_view(&participant)))
             }
             (Method::PUT, ["v1", "participants", id]) => {
                 require_role(caller, Role::Operator)?;
@@ -214,16 +258,36 @@ impl AdminState {
                         "the id in the body must match the path",
                     ));
                 }
+                // Like a participant's removal of its own last certificate,
+                // an operator's replacement of itself may not lock it out.
+                if caller.id == *id {
+                    let keeps_certificate = participant.certificates.iter().any(|c| {
+                        caller
+                            .certificates
+                            .iter()
+                            .any(|held| held.fingerprint == c.fingerprint)
+                    });
+                    if !keeps_certificate || !participant.has_role(Role::Operator) {
+                        return Err(refuse(
+                            StatusCode::CONFLICT,
+                            "participant.self_lockout",
+                            "an operator's replacement of itself must keep the operator role and a certificate it holds; another operator may change it",
+                        ));
+                    }
+                }
                 let rules = self.broker.rules();
                 let mut why = None;
                 let upserted = self
                     .audited(caller, &format!("participant.upsert {id}"), |r| {
-                        let checked = participants::check_endpoints(
-                            &rules.catalog,
-                            id,
-                            &participant.endpoints,
-                        )
-                        .and_then(|()| r.upsert(participant.clone()));
+                        // The document's own checks first (400), then the
+                        // catalog's (409); on the scratch registry either way.
+                        let checked = r.upsert(participant.clone()).and_then(|()| {
+                            participants::check_endpoints(
+                                &rules.catalog,
+                                id,
+                                &participant.endpoints,
+                            )
+                        });
                         participants::note(&mut why, checked)
                     })
                     .await;
@@ -236,13 +300,15 @@ impl AdminState {
             }
             (Method::PUT, ["v1", "participants", id, "endpoints"]) => {
                 participants::may_set_endpoints(caller, id)?;
+                self.known(id)?;
                 let endpoints: Vec<Endpoint> = parse(body)?;
                 let rules = self.broker.rules();
                 let mut why = None;
                 let set = self
                     .audited(caller, &format!("participant.endpoints {id}"), |r| {
-                        let checked = participants::check_endpoints(&rules.catalog, id, &endpoints)
-                            .and_then(|()| r.set_endpoints(id, endpoints.clone()));
+                        let checked = r.set_endpoints(id, endpoints.clone()).and_then(|()| {
+                            participants::check_endpoints(&rules.catalog, id, &endpoints)
+                        });
                         participants::note(&mut why, checked)
                     })
                     .await;
@@ -260,12 +326,8 @@ impl AdminState {
                         "participants may add certificates only to themselves",
                     ));
                 }
-                #[derive(serde::Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct NewCert {
-                    pem: String,
-                }
-                let new: NewCert = parse(body)?;
+                self.known(id)?;
+                let new: NewCertificate = parse(body)?;
                 let mut why = None;
                 let added = self
                     .audited(caller, &format!("participant.certificate.add {id}"), |r| {
@@ -305,6 +367,41 @@ impl AdminState {
                 "admin.unknown_endpoint",
                 "no such admin endpoint; see /v1/openapi.json",
             )),
+        }
+    }
+
+    /// The registered participant `id`, or 404 `participant.unknown`.
+    fn known(&self, id: &str) -> Result<Participant, AdminError> {
+        let snapshot = self.broker.registry().snapshot();
+        snapshot
+            .get(id)
+            .map(|entry| entry.participant.clone())
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    "participant.unknown",
+                    format!("no participant `{id}`; list them at /v1/participants"),
+                )
+            })
+    }
+
+    /// Every change (any method but GET and HEAD) waits for a current view
+    /// of the state shared with other brokers: while the store's change feed
+    /// has lost PostgreSQL, or has not caught up since it came back, a change
+    /// is refused with 503 `state.unavailable` before it is validated or
+    /// audited, so nothing changed. Reads and the data plane go on from the
+    /// snapshot and rules in force. A store nobody else writes (redb) has no
+    /// feed and is always current.
+    fn state_current(&self) -> Result<(), AdminError> {
+        match self.broker.registry().feed().map(|feed| feed.health()) {
+            Some(Err(reason)) => Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state.unavailable",
+                format!(
+                    "{reason}; this broker keeps serving exchanges from the participants and rules it has, but takes no change until it is back in step with the shared state: nothing changed, try again later"
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

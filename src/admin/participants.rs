@@ -45,7 +45,7 @@ pub(crate) fn check_endpoints(
             None => catalog.services().any(|s| s.provider == id),
         };
         if !listed {
-            return Err(RegistryError::Invalid(match e.service.as_deref() {
+            return Err(RegistryError::NotCatalogued(match e.service.as_deref() {
                 Some(code) => format!(
                     "the catalog lists no service {id}/{code}; name a service of GET /v1/services"
                 ),
