@@ -127,3 +127,27 @@ async fn call_command_prints_status_body_and_receipt() {
     assert!(stdout.contains("receipt: verified"), "{stdout}");
     bus.stop().await;
 }
+
+#[test]
+fn usage_errors_exit_64_and_the_help_names_every_exit_code() {
+    let help = mconnect().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for code in ["  0 ", "  1 ", "  3 ", "  4 ", "  64 "] {
+        assert!(text.contains(code), "`{code}` in: {text}");
+    }
+    for args in [
+        vec!["no-such-command"],
+        vec!["participant", "list", "--no-such-flag"],
+        vec!["call", "--try", "not-a-number"],
+        vec!["audit", "export", "--pages", "0"],
+    ] {
+        let out = mconnect().args(&args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

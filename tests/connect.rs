@@ -672,7 +672,7 @@ async fn the_state_machine_over_the_api_and_a_new_purpose_on_the_data_plane() {
     bus.stop().await;
 }
 
-/// Runs `mconnect connect --sandbox DIR --as WHO ARGS…` and returns the exit
+/// Runs `mconnect connect --sandbox DIR --as WHO --json ARGS…` and returns the exit
 /// success and the JSON it printed.
 async fn cli(bus: &Bus, who: &str, args: &[&str]) -> (bool, Value) {
     let out = tokio::time::timeout(
@@ -681,7 +681,7 @@ async fn cli(bus: &Bus, who: &str, args: &[&str]) -> (bool, Value) {
             .arg("connect")
             .arg("--sandbox")
             .arg(bus.dir.path())
-            .args(["--as", who])
+            .args(["--as", who, "--json"])
             .args(args)
             .output(),
     )

@@ -1,30 +1,36 @@
 //! `mconnect connect …`: the connection procedure from the command line, as
-//! a sandbox participant talking to the admin API over mTLS.
+//! a participant talking to the admin API over mTLS.
 //!
-//! The participant's key and certificate come from `sandbox.json`
-//! (`--sandbox DIR`, `--as PARTICIPANT`); `submit` and `resubmit` sign the
-//! application with that key (RFC 9421, see `connect::client`). Every answer
-//! is printed as JSON; a refusal prints its problem and exits 1.
+//! The admin URL, the participant's key and certificate and the CA come
+//! from the shared target settings (`target`: flags, environment, a
+//! profile, or a sandbox with `--as PARTICIPANT`); `submit` and `resubmit`
+//! sign the application with that key (RFC 9421, see `connect::client`).
+//! Answers print as tables, or as the API's JSON with `--json`; a refusal
+//! prints its problem and exits 3 (`output`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http::Method;
+use serde_json::Value;
 
+use super::output::{self, Table, cell, usage};
+use super::target::{Plane, TargetArgs};
 use mconnect::connect::client::AdminClient;
 
 /// `mconnect connect`.
 #[derive(Args)]
 pub(crate) struct ConnectArgs {
-    /// The sandbox directory holding sandbox.json and the PKI.
-    #[arg(long, default_value = "sandbox", global = true)]
-    sandbox: PathBuf,
-    /// The participant to act as (its certificate decides the role).
-    #[arg(long = "as", global = true, value_name = "PARTICIPANT")]
-    as_participant: Option<String>,
+    /// The admin API and the participant to act as (its certificate decides
+    /// the role).
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: ConnectCommand,
 }
@@ -108,11 +114,17 @@ struct Decision {
 
 /// Runs `mconnect connect …`.
 pub(crate) async fn run(args: ConnectArgs) -> Result<ExitCode> {
-    let participant = args
-        .as_participant
-        .clone()
-        .context("name the participant to act as with --as PARTICIPANT")?;
-    let client = client(&args.sandbox, &participant)?;
+    let client = args
+        .target
+        .sources(Plane::Admin)?
+        .resolve(None, None, false)?
+        .admin_client()?;
+    let view = match &args.command {
+        ConnectCommand::List { .. } => View::List,
+        ConnectCommand::Show { evidence: true, .. } => View::Evidence,
+        ConnectCommand::Show { .. } => View::Full,
+        _ => View::Outcome,
+    };
     let request = match args.command {
         ConnectCommand::Submit { file, user } => {
             client.signed(Method::POST, "/v1/connection-requests", read(&file)?, &user)?
@@ -165,8 +177,10 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<ExitCode> {
             if let Some(rate) = rate_limit {
                 let (requests, per) = rate
                     .split_once('/')
-                    .context("--rate-limit is N/second, N/minute or N/hour")?;
-                let requests: u32 = requests.parse().context("--rate-limit N")?;
+                    .ok_or_else(|| usage("--rate-limit is N/second, N/minute or N/hour"))?;
+                let requests: u32 = requests
+                    .parse()
+                    .map_err(|_| usage(format!("--rate-limit {rate}: N is a whole number")))?;
                 body["rate_limit"] = serde_json::json!({
                     "requests": requests, "per": per,
                     "burst": burst.unwrap_or(requests.saturating_mul(2)),
@@ -186,26 +200,129 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<ExitCode> {
         ConnectCommand::Resume(d) => decision(&client, "resume", &d)?,
         ConnectCommand::Revoke(d) => decision(&client, "revoke", &d)?,
     };
-    let (status, body) = client.send(request).await?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&body).unwrap_or_default()
-    );
-    if status.is_success() {
-        Ok(ExitCode::SUCCESS)
+    let url = request.uri().to_string();
+    let (status, body) = client
+        .send(request)
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    Ok(output::answer(
+        status,
+        &body,
+        args.json,
+        |body| match view {
+            View::List => print_list(body),
+            View::Full => print_full(body),
+            View::Evidence => print_evidence(body),
+            View::Outcome => print_outcome(body),
+        },
+    ))
+}
+
+/// Which table an answer prints as.
+#[derive(Clone, Copy)]
+enum View {
+    List,
+    Full,
+    Evidence,
+    Outcome,
+}
+
+fn print_list(body: &Value) {
+    let mut table = Table::new(&[
+        "ID",
+        "STATE",
+        "APPLICANT",
+        "SERVICES",
+        "VERSION",
+        "SUBMITTED",
+        "DUE",
+        "OVERDUE",
+    ]);
+    for r in body["connection_requests"].as_array().into_iter().flatten() {
+        table.row(vec![
+            cell(&r["id"]),
+            cell(&r["state"]),
+            cell(&r["applicant"]),
+            cell(&r["services"]),
+            cell(&r["version"]),
+            cell(&r["submitted_at"]),
+            cell(&r["due_at"]),
+            if r["overdue"] == true { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    if table.is_empty() {
+        println!("no connection requests");
     } else {
-        eprintln!(
-            "mconnect: {status}: {}",
-            body["detail"].as_str().unwrap_or("refused")
-        );
-        Ok(ExitCode::FAILURE)
+        table.print();
+    }
+    if let Some(n) = body["overdue"].as_u64().filter(|n| *n > 0) {
+        println!("{n} overdue");
     }
 }
 
-fn client(sandbox: &std::path::Path, participant: &str) -> Result<AdminClient> {
-    let manifest = crate::sandbox::SandboxManifest::read(sandbox)?;
-    let credentials = manifest.credentials(sandbox, participant)?;
-    Ok(AdminClient::new(credentials, &manifest.broker.admin_url)?)
+fn print_full(body: &Value) {
+    let mut head = Table::new(&["", ""]);
+    for (label, key) in [
+        ("id", "id"),
+        ("state", "state"),
+        ("applicant", "applicant"),
+        ("services", "services"),
+        ("version", "version"),
+        ("submitted", "submitted_at"),
+        ("updated", "updated_at"),
+        ("due", "due_at"),
+        ("next", "allowed_transitions"),
+    ] {
+        head.row(vec![label.to_string(), cell(&body[key])]);
+    }
+    print!("{}", head.render().trim_start());
+    let mut history = Table::new(&["TRANSITION", "FROM", "TO", "BY", "AT", "REASON"]);
+    for h in body["history"].as_array().into_iter().flatten() {
+        history.row(
+            ["transition", "from", "to", "by", "at", "reason"]
+                .iter()
+                .map(|k| cell(&h[*k]))
+                .collect(),
+        );
+    }
+    if !history.is_empty() {
+        println!();
+        history.print();
+    }
+    let mut grants = Table::new(&["GRANT", "SERVICE", "STATUS"]);
+    for g in body["grants"].as_array().into_iter().flatten() {
+        grants.row(vec![
+            cell(&g["id"]),
+            cell(&g["service"]),
+            cell(&g["status"]),
+        ]);
+    }
+    if !grants.is_empty() {
+        println!();
+        grants.print();
+    }
+}
+
+fn print_evidence(body: &Value) {
+    let mut table = Table::new(&["VERSION", "SIGNER", "CALLING USER", "RECEIVED", "VERIFIED"]);
+    for e in body["evidence"].as_array().into_iter().flatten() {
+        table.row(vec![
+            cell(&e["version"]),
+            cell(&e["signer"]),
+            cell(&e["calling_user"]),
+            cell(&e["received_at"]),
+            match e["verification"]["verified"].as_bool() {
+                Some(true) => "yes".to_string(),
+                _ => format!("NO: {}", cell(&e["verification"]["problem"])),
+            },
+        ]);
+    }
+    table.print();
+}
+
+/// A change's answer: the request's id and where it stands now.
+fn print_outcome(body: &Value) {
+    println!("{}: {}", cell(&body["id"]), cell(&body["state"]));
 }
 
 fn decision(
@@ -227,14 +344,16 @@ fn decision(
 fn read(file: &std::path::Path) -> Result<Bytes> {
     std::fs::read(file)
         .map(Bytes::from)
-        .with_context(|| format!("reading {}", file.display()))
+        .map_err(|e| usage(format!("reading {}: {e}", file.display())))
 }
 
 /// A request id as a path segment: ids are `cr-YYYY-NNNNNN`, so anything
 /// else is refused here rather than sent.
 fn segment(id: &str) -> Result<&str> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        bail!("`{id}` is not a connection request id (cr-YYYY-NNNNNN)");
+        return Err(usage(format!(
+            "`{id}` is not a connection request id (cr-YYYY-NNNNNN)"
+        )));
     }
     Ok(id)
 }

@@ -1,8 +1,10 @@
 //! The `mconnect` command line: raw arguments become validated objects in
 //! one step, then each subcommand calls into the library.
 //!
-//! Exit codes: 0 success; 1 a failure at run time; 64 a bad configuration or
-//! usage, reported before any port is bound.
+//! Exit codes (`output`, and `mconnect --help`): 0 success; 1 a failure at
+//! run time; 3 the broker refused; 4 the broker unreachable or failing; 64 a
+//! bad configuration or usage, reported before any port is bound or any
+//! request is sent (clap's own usage errors included).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,16 +12,23 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use mconnect::config::{Config, EXIT_CONFIG};
 use mconnect::pki::{DevCa, KeyType};
 
 mod audit;
+mod backup;
 mod connect;
+mod output;
+mod participant;
 mod rules;
+mod serve;
+mod target;
+
+use output::usage;
+use target::{Plane, TargetArgs};
 
 /// MConnect interoperability bus.
 #[derive(Parser)]
-#[command(name = "mconnect", version, about)]
+#[command(name = "mconnect", version, about, after_help = output::EXIT_CODES_HELP)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mconnect=debug`.
     #[arg(long, global = true, env = "MCONNECT_LOG", default_value = "info")]
@@ -31,15 +40,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker with a configuration file.
-    Serve {
-        /// The TOML configuration (see examples/broker.toml).
-        #[arg(long)]
-        config: PathBuf,
-    },
+    Serve(serve::ServeArgs),
+    /// Copy the broker's state and audit log into a new directory, verified
+    /// (safe while the broker runs).
+    Backup(backup::BackupArgs),
+    /// Put a backup back into an empty installation and verify its audit log.
+    Restore(backup::RestoreArgs),
     /// Development PKI: a CA and participant certificates (PEM).
     #[command(subcommand)]
     Pki(PkiCommand),
     /// Make a signed call as a participant and check the broker's receipt.
+    #[command(
+        mut_arg("participant", |a| a.visible_alias("client")),
+        mut_arg("admin", |a| a.hide(true))
+    )]
     Call(CallArgs),
     /// Start the whole bus on loopback: PKI, broker, example registers.
     Sandbox(crate::sandbox::SandboxArgs),
@@ -50,11 +64,15 @@ enum Command {
     #[command(subcommand)]
     Policy(rules::PolicyCommand),
     /// Connection requests: submit, review, approve, confirm, suspend, revoke…
+    #[command(mut_arg("broker", |a| a.hide(true)))]
     Connect(connect::ConnectArgs),
     /// The auditor's tools: verify a log directory; query, export and prove
     /// through the admin API.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Participants on the admin API: add, list, show, certificates, endpoints.
+    #[command(mut_arg("broker", |a| a.hide(true)))]
+    Participant(participant::ParticipantArgs),
 }
 
 #[derive(Subcommand)]
@@ -87,15 +105,13 @@ enum PkiCommand {
 
 #[derive(Args)]
 struct CallArgs {
-    /// Read broker URL, CA and the client's key from this sandbox directory.
-    #[arg(long, default_value = "sandbox")]
-    sandbox: PathBuf,
-    /// Run entry N of sandbox.json's `try` list (overrides the call options below).
+    /// The broker and the caller (`--client` is `--participant`).
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Run entry N of sandbox.json's `try` list (overrides the participant
+    /// and the call options below).
     #[arg(long = "try")]
     try_index: Option<usize>,
-    /// Calling participant id.
-    #[arg(long)]
-    client: Option<String>,
     /// HTTP method.
     #[arg(long, default_value = "GET")]
     method: String,
@@ -120,11 +136,26 @@ struct CallArgs {
     /// Represented party IDNP/IDNO.
     #[arg(long)]
     represented: Option<String>,
+    /// Print status, body and receipt as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the command line; the binary's `main` is only this.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; every usage error exits 64,
+            // as the module documents (clap's own default would be 2).
+            return if e.use_stderr() {
+                ExitCode::from(output::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -148,14 +179,16 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mconnect: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(output::exit_code_of(&e))
         }
     }
 }
 
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Pki(cmd) => pki(cmd).map(|_| ExitCode::SUCCESS),
         Command::Call(args) => call(args).await,
         Command::Sandbox(args) => crate::sandbox::run(args).await,
@@ -163,34 +196,8 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Policy(cmd) => rules::policy(cmd),
         Command::Connect(args) => connect::run(args).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Participant(args) => participant::run(args).await,
     }
-}
-
-async fn serve(path: PathBuf) -> Result<ExitCode> {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mconnect: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIG as u8));
-        }
-    };
-    let running = match mconnect::app::start(config).await {
-        Ok(r) => r,
-        Err(e @ mconnect::app::StartError::Bind { .. }) => bail!(e),
-        Err(e) => {
-            // Everything but binding is a problem with the installation.
-            eprintln!("mconnect: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIG as u8));
-        }
-    };
-    eprintln!(
-        "mconnect: data plane on https://{}, admin on https://{}",
-        running.data_addr(),
-        running.admin_addr()
-    );
-    wait_for_shutdown().await;
-    running.shutdown().await;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Waits for Ctrl-C or SIGTERM.
@@ -237,9 +244,12 @@ fn pki(cmd: PkiCommand) -> Result<()> {
 }
 
 async fn call(args: CallArgs) -> Result<ExitCode> {
-    let manifest = crate::sandbox::SandboxManifest::read(&args.sandbox)?;
+    let sources = args.target.sources(Plane::Data)?;
     let mut call = mconnect_sdk::Call {
-        method: args.method.parse().context("--method")?,
+        method: args
+            .method
+            .parse()
+            .map_err(|_| usage(format!("--method {}: not an HTTP method", args.method)))?,
         path: args.path.clone().unwrap_or_default(),
         body: args.body.clone().map(bytes::Bytes::from),
         calling_user: args.user.clone(),
@@ -249,10 +259,15 @@ async fn call(args: CallArgs) -> Result<ExitCode> {
         represented_party: args.represented.clone(),
         request_id: None,
     };
-    let mut client = args.client.clone();
+    let mut forced = None;
     if let Some(n) = args.try_index {
+        let (dir, manifest) = sources.sandbox().ok_or_else(|| {
+            usage(format!(
+                "--try {n} runs a call of sandbox.json: give --sandbox DIR"
+            ))
+        })?;
         let entry = manifest.tries.get(n).with_context(|| {
-            let path = args.sandbox.join("sandbox.json");
+            let path = dir.join("sandbox.json");
             match manifest.tries.len() {
                 0 => format!("--try {n}: {} lists no calls to try", path.display()),
                 len => format!(
@@ -274,30 +289,68 @@ async fn call(args: CallArgs) -> Result<ExitCode> {
         if let Some(user) = &entry.calling_user {
             call.calling_user = user.clone();
         }
-        client = Some(entry.client.clone());
+        forced = Some(entry.client.clone());
     }
-    let client = client.context("name the calling participant with --client or use --try N")?;
     if call.path.is_empty() {
-        bail!("give --path or --try N");
+        return Err(usage("give --path or --try N"));
     }
-    let consumer = manifest.consumer(&args.sandbox, &client)?;
+    if !call.path.starts_with('/') {
+        return Err(usage(format!(
+            "--path {}: give the path and query on the broker, starting with /",
+            call.path
+        )));
+    }
+    let target = sources.resolve(forced.as_deref(), None, true)?;
+    let consumer = target.consumer()?;
     let outcome = consumer.call(&call).await?;
-    println!("status: {}", outcome.status);
-    println!("body: {}", String::from_utf8_lossy(&outcome.body));
-    match &outcome.receipt {
-        Ok(r) => println!(
-            "receipt: verified (exchange {}, audit seq {}, broker key {})",
-            r.exchange_id,
-            r.audit_seq
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "none".into()),
-            r.keyid
-        ),
-        Err(e) => println!("receipt: NOT verified: {e}"),
-    }
-    Ok(if outcome.receipt.is_ok() && outcome.status.is_success() {
-        ExitCode::SUCCESS
+    if args.json {
+        let body = serde_json::from_slice::<serde_json::Value>(&outcome.body)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&outcome.body).into_owned().into());
+        let receipt = match &outcome.receipt {
+            Ok(r) => serde_json::json!({
+                "verified": true,
+                "exchange_id": r.exchange_id,
+                "request_id": r.request_id,
+                "audit_seq": r.audit_seq,
+                "keyid": r.keyid,
+            }),
+            Err(e) => serde_json::json!({"verified": false, "error": e}),
+        };
+        output::print_json(&serde_json::json!({
+            "status": outcome.status.as_u16(),
+            "body": body,
+            "receipt": receipt,
+        }));
     } else {
-        ExitCode::FAILURE
+        println!("status: {}", outcome.status);
+        println!("body: {}", String::from_utf8_lossy(&outcome.body));
+        match &outcome.receipt {
+            Ok(r) => println!(
+                "receipt: verified (exchange {}, audit seq {}, broker key {})",
+                r.exchange_id,
+                r.audit_seq
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                r.keyid
+            ),
+            Err(e) => println!("receipt: NOT verified: {e}"),
+        }
+    }
+    // An answer whose receipt does not verify is a failure whatever its
+    // status: nothing in it can be relied on.
+    Ok(match &outcome.receipt {
+        Err(_) => ExitCode::FAILURE,
+        Ok(_) => {
+            if !outcome.status.is_success() {
+                eprintln!(
+                    "mconnect: {}",
+                    output::problem_text(
+                        outcome.status,
+                        &serde_json::from_slice(&outcome.body).unwrap_or_default()
+                    )
+                );
+            }
+            ExitCode::from(output::for_status(outcome.status))
+        }
     })
 }
