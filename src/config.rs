@@ -63,6 +63,10 @@ pub struct Config {
     pub cert_file: PathBuf,
     /// PEM file with the broker's private key.
     pub key_file: PathBuf,
+    /// PEM files with the broker's earlier certificates (`tls.previous_certs`):
+    /// their keys signed receipts and tree heads before the last rotation, so
+    /// they stay published for verifiers (see `app::broker_certificates`).
+    pub previous_cert_files: Vec<PathBuf>,
     /// Where participants, connection requests and grants are kept: the
     /// embedded redb file (`storage.state`, the default) or PostgreSQL
     /// (`[state] postgres`).
@@ -107,6 +111,11 @@ pub struct AuditSettings {
     /// (`min_free_bytes`): below it no new exchange is taken. `None`: 5 % of
     /// the filesystem, at most 256 MiB; `Some(0)` turns the watermark off.
     pub min_free_bytes: Option<u64>,
+    /// The name this broker's log is shipped under to a cluster's shared
+    /// copy (`broker_id`, with `[state] postgres`): written to the log
+    /// directory's `broker-id` file at the first start and checked against
+    /// it afterwards; `None` lets the first start pick a random one.
+    pub broker_id: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -118,6 +127,7 @@ impl Default for AuditSettings {
             record_retention: crate::audit::DEFAULT_RECORD_RETENTION,
             body_key_file: None,
             min_free_bytes: None,
+            broker_id: None,
         }
     }
 }
@@ -229,6 +239,7 @@ struct RawAudit {
     retention_days: Option<u64>,
     body_key_file: Option<PathBuf>,
     min_free_bytes: Option<u64>,
+    broker_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +257,8 @@ struct RawTls {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    #[serde(default)]
+    previous_certs: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +414,12 @@ impl Config {
             ca_file: existing("tls.ca", resolve(raw.tls.ca))?,
             cert_file: existing("tls.cert", resolve(raw.tls.cert))?,
             key_file: existing("tls.key", resolve(raw.tls.key))?,
+            previous_cert_files: raw
+                .tls
+                .previous_certs
+                .into_iter()
+                .map(|p| existing("tls.previous_certs", resolve(p)))
+                .collect::<Result<_, _>>()?,
             state,
             audit_dir: resolve(raw.storage.audit_dir),
             catalog_dir: existing("catalog.dir", resolve(raw.catalog.dir))?,
@@ -606,6 +625,15 @@ fn audit_settings(raw: &RawAudit) -> Result<AuditSettings, ConfigError> {
         // Any value is coherent: 0 turns the watermark off (only a failed
         // write stops appends), more than the disk refuses all exchanges.
         min_free_bytes: raw.min_free_bytes,
+        broker_id: match &raw.broker_id {
+            Some(id) if !crate::audit::ship::valid_broker_id(id) => {
+                return Err(ConfigError::Invalid {
+                    key: "audit.broker_id",
+                    reason: "must be 1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit".into(),
+                });
+            }
+            other => other.clone(),
+        },
     })
 }
 

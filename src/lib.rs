@@ -20,6 +20,8 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod backup;
+pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 pub mod connect;

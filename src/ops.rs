@@ -13,8 +13,9 @@
 //! registry or the catalog.
 //!
 //! Invariants: `/readyz` reports only what it probed on this request, never a
-//! constant: a real read of the state store through [`StateStore`], the audit
-//! log's fail-closed state and a freshly signed and verified tree head, and a
+//! constant: a real read of the state store through [`StateStore`], the
+//! state of the change feed of a store shared with other brokers (connected,
+//! every announced change applied), the audit log's fail-closed state and a freshly signed and verified tree head, and a
 //! signature made with the broker's key and verified with the public key of
 //! its certificate, whose dates are checked against the clock. It answers 503
 //! when any probe fails, so a broker whose audit log has failed closed is
@@ -37,7 +38,7 @@ use serde::Serialize;
 use crate::crypto::VerifyingKey;
 use crate::exchange::Broker;
 use crate::server::{HandshakeFailure, ListenerCounts, ListenerStats};
-use crate::store::{Collection, StateStore};
+use crate::store::{Collection, FeedStatus, StateStore};
 
 /// The media type of the Prometheus text format, served unless asked otherwise.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -69,6 +70,9 @@ pub struct Readiness {
     pub ready: bool,
     /// The state store answered a read.
     pub store: bool,
+    /// This broker is in step with the state it shares with other brokers
+    /// (always, when it shares none).
+    pub shared_state: bool,
     /// The audit log has not failed closed and signs a tree head.
     pub audit: bool,
     /// The broker key signs, its certificate verifies it and is in date.
@@ -84,6 +88,8 @@ pub struct Readiness {
 pub struct ReadinessProbes {
     /// State store probe.
     pub store: Probe,
+    /// The shared state's change feed.
+    pub shared_state: Probe,
     /// Audit log probe.
     pub audit: Probe,
     /// Broker key and certificate probe.
@@ -172,16 +178,48 @@ impl Operations {
         let store = tokio::task::spawn_blocking(move || probe_store(store.as_ref()))
             .await
             .unwrap_or_else(|e| failed(format!("store probe did not finish: {e}")));
+        let shared_state = self.probe_shared_state();
         let verifier = VerifyingKey::from_certificate_der(&self.certificate);
         let audit = self.probe_audit(verifier.as_ref().ok());
         let keys = self.probe_keys(verifier.as_ref().ok());
         Readiness {
-            ready: store.ok && audit.ok && keys.ok,
+            ready: store.ok && shared_state.ok && audit.ok && keys.ok,
             store: store.ok,
+            shared_state: shared_state.ok,
             audit: audit.ok,
             keys: keys.ok,
             participants: self.broker.registry().snapshot().participants().len(),
-            probes: ReadinessProbes { store, audit, keys },
+            probes: ReadinessProbes {
+                store,
+                shared_state,
+                audit,
+                keys,
+            },
+        }
+    }
+
+    /// The change feed of a store shared with other brokers, as its
+    /// listening connection found it last (it is checked every few seconds,
+    /// and a closed connection is seen at once) and whether every change it
+    /// announced is in force here. Not ready while it is lost or catching
+    /// up: the broker then serves exchanges from its last state but refuses
+    /// changes (503 `state.unavailable`).
+    fn probe_shared_state(&self) -> Probe {
+        let Some(feed) = self.broker.registry().feed() else {
+            return passed("not shared: this broker is the state store's only writer".into());
+        };
+        match feed.health() {
+            Ok(()) => passed(match feed.status() {
+                FeedStatus::Connected { since } => format!(
+                    "following the other brokers' changes since {} (unix seconds), all applied",
+                    since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+                ),
+                FeedStatus::Lost { .. } => "following the other brokers' changes".into(),
+            }),
+            Err(reason) => failed(format!(
+                "{reason}; serving exchanges from the last participants and rules (version {}), refusing changes",
+                self.broker.live_rules().version()
+            )),
         }
     }
 
@@ -213,8 +251,9 @@ impl Operations {
                 .map_err(|e| e.to_string())
         }) {
             Ok(()) => passed(format!(
-                "not failed closed; signed and verified the tree head of size {}",
-                sth.tree_size
+                "not failed closed; signed and verified the tree head of size {}{}",
+                sth.tree_size,
+                shipping_detail(audit)
             )),
             Err(e) => failed(format!("the tree head does not verify: {e}")),
         }
@@ -338,6 +377,29 @@ impl Collector for Scraped {
                 "Durable audit records the query index does not cover yet",
                 tree_size.saturating_sub(indexed),
             )?;
+        }
+        // Brokers of a cluster ship their records to the shared copy
+        // (`audit::ship`): how far behind, and whether it stopped.
+        if let Some(status) = audit.shipping_status() {
+            gauge(
+                e,
+                "mconnect_audit_shipping_lag_records",
+                "Durable audit records not yet shipped to the cluster's shared copy",
+                status.lag,
+            )?;
+            gauge(
+                e,
+                "mconnect_audit_shipping_alarm",
+                "1 when shipping stopped because the shared copy disagrees with this log",
+                u64::from(status.alarm.is_some()),
+            )?;
+            let shipped = ConstCounter::new(status.shipped_total);
+            shipped.encode(e.encode_descriptor(
+                "mconnect_audit_shipped_records",
+                "Audit records shipped to the cluster's shared copy since start",
+                None,
+                shipped.metric_type(),
+            )?)?;
         }
         gauge(
             e,
@@ -487,6 +549,25 @@ impl Collector for Scraped {
         )?;
         Ok(())
     }
+}
+
+/// How the shipping to a cluster's shared copy stands, for the audit
+/// probe's detail (informational: a lagging or stopped shipper never makes
+/// the broker unready, its own log still records every exchange).
+fn shipping_detail(audit: &crate::audit::AuditLog) -> String {
+    let Some(status) = audit.shipping_status() else {
+        return String::new();
+    };
+    let mut detail = format!(
+        "; shipped as `{}` to the cluster's copy: {} records, {} behind",
+        status.broker_id, status.shipped, status.lag
+    );
+    if let Some(alarm) = &status.alarm {
+        detail.push_str(&format!("; SHIPPING STOPPED: {alarm}"));
+    } else if let Some(error) = &status.error {
+        detail.push_str(&format!("; copy unreachable, retrying: {error}"));
+    }
+    detail
 }
 
 /// One gauge without labels.
