@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # The portal's browser test drives Chromium with Playwright.
 # The portal's MPass test signs in at a real SAML identity provider
 # (pysaml2's, which signs with Debian's xmlsec1).
-if ! python3 -c "import http_message_signatures, requests, aiosmtpd, playwright, saml2.server" 2>/dev/null; then
+# The admin API's conformance test (tests/openapi_conformance.rs) runs
+# schemathesis against a sandbox.
+if ! python3 -c "import http_message_signatures, requests, aiosmtpd, playwright, saml2.server, schemathesis" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 if ! command -v xmlsec1 >/dev/null 2>&1; then
@@ -22,6 +24,13 @@ fi
 # user the package creates, since PostgreSQL refuses root).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+
+# The cluster sandbox (`mconnect sandbox --cluster`, tests/cluster_sandbox.rs)
+# puts Debian's nginx in stream mode in front of its brokers; Debian builds
+# the stream module as a separate package.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    apt-get update -qq && apt-get install -y -qq nginx libnginx-mod-stream >/dev/null
 fi
 
 # The metrics test (tests/prometheus.rs) starts Debian's Prometheus, which
