@@ -77,6 +77,7 @@ fn record(i: u64, at: SystemTime) -> AuditRecord {
         duration_us: 100,
         refusal_count: None,
         replay_ids: Vec::new(),
+        trace_id: None,
     }
 }
 

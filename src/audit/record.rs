@@ -113,6 +113,15 @@ pub struct AuditRecord {
     /// so leaves written before the field existed stay canonical.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replay_ids: Vec<String>,
+    /// The W3C trace id of the exchange (32 lower-case hex digits): the one
+    /// of the consumer's `traceparent`, or the one the broker started when
+    /// it sent none or an invalid one (PROTOCOL.md section 2). It links the
+    /// record to the broker's log line, the provider's logs and the
+    /// consumer's trace. Correlation, not evidence: no signature covers it.
+    /// Left out while absent (management records, refusal aggregates), so
+    /// leaves written before the field existed stay canonical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl AuditRecord {
@@ -158,6 +167,7 @@ impl AuditRecord {
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             refusal_count: None,
             replay_ids: Vec::new(),
+            trace_id: None,
         }
     }
 
@@ -331,6 +341,7 @@ pub(crate) mod tests {
             duration_us: 100,
             refusal_count: None,
             replay_ids: Vec::new(),
+            trace_id: None,
         }
     }
 
@@ -344,6 +355,42 @@ pub(crate) mod tests {
         assert!(text.contains("\"decision\":\"accepted\""));
         let back = AuditRecord::from_canonical_bytes(&bytes);
         assert_eq!(back.ok(), Some(record));
+    }
+
+    /// A leaf as the broker wrote it before `trace_id` existed (sample 7's
+    /// bytes, which must never change): it still parses as canonical, so
+    /// logs written before the field verify, and a record with a trace id
+    /// has it last.
+    #[test]
+    fn leaves_written_before_trace_ids_stay_canonical() {
+        let before = concat!(
+            r#"{"exchange_id":"0190f0e0-0000-7000-8000-000000000007","request_id":"req-7","#,
+            r#""event":"exchange","received_at":"2025-03-01T09:30:00.123456Z","forwarded_at":null,"#,
+            r#""answered_at":"2025-03-01T09:30:00.223456Z","consumer":"apl-cahul","consumer_idno":null,"#,
+            r#""calling_user":null,"provider":"asp-rsp","service":"person-by-idnp","service_version":null,"#,
+            r#""purpose":null,"legal_basis":null,"grant_id":null,"subject":null,"represented_party":null,"#,
+            r#""decision":"accepted","problem_code":null,"http_status":200,"request_bytes":0,"#,
+            r#""request_sha256":null,"response_bytes":10,"response_sha256":null,"keyids_checked":[],"#,
+            r#""keyids_made":[],"duration_us":100}"#
+        );
+        let old = AuditRecord::from_canonical_bytes(before.as_bytes());
+        assert_eq!(old.as_ref().ok(), Some(&sample(7)), "{old:?}");
+        assert_eq!(
+            sample(7).canonical_bytes().ok(),
+            Some(before.as_bytes().to_vec())
+        );
+
+        let traced = AuditRecord {
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_string()),
+            ..sample(7)
+        };
+        let bytes = traced.canonical_bytes().unwrap_or_default();
+        let text = String::from_utf8(bytes.clone()).unwrap_or_default();
+        assert!(
+            text.ends_with(r#""duration_us":100,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#),
+            "{text}"
+        );
+        assert_eq!(AuditRecord::from_canonical_bytes(&bytes).ok(), Some(traced));
     }
 
     #[test]

@@ -70,9 +70,11 @@ use answer::Answered;
 use error::{ErrorKind, ExchangeError};
 use internal::OwnServices;
 use mconnect_sdk::protocol::PROBLEM_JSON;
+use mconnect_sdk::trace::TraceContext;
 use record::Trace;
 use replay_store::{EmbeddedReplayStore, ReplayStore, Settled};
 use seal::{Answer, Sealer};
+use tracing::Instrument;
 use upstream::{Upstream, UpstreamCall, UpstreamTrace};
 
 pub use crate::rules::Rules;
@@ -117,6 +119,8 @@ struct Outcome {
     recorded: bool,
     /// How long it waited for that record to be durable.
     audit_wait: Option<Duration>,
+    /// The record's sequence number in the audit log, once durable.
+    audit_seq: Option<u64>,
 }
 
 /// The parts a broker is made of.
@@ -249,25 +253,45 @@ impl Broker {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Trace context first, before anything can refuse the call, so that
+        // every exchange has a trace id: the consumer's, or a new one when it
+        // sent none or an invalid one (never a refusal: W3C's rule).
+        let context = TraceContext::continue_from(request.headers());
         let mut trace = Trace {
             exchange_id: uuid::Uuid::now_v7().to_string(),
             received_at: Some(SystemTime::now()),
             ..Trace::default()
         };
+        // Whatever the exchange logs on its way (a replay check that cannot
+        // answer, an audit failure) names it and its trace.
+        let span = tracing::info_span!(
+            "exchange",
+            exchange_id = %trace.exchange_id,
+            trace_id = %context.span.trace_id()
+        );
+        let traceparent = context.span.header_value();
+        trace.context = Some(context);
         let started = Instant::now();
         let mut outcome = Outcome {
             code: crate::metrics::OK,
             recorded: false,
             audit_wait: None,
+            audit_seq: None,
         };
         // The registry and rules in force when the call arrived: the call is
         // decided on them, and its metrics' labels are bounded by them.
         let registry = self.registry.snapshot();
         let rules = self.rules.current();
         let in_force = (&registry, &rules);
-        let response = self
+        let mut response = self
             .answer(&mut trace, &mut outcome, peer, request, started, in_force)
+            .instrument(span)
             .await;
+        // The consumer learns the trace id (and the broker's span) even when
+        // it sent none; outside the receipt, like the context it answers.
+        response
+            .headers_mut()
+            .insert(mconnect_sdk::trace::TRACEPARENT, traceparent);
         self.observe(
             &trace,
             &outcome,
@@ -360,6 +384,7 @@ impl Broker {
         match appended {
             Ok(seq) => {
                 outcome.recorded = true;
+                outcome.audit_seq = Some(seq);
                 self.sealer.seal(
                     Answer {
                         status,
@@ -386,7 +411,9 @@ impl Broker {
     }
 
     /// Counts the exchange for `/metrics`, under labels the registry and
-    /// catalog in force bound (`crate::metrics`).
+    /// catalog in force bound (`crate::metrics`), and logs its one event
+    /// (the access log): ids, trace, outcome and timings, never a person's
+    /// id, the query or a body.
     fn observe(
         &self,
         trace: &Trace,
@@ -421,6 +448,7 @@ impl Broker {
             recorded: outcome.recorded,
         };
         self.metrics.exchange(&observed, registry, rules);
+        log_exchange(trace, outcome, consumer, response.status(), elapsed);
     }
 
     /// Seals a refusal that has no audit record of its own (counted in a
@@ -557,6 +585,7 @@ impl Broker {
                     body,
                     registry,
                     catalog: &rules.catalog,
+                    trace: trace.context.as_ref(),
                 },
                 &mut sink,
             )
@@ -599,6 +628,45 @@ impl Broker {
         })?;
         Ok(format!("{base}{path_and_query}"))
     }
+}
+
+/// The one log event of an exchange, at info (target `mconnect::exchange`):
+/// what an operator needs to find it in the audit log, the provider's logs
+/// and the consumer's trace, and how long each leg took. Its fields are
+/// ids, codes, registered participant ids, catalogued service keys and
+/// numbers only: never the subject, the calling user, the represented
+/// party, the query or a body, so the log holds no personal data.
+fn log_exchange(
+    trace: &Trace,
+    outcome: &Outcome,
+    client: Option<&str>,
+    status: http::StatusCode,
+    elapsed: Duration,
+) {
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let context = trace.context.as_ref();
+    let request_id = trace.call.as_ref().map(|c| c.request_id.to_string());
+    let trace_id = context.map(TraceContext::trace_id);
+    let span_id = context.map(|c| c.span.parent_id());
+    let parent_span_id = context.and_then(|c| c.caller).map(|c| c.parent_id());
+    tracing::info!(
+        exchange_id = %trace.exchange_id,
+        request_id = request_id.as_deref(),
+        trace_id = trace_id.as_deref(),
+        span_id = span_id.as_deref(),
+        parent_span_id = parent_span_id.as_deref(),
+        trace_origin = context.map(|c| c.origin.as_str()),
+        client,
+        provider = trace.provider.as_deref(),
+        service = trace.service.as_deref(),
+        code = outcome.code,
+        http_status = status.as_u16(),
+        audit_seq = outcome.audit_seq,
+        total_ms = ms(elapsed),
+        provider_ms = trace.provider_elapsed.map(ms),
+        audit_wait_ms = outcome.audit_wait.map(ms),
+        "exchange"
+    );
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use super::call::CallHeaders;
 use super::error::ExchangeError;
 use super::replay_store::{ReplayStore, Settled};
 use crate::audit::{AuditRecord, Decision as AuditDecision};
+use mconnect_sdk::trace::TraceContext;
 
 /// What the audit record of one exchange collects along the way.
 #[derive(Default)]
@@ -46,6 +47,10 @@ pub(super) struct Trace {
     pub(super) replay_ids: Vec<String>,
     /// Tells the replay store how the exchange ended, even if it is dropped.
     pub(super) claim: Option<Claim>,
+    /// The exchange's W3C trace context, read from the request head before
+    /// anything else (`None` only before that): the trace id it records and
+    /// logs, the broker's span it forwards and answers with.
+    pub(super) context: Option<TraceContext>,
 }
 
 /// Ids claimed by a running exchange; settles as unrecorded if dropped
@@ -128,6 +133,7 @@ impl Trace {
             duration_us: elapsed.as_micros() as u64,
             refusal_count: None,
             replay_ids: self.replay_ids.clone(),
+            trace_id: self.context.as_ref().map(TraceContext::trace_id),
         }
     }
 }

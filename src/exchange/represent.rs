@@ -151,6 +151,7 @@ impl Broker {
                 body: Bytes::new(),
                 registry,
                 catalog,
+                trace: trace.context.as_ref(),
             },
             &mut sink,
         );

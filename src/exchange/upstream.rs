@@ -8,7 +8,9 @@
 //!
 //! Invariants:
 //! - nothing from the consumer's request reaches a provider except the
-//!   method, subpath, query, body and the protocol headers;
+//!   method, subpath, query, body and the protocol headers (trace context
+//!   is the broker's own span, with the consumer's `tracestate` only once
+//!   checked);
 //! - an answer leaves a [`ProviderUpstream`] only once it names this
 //!   exchange and its signature verifies with a key the provider holds now.
 
@@ -28,6 +30,7 @@ use crate::catalog::{Catalog, Service};
 use crate::httpsig::{self, MessageView, RequestView, SignatureParams};
 use crate::registry::{ParticipantEntry, RegistrySnapshot};
 use mconnect_sdk::protocol::unix_now;
+use mconnect_sdk::trace::TraceContext;
 
 /// What an upstream is asked to answer.
 pub struct UpstreamCall<'a> {
@@ -47,6 +50,9 @@ pub struct UpstreamCall<'a> {
     pub registry: &'a RegistrySnapshot,
     /// The catalog as this exchange sees it.
     pub catalog: &'a Catalog,
+    /// The exchange's trace context: the provider receives the broker's
+    /// span as `traceparent`, and the consumer's checked `tracestate`.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// An answer as it came back, its origin checked, before the answer checks.
@@ -203,6 +209,13 @@ fn forward_request(
         HeaderValue::from_str(call.exchange_id)
             .map_err(|_| ExchangeError::new(ErrorKind::Internal, "exchange id unusable"))?,
     );
+    // Trace context is the broker's own (its span, the consumer's trace id),
+    // never the consumer's header passed through, and the signature leaves
+    // it out: each hop rewrites it, tracing proxies in front of a provider
+    // included, and it is correlation, not evidence (PROTOCOL.md section 3).
+    if let Some(trace) = call.trace {
+        trace.insert_headers(&mut h);
+    }
     let mut covered = mconnect_sdk::protocol::FORWARDED_COMPONENTS.to_vec();
     if call.call.subject.is_some() {
         covered.push(headers::SUBJECT);

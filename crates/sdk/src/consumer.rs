@@ -62,6 +62,16 @@ pub struct CallOutcome {
     pub receipt: Result<Receipt, String>,
 }
 
+impl CallOutcome {
+    /// The broker's `traceparent` on the answer: the exchange's trace id
+    /// (the caller's, or the one the broker started) and the broker's span
+    /// id. Not covered by the receipt: the audit record, found by the
+    /// receipt, holds the trace id.
+    pub fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        crate::trace::TraceParent::from_headers(&self.headers)
+    }
+}
+
 /// Signs a request in place: adds `Content-Digest` when there is a body and
 /// the `mconnect` signature over the protocol's components.
 pub fn sign_request(
@@ -223,6 +233,19 @@ impl Consumer {
 
     /// Builds the signed request for a call (exposed for tests that tamper with it).
     pub fn build(&self, call: &Call) -> Result<Request<Full<Bytes>>, SdkError> {
+        self.build_traced(call, None)
+    }
+
+    /// Builds the signed request for a call that continues a trace: with
+    /// `traceparent` set to `trace` (the caller's own span), so the broker,
+    /// the provider and the audit record carry its trace id. The header is
+    /// not signed: trace context is correlation, each hop rewrites it, and
+    /// the broker requires no signature over it (PROTOCOL.md section 2).
+    pub fn build_traced(
+        &self,
+        call: &Call,
+        trace: Option<&crate::trace::TraceParent>,
+    ) -> Result<Request<Full<Bytes>>, SdkError> {
         let uri = format!("{}{}", self.broker_url, call.path);
         let mut h = HeaderMap::new();
         let mut put = |name: &'static str, value: &str| -> Result<(), SdkError> {
@@ -252,6 +275,9 @@ impl Consumer {
         if !body.is_empty() {
             put("content-type", "application/json")?;
         }
+        if let Some(trace) = trace {
+            h.insert(crate::trace::TRACEPARENT, trace.header_value());
+        }
         sign_request(&self.credentials, call.method.as_str(), &uri, &mut h, &body)?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = call.method.clone();
@@ -265,6 +291,18 @@ impl Consumer {
     /// Signs, sends and checks the receipt.
     pub async fn call(&self, call: &Call) -> Result<CallOutcome, SdkError> {
         let request = self.build(call)?;
+        self.send(request).await
+    }
+
+    /// Like [`Consumer::call`], continuing the caller's trace `trace`
+    /// ([`Consumer::build_traced`]). Without one the broker starts a trace;
+    /// either way [`CallOutcome::trace_parent`] names it.
+    pub async fn call_traced(
+        &self,
+        call: &Call,
+        trace: &crate::trace::TraceParent,
+    ) -> Result<CallOutcome, SdkError> {
+        let request = self.build_traced(call, Some(trace))?;
         self.send(request).await
     }
 

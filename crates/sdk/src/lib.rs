@@ -14,6 +14,8 @@
 //!   signs the answers ([`provider`]).
 //! - The building blocks — [`sign_request`], [`verify_broker_request`],
 //!   [`sign_response`], [`verify_receipt`] — for systems with their own stack.
+//! - [`trace`]: W3C Trace Context (`traceparent`, `tracestate`), so one
+//!   call can be followed from consumer to provider.
 //! - Adapters: [`adapter`] holds what every adapter binary shares (common
 //!   arguments, logging, the run loop, atomic file writes, timestamps).
 //!
@@ -36,6 +38,7 @@ pub mod provider;
 pub mod replay;
 pub mod server;
 pub mod tls;
+pub mod trace;
 
 pub use consumer::{
     Call, CallOutcome, Consumer, Receipt, sign_request, verify_receipt, verify_signed_response,
@@ -58,3 +61,4 @@ pub use provider::{
     serve_raw_provider, sign_response, verify_broker_request,
 };
 pub use server::RunningServer;
+pub use trace::{TraceContext, TraceOrigin, TraceParent};

@@ -44,6 +44,22 @@ impl ProviderRequest {
     pub fn query_param(&self, name: &str) -> Option<String> {
         query_param(self.uri.query()?, name)
     }
+
+    /// The broker's `traceparent`: the trace id of the consumer's call (or
+    /// the one the broker started) and the broker's span id. A provider
+    /// logs the trace id and, when it calls further, continues the trace
+    /// with [`crate::TraceContext::continue_from`] on these headers, so the
+    /// call can be followed end to end. Not covered by the broker's
+    /// signature (each hop rewrites it).
+    pub fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        crate::trace::TraceParent::from_headers(&self.headers)
+    }
+
+    /// The consumer's `tracestate`, as the broker passed it on.
+    pub fn trace_state(&self) -> Option<String> {
+        self.trace_parent()?;
+        crate::trace::tracestate_from_headers(&self.headers)
+    }
 }
 
 /// A provider's answer before signing.

@@ -17,12 +17,14 @@ use mconnect::pki::{DevCa, KeyType};
 mod audit;
 mod backup;
 mod connect;
+pub mod logging;
 mod output;
 mod participant;
 mod rules;
 mod serve;
 mod target;
 
+use logging::LogFormat;
 use output::usage;
 use target::{Plane, TargetArgs};
 
@@ -33,6 +35,17 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mconnect=debug`.
     #[arg(long, global = true, env = "MCONNECT_LOG", default_value = "info")]
     log: String,
+    /// Log format: `text`, or `json` (one object a line; `serve` and
+    /// `sandbox` log each exchange as one event with its ids, trace id,
+    /// code and timings). The sandbox starts its brokers with the same.
+    #[arg(
+        long,
+        global = true,
+        env = "MCONNECT_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -156,14 +169,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    logging::init(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

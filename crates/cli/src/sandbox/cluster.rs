@@ -467,6 +467,8 @@ impl Broker {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
+            .arg("--log-format")
+            .arg(crate::cli::logging::format().as_str())
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
