@@ -15,7 +15,14 @@
 //! CPU on sending, not on signatures (it shares the machine's cores with what
 //! it measures). Latencies go into an HDR histogram. The result is one JSON
 //! object on stdout. `--cpu-pids` sums the user+system CPU time those
-//! processes used during the run, for CPU time per exchange.
+//! processes used during the run, for CPU time per exchange; each
+//! `--cpu-group NAME=PID,…` does the same for one named group (a pid written
+//! `PID+` counts its descendants too: PostgreSQL's backends, nginx's
+//! workers), and `generator_cpu_ms` is the harness's own.
+//!
+//! `--connect-url` sends the requests, still signed for the sandbox's broker
+//! URL (a cluster's load balancer), to another base URL: one broker of the
+//! cluster directly, as the load balancer would pass them.
 //!
 //! Run: `cargo bench --bench load -- --sandbox DIR --target mconnect --mode closed`.
 
@@ -65,6 +72,14 @@ struct Args {
     /// Process ids whose CPU time to measure, comma-separated.
     #[arg(long, default_value = "")]
     cpu_pids: String,
+    /// A named group of processes whose CPU time to measure, separately:
+    /// `NAME=PID[,PID...]`, `PID+` with its descendants; repeatable.
+    #[arg(long)]
+    cpu_group: Vec<String>,
+    /// With `--target mconnect`: send to this base URL instead of the
+    /// sandbox's broker URL, which the requests stay signed for.
+    #[arg(long)]
+    connect_url: Option<String>,
     /// Most requests to prepare (closed mode stops when they run out).
     #[arg(long, default_value_t = 400_000)]
     max_requests: usize,
@@ -92,7 +107,19 @@ struct Report {
     max_us: u64,
     cpu_ms: Option<f64>,
     cpu_us_per_request: Option<f64>,
+    /// Each `--cpu-group`'s CPU time over the run.
+    cpu_groups: Vec<GroupCpu>,
+    /// The harness's own CPU time over the run (it shares the cores).
+    generator_cpu_ms: Option<f64>,
     response_bytes: u64,
+}
+
+/// One `--cpu-group`'s CPU time over the run.
+#[derive(serde::Serialize)]
+struct GroupCpu {
+    name: String,
+    cpu_ms: Option<f64>,
+    cpu_us_per_request: Option<f64>,
 }
 
 #[tokio::main]
@@ -140,6 +167,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for r in warm {
         let _ = send(&client, r).await;
     }
+    let groups: Vec<(String, String)> = args
+        .cpu_group
+        .iter()
+        .map(|g| {
+            let (name, pids) = g.split_once('=').unwrap_or((g.as_str(), ""));
+            (name.to_string(), pids.to_string())
+        })
+        .collect();
+    let groups_before: Vec<Option<f64>> = groups.iter().map(|(_, p)| group_cpu(p)).collect();
+    let generator_before = process_cpu("self", false);
     let cpu_before = cpu_time(&args.cpu_pids);
     let started = Instant::now();
     let (hist, ok, errors, bytes) = match args.mode.as_str() {
@@ -151,6 +188,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let generator_cpu_ms = match (generator_before, process_cpu("self", false)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let cpu_groups: Vec<GroupCpu> = groups
+        .iter()
+        .zip(groups_before)
+        .map(|((name, pids), before)| {
+            let cpu_ms = match (before, group_cpu(pids)) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            };
+            GroupCpu {
+                name: name.clone(),
+                cpu_ms,
+                cpu_us_per_request: cpu_ms.filter(|_| ok > 0).map(|ms| ms * 1000.0 / ok as f64),
+            }
+        })
+        .collect();
     let requests_done = ok + errors;
     let report = Report {
         target: args.target.clone(),
@@ -169,6 +225,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_us: hist.max(),
         cpu_ms: cpu,
         cpu_us_per_request: cpu.filter(|_| ok > 0).map(|ms| ms * 1000.0 / ok as f64),
+        cpu_groups,
+        generator_cpu_ms,
         response_bytes: bytes / ok.max(1),
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -239,6 +297,11 @@ fn prepare(
         reason: "social-aid-eligibility",
         subject: body.is_none().then_some("2000000000015"),
     };
+    let connect = match (&args.connect_url, direct) {
+        (Some(url), false) => Some(format!("{url}{path}").parse::<http::Uri>()?),
+        (Some(_), true) => return Err("--connect-url goes with --target mconnect".into()),
+        (None, _) => None,
+    };
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let mut request = support::signed_request(
@@ -248,6 +311,9 @@ fn prepare(
             body.as_ref(),
             &hop,
         )?;
+        if let Some(uri) = &connect {
+            *request.uri_mut() = uri.clone();
+        }
         if args.target == "proxy" {
             let authority = signed_base.trim_start_matches("https://");
             request
@@ -366,6 +432,71 @@ async fn open_loop(
     .await;
     let t = total.lock().await;
     (t.0.clone(), t.1, t.2, t.3)
+}
+
+/// User + system CPU milliseconds of one process, from /proc; with
+/// `reaped`, also those of its children it waited for (cutime + cstime).
+fn process_cpu(pid: &str, reaped: bool) -> Option<f64> {
+    let ticks_per_sec = 100.0; // CLK_TCK on Linux
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut ticks = 0.0;
+    for i in if reaped { 11..15 } else { 11..13 } {
+        ticks += fields.get(i)?.parse::<f64>().ok()?;
+    }
+    Some(ticks / ticks_per_sec * 1000.0)
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// CPU milliseconds of a `--cpu-group`'s pids. A `PID+` counts the process
+/// and its descendants, each with the children it reaped: so a backend that
+/// exits between two readings still counts (in its parent), once, and one
+/// that starts between them counts whole.
+fn group_cpu(pids: &str) -> Option<f64> {
+    let mut total = 0.0;
+    for pid in pids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pid.strip_suffix('+') {
+            None => total += process_cpu(pid, false)?,
+            Some(root) => {
+                let root: u32 = root.parse().ok()?;
+                total += process_cpu(&root.to_string(), true)?;
+                let mut todo = children_of(root);
+                let mut seen = 0;
+                while let Some(child) = todo.pop() {
+                    seen += 1;
+                    if seen > 10_000 {
+                        break;
+                    }
+                    total += process_cpu(&child.to_string(), true).unwrap_or(0.0);
+                    todo.extend(children_of(child));
+                }
+            }
+        }
+    }
+    Some(total)
 }
 
 /// User + system CPU milliseconds of the listed processes, from /proc.

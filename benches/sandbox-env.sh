@@ -1,7 +1,8 @@
 # Sourced by compare.sh and profile.sh: builds what the benchmarks run, starts
 # a sandbox on a copy of the policies with rate limits lifted, and exports
 # WORK, LOAD, PKI, SANDBOX_PID, PROVIDER_URL and PROVIDER_PID. The caller's
-# EXIT trap must call `bench_cleanup`.
+# EXIT trap must call `bench_cleanup`, which also removes WORK (set
+# KEEP_BENCH_WORK=1 to keep it).
 
 command -v python3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
 
@@ -17,6 +18,14 @@ bench_cleanup() {
     [ -n "${SANDBOX_PID:-}" ] && kill -INT "$SANDBOX_PID" 2>/dev/null || true
     sleep 1
     pkill -f "state_register.*--pki $WORK" 2>/dev/null || true
+    # The sandbox's audit log and state grow by the run's exchanges (GBs
+    # over a long run): remove them unless asked to keep them for a look.
+    if [ -z "${KEEP_BENCH_WORK:-}" ]; then
+        [ -n "${SANDBOX_PID:-}" ] && wait "$SANDBOX_PID" 2>/dev/null || true
+        rm -rf "$WORK"
+    else
+        echo "bench: kept $WORK (KEEP_BENCH_WORK)" >&2
+    fi
 }
 
 # The shipped grants limit each consumer to a few calls a second, as a real

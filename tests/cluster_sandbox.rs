@@ -8,7 +8,14 @@
 //! a steady load of signed calls costs at most the calls in flight on it
 //! (the failover window is measured, at most 5 s), broker b keeps serving,
 //! and the sandbox's supervisor starts a again and puts it back in the load
-//! balancer; broker b hung (SIGSTOP), which nginx's passive checks cannot
+//! balancer; a's shipping is held back (its position row locked) from 1 s
+//! into the load until the kill, so a dies with receipted records not yet
+//! in PostgreSQL; every call of that load that got a verified receipt is,
+//! once a is back and shipping caught up, in the log of the broker that signed
+//! it (at the receipt's audit seq, read through that broker's admin API)
+//! and in PostgreSQL's shipped copy (same broker id, seq and exchange id),
+//! and `mconnect audit verify --shipped` passes for both brokers; broker b
+//! hung (SIGSTOP), which nginx's passive checks cannot
 //! see, is taken out by the supervisor's `/readyz` probes. Killed itself with SIGKILL, the sandbox takes every process
 //! along (PostgreSQL, nginx's master and workers, the brokers), and it
 //! starts again on the same directory.
@@ -21,7 +28,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +38,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use mconnect::connect::client::AdminClient;
 use mconnect_cli::sandbox::SANDBOX_CALLING_USER;
-use mconnect_sdk::{Call, CallOutcome, Consumer, ManifestTry, SandboxManifest};
+use mconnect_sdk::{Call, CallOutcome, Consumer, ManifestTry, Receipt, SandboxManifest};
 use serde_json::{Value, json};
 
 /// How long a debug build's cluster may take to start.
@@ -46,8 +53,17 @@ const CALLERS: usize = 4;
 const PACE: Duration = Duration::from_millis(200);
 const LOAD_FOR: Duration = Duration::from_secs(15);
 const KILL_AT: Duration = Duration::from_secs(4);
+/// From this far into the load until the kill, a's shipping is held back
+/// (its position row locked), so a dies with receipted records unshipped.
+const HOLD_SHIPPING_AT: Duration = Duration::from_secs(1);
 /// A call that has not answered in this long counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long both brokers may take to ship their logs once a is back.
+const SHIPPED_WITHIN: Duration = Duration::from_secs(30);
+/// The sandbox auditor's legal basis and purpose on `mconnect/audit-log`.
+const AUDITOR: &str = "cnpdcp-audit";
+const AUDITOR_BASIS: &str = "md-law-133-2011-art-27";
+const AUDITOR_REASON: &str = "supervision-of-personal-data-processing";
 
 /// The sandbox process, its standard error collected line by line with the
 /// time each arrived; killed with SIGKILL when dropped.
@@ -249,7 +265,89 @@ struct Outcome {
     ended: Instant,
     ok: bool,
     keyid: Option<String>,
+    /// The verified receipt of a call that succeeded.
+    receipt: Option<Receipt>,
     error: String,
+}
+
+/// The broker id `name`'s audit log was shipped under (its `broker-id` file).
+fn broker_id(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(
+        dir.join(format!("audit-{name}"))
+            .join(mconnect::audit::ship::BROKER_ID_FILE),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+/// Rows of the shipped copy: (broker id, seq) → exchange id, for `brokers`;
+/// and each broker's shipping position.
+async fn shipped_copy(
+    url: &str,
+    brokers: &[String],
+) -> (BTreeMap<(String, u64), String>, BTreeMap<String, u64>) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut rows = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT broker_id, seq, exchange_id FROM audit_records \
+             WHERE broker_id = ANY($1) AND event = 'exchange'",
+            &[&brokers],
+        )
+        .await
+        .unwrap()
+    {
+        let seq: i64 = row.get(1);
+        let exchange: Option<String> = row.get(2);
+        rows.insert(
+            (row.get(0), u64::try_from(seq).unwrap()),
+            exchange.unwrap_or_default(),
+        );
+    }
+    let mut positions = BTreeMap::new();
+    for row in client
+        .query(
+            "SELECT broker_id, shipped_seq FROM audit_shipping WHERE broker_id = ANY($1)",
+            &[&brokers],
+        )
+        .await
+        .unwrap()
+    {
+        let shipped: i64 = row.get(1);
+        positions.insert(row.get(0), u64::try_from(shipped).unwrap());
+    }
+    drop(client);
+    let _ = connection.await;
+    (rows, positions)
+}
+
+/// Record `seq` of the log of the broker `auditor` reaches (its admin API),
+/// read as the sandbox auditor: its exchange id, or why there is none.
+async fn local_record(auditor: &AdminClient, seq: u64) -> Result<String, String> {
+    let mut request = auditor
+        .plain(Method::GET, &format!("/v1/audit/records/{seq}"), None)
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("mconnect-call-basis", AUDITOR_BASIS.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("mconnect-call-reason", AUDITOR_REASON.parse().unwrap());
+    let answer = tokio::time::timeout(CALL_TIMEOUT, auditor.send_full(request))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    if answer.status != StatusCode::OK {
+        return Err(format!("{} {}", answer.status, answer.body));
+    }
+    answer.body["record"]["exchange_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no exchange id: {}", answer.body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -396,9 +494,9 @@ async fn the_cluster_sandbox_balances_follows_changes_and_fails_over() {
                 let started = Instant::now();
                 let out = tokio::time::timeout(CALL_TIMEOUT, consumer.call(&call)).await;
                 let ended = Instant::now();
-                let (ok, keyid, error) = match out {
+                let (ok, receipt, error) = match out {
                     Ok(Ok(o)) if o.status == StatusCode::OK && o.receipt.is_ok() => {
-                        (true, o.receipt.ok().map(|r| r.keyid), String::new())
+                        (true, o.receipt.ok(), String::new())
                     }
                     Ok(Ok(o)) => (
                         false,
@@ -412,7 +510,8 @@ async fn the_cluster_sandbox_balances_follows_changes_and_fails_over() {
                     started,
                     ended,
                     ok,
-                    keyid,
+                    keyid: receipt.as_ref().map(|r| r.keyid.clone()),
+                    receipt,
                     error,
                 });
                 next += PACE;
@@ -421,6 +520,25 @@ async fn the_cluster_sandbox_balances_follows_changes_and_fails_over() {
             outcomes
         }));
     }
+    // a's shipper is held back before the kill: a transaction of the test
+    // locks a's row of audit_shipping, which every shipping batch locks
+    // first (exchanges never wait for shipping, so a keeps answering).
+    let a_id = broker_id(&dir, "a");
+    tokio::time::sleep_until((load_start + HOLD_SHIPPING_AT).into()).await;
+    let (holder, holder_connection) =
+        tokio_postgres::connect(&cluster.postgres, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let holder_connection = tokio::spawn(holder_connection);
+    holder.batch_execute("BEGIN").await.unwrap();
+    let held = holder
+        .query(
+            "SELECT shipped_seq FROM audit_shipping WHERE broker_id = $1 FOR UPDATE",
+            &[&a_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1, "a has shipped before");
     tokio::time::sleep_until((load_start + KILL_AT).into()).await;
     let killed_at = Instant::now();
     let kill = Command::new("kill")
@@ -428,6 +546,17 @@ async fn the_cluster_sandbox_balances_follows_changes_and_fails_over() {
         .status()
         .unwrap();
     assert!(kill.success());
+    // Where a's shipped copy stood when it died; then shipping is let go
+    // (the dead process's waiting batch went with its connection).
+    let a_shipped_at_kill = shipped_copy(&cluster.postgres, std::slice::from_ref(&a_id))
+        .await
+        .1
+        .get(&a_id)
+        .copied()
+        .unwrap_or(0);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    drop(holder);
+    let _ = holder_connection.await;
     let mut outcomes = Vec::new();
     for caller in callers {
         outcomes.extend(caller.await.unwrap());
@@ -507,6 +636,118 @@ async fn the_cluster_sandbox_balances_follows_changes_and_fails_over() {
         signers.contains(&a.keyid),
         "a serves again through the load balancer"
     );
+
+    // No receipted exchange of the load is lost: each is in the log of the
+    // broker that signed its receipt, at the receipt's seq, and, once both
+    // have shipped past it, in PostgreSQL's copy under that broker's id and
+    // seq; and each broker's copy verifies against its log.
+    let names = [("a", &a), ("b", &b)];
+    let ids: Vec<String> = names.iter().map(|(n, _)| broker_id(&dir, n)).collect();
+    assert_ne!(ids[0], ids[1]);
+    let mut receipted: Vec<(usize, u64, String)> = Vec::new();
+    for o in outcomes.iter().filter(|o| o.ok) {
+        let r = o.receipt.as_ref().unwrap();
+        let index = names
+            .iter()
+            .position(|(_, broker)| broker.keyid == r.keyid)
+            .unwrap_or_else(|| panic!("a receipt signed by neither broker: {}", r.keyid));
+        let seq = r.audit_seq.expect("a receipt names its audit seq");
+        assert!(!r.exchange_id.is_empty());
+        receipted.push((index, seq, r.exchange_id.clone()));
+    }
+    let distinct: BTreeSet<(usize, u64)> = receipted.iter().map(|(i, s, _)| (*i, *s)).collect();
+    assert_eq!(
+        distinct.len(),
+        receipted.len(),
+        "one audit seq per exchange"
+    );
+    let highest: Vec<Option<u64>> = (0..2)
+        .map(|i| receipted.iter().filter(|r| r.0 == i).map(|r| r.1).max())
+        .collect();
+    let shipping_from = Instant::now();
+    let (copy, positions) = loop {
+        let (copy, positions) = shipped_copy(&cluster.postgres, &ids).await;
+        let caught_up = (0..2)
+            .all(|i| highest[i].is_none_or(|h| positions.get(&ids[i]).is_some_and(|p| *p > h)));
+        if caught_up {
+            break (copy, positions);
+        }
+        assert!(
+            shipping_from.elapsed() < SHIPPED_WITHIN,
+            "not shipped within {SHIPPED_WITHIN:?}: positions {positions:?}, receipted up to {highest:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let caught_up = shipping_from.elapsed();
+    let lb_back = back - killed_at;
+    let a_receipted_after_position = receipted
+        .iter()
+        .filter(|r| r.0 == 0 && r.1 >= a_shipped_at_kill)
+        .count();
+    assert!(
+        a_receipted_after_position > 0,
+        "a died with every receipted record shipped: the hold did not hold"
+    );
+    let mut in_log = [0usize; 2];
+    let mut missing = Vec::new();
+    for (i, (name, broker)) in names.iter().enumerate() {
+        let admin_url = if *name == "a" {
+            a_again.admin_url.clone()
+        } else {
+            broker.admin_url.clone()
+        };
+        let auditor = support::admin_client(&dir, &admin_url, AUDITOR);
+        for (_, seq, exchange) in receipted.iter().filter(|r| r.0 == i) {
+            match local_record(&auditor, *seq).await {
+                Ok(found) if &found == exchange => in_log[i] += 1,
+                Ok(found) => missing.push(format!(
+                    "broker {name} log seq {seq}: exchange {found}, receipt {exchange}"
+                )),
+                Err(e) => missing.push(format!("broker {name} log seq {seq}: {e}")),
+            }
+            match copy.get(&(ids[i].clone(), *seq)) {
+                Some(found) if found == exchange => {}
+                Some(found) => missing.push(format!(
+                    "copy {} seq {seq}: exchange {found}, receipt {exchange}",
+                    ids[i]
+                )),
+                None => missing.push(format!("copy {} seq {seq}: no row", ids[i])),
+            }
+        }
+    }
+    assert!(missing.is_empty(), "receipted exchanges lost: {missing:?}");
+    println!(
+        "MEASURED no receipted exchange lost: {} receipts ({} signed by a, {} by b), each in its broker's log and in PostgreSQL's copy; a's copy stood at {a_shipped_at_kill} records at the kill ({a_receipted_after_position} receipted records of a beyond it); a back in the load balancer {lb_back:?} after the kill, shipping positions {positions:?} covered every receipt {caught_up:?} after the check began",
+        receipted.len(),
+        in_log[0],
+        in_log[1],
+    );
+    for (name, _) in names {
+        let out = Command::new(support::mconnect_bin())
+            .args(["audit", "verify", "--quiet", "--dir"])
+            .arg(dir.join(format!("audit-{name}")))
+            .arg("--cert")
+            .arg(dir.join(format!("pki/broker-{name}.cert.pem")))
+            .arg("--shipped")
+            .arg(&cluster.postgres)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "audit verify --shipped of broker {name}: {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("shipped result  : OK"), "{text}");
+        println!(
+            "MEASURED audit verify --shipped, broker {name}: {}",
+            text.lines()
+                .filter(|l| l.starts_with("records checked") || l.starts_with("rows compared"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
 
     // A broker that hangs (SIGSTOP: its ports still accept connections,
     // which nginx's passive checks take for health) is found by the active
