@@ -73,11 +73,10 @@ impl Remote {
         self.pki.join(name).to_str().unwrap().to_string()
     }
 
-    /// The explicit flags naming the admin API and `who`'s files.
-    fn admin_flags(&self, who: &str) -> Vec<String> {
+    /// The flags naming `who`'s certificate and key and the CA's
+    /// certificate.
+    fn identity_flags(&self, who: &str) -> Vec<String> {
         vec![
-            "--admin".into(),
-            self.admin.clone(),
             "--cert".into(),
             self.file(&format!("{who}.cert.pem")),
             "--key".into(),
@@ -87,21 +86,20 @@ impl Remote {
         ]
     }
 
+    /// The explicit flags naming the admin API and `who`'s files.
+    fn admin_flags(&self, who: &str) -> Vec<String> {
+        let mut flags = vec!["--admin".into(), self.admin.clone()];
+        flags.extend(self.identity_flags(who));
+        flags
+    }
+
     /// The explicit flags naming the data plane, `who`'s files and the
     /// broker certificate.
     fn data_flags(&self, who: &str) -> Vec<String> {
-        vec![
-            "--broker".into(),
-            self.data.clone(),
-            "--cert".into(),
-            self.file(&format!("{who}.cert.pem")),
-            "--key".into(),
-            self.file(&format!("{who}.key.pem")),
-            "--ca".into(),
-            self.file("ca.cert.pem"),
-            "--broker-cert".into(),
-            self.file("broker.cert.pem"),
-        ]
+        let mut flags = vec!["--broker".into(), self.data.clone()];
+        flags.extend(self.identity_flags(who));
+        flags.extend(["--broker-cert".into(), self.file("broker.cert.pem")]);
+        flags
     }
 
     /// The environment naming the admin API and `who`'s files.
@@ -428,44 +426,17 @@ async fn participants_are_managed_with_flags_environment_and_a_profile() {
         .expect(3);
 
     // Usage errors: 64, before anything is sent.
+    let add_y = |flags: &[&'static str]| {
+        let mut words = vec!["participant", "add", "apl-y", "--name", "Y"];
+        words.extend_from_slice(flags);
+        words.extend(["--certificate", cert.as_str()]);
+        words
+    };
     for bad in [
-        vec![
-            "participant",
-            "add",
-            "apl-y",
-            "--name",
-            "Y",
-            "--role",
-            "consumer",
-            "--certificate",
-            &cert,
-        ],
-        vec![
-            "participant",
-            "add",
-            "apl-y",
-            "--name",
-            "Y",
-            "--idno",
-            "123",
-            "--role",
-            "consumer",
-            "--certificate",
-            &cert,
-        ],
-        vec![
-            "participant",
-            "add",
-            "apl-y",
-            "--name",
-            "Y",
-            "--idno",
-            "1003603000063",
-            "--role",
-            "king",
-            "--certificate",
-            &cert,
-        ],
+        // No --idno; an --idno that is not one; a role there is not.
+        add_y(&["--role", "consumer"]),
+        add_y(&["--idno", "123", "--role", "consumer"]),
+        add_y(&["--idno", "1003603000063", "--role", "king"]),
         vec![
             "participant",
             "certificate",

@@ -23,23 +23,18 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::Full;
 use mconnect::app::RunningBroker;
-use mconnect::store::{Collection, PgStore, PostgresSettings, StateStore, Write};
-use mconnect_cli::sandbox::postgres::LocalPostgres;
-use mconnect_sdk::{CallOutcome, Consumer, TrustedKeys};
-use support::{Bus, assert_refused};
+use mconnect::store::PgStore;
+use mconnect_sdk::{CallOutcome, Consumer};
+use support::postgres::{PUBLIC, PgPlace, PgSandbox, block_on, copy_policies, with_session};
+use support::{assert_ok, assert_refused};
 
-/// The authority both brokers answer for.
-const PUBLIC: &str = "https://bus.mconnect.test";
 const PATH: &str = "/r1/asp-rsp/person-by-idnp?idnp=2000000000015";
 /// The day quota of `apl-cahul-residence` in the cluster's policies.
 const DAY_QUOTA: u64 = 9;
 
 /// The sandbox, a PostgreSQL server, and two brokers on one database.
 struct Cluster {
-    bus: Bus,
-    pg: LocalPostgres,
-    url: String,
-    dir: tempfile::TempDir,
+    place: PgSandbox,
     a: Option<RunningBroker>,
     b: Option<RunningBroker>,
 }
@@ -51,43 +46,9 @@ impl Cluster {
 
     /// A cluster whose policies `change` changed further, grant by grant.
     async fn start_with(change: fn(&mut serde_json::Value)) -> Cluster {
-        let bus = Bus::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let pg_dir = dir.path().join("pg");
-        let (pg, url) = tokio::task::spawn_blocking(move || {
-            let pg = LocalPostgres::start(&pg_dir).unwrap();
-            let url = pg.create_database("cluster").unwrap();
-            (pg, url)
-        })
-        .await
-        .unwrap();
-        write_policies(&dir.path().join("policies"), change);
-        // The sandbox's participants, with their providers' endpoints, into
-        // the shared database (exact bytes), before either broker starts.
-        let participants = bus
-            .sandbox
-            .broker
-            .broker
-            .registry()
-            .store()
-            .scan(Collection::Participants)
-            .unwrap();
-        let settings = PostgresSettings::from_url(&url).unwrap();
-        tokio::task::spawn_blocking(move || {
-            let store = PgStore::open(&settings).unwrap();
-            let writes: Vec<Write<'_>> = participants
-                .iter()
-                .map(|(k, v)| Write::Put(Collection::Participants, k, v))
-                .collect();
-            store.apply(&writes).unwrap();
-        })
-        .await
-        .unwrap();
+        let place = PgSandbox::start(|to| write_policies(to, change)).await;
         let mut cluster = Cluster {
-            bus,
-            pg,
-            url,
-            dir,
+            place,
             a: None,
             b: None,
         };
@@ -97,8 +58,7 @@ impl Cluster {
     }
 
     async fn start_broker(&self, name: &str) -> RunningBroker {
-        let config = broker_config(self.bus.dir.path(), self.dir.path(), name, &self.url);
-        mconnect::app::start(config).await.unwrap()
+        self.place.broker(name, "").await
     }
 
     fn a(&self) -> &RunningBroker {
@@ -112,15 +72,7 @@ impl Cluster {
     /// apl-cahul's connection to one broker (receipts by the sandbox's
     /// broker certificate, which both use).
     fn consumer(&self, broker: &RunningBroker) -> Consumer {
-        let dir = self.bus.dir.path();
-        let manifest = &self.bus.sandbox.manifest;
-        let pem = std::fs::read_to_string(dir.join(&manifest.broker.cert)).unwrap();
-        Consumer::new(
-            manifest.credentials(dir, "apl-cahul").unwrap(),
-            &format!("https://{}", broker.data_addr()),
-            TrustedKeys::from_pem(&pem).unwrap(),
-        )
-        .unwrap()
+        self.place.consumer("apl-cahul", broker.data_addr())
     }
 
     /// Waits until both brokers count each other as live.
@@ -142,9 +94,7 @@ impl Cluster {
         if let Some(b) = self.b.take() {
             b.shutdown().await;
         }
-        let pg = self.pg;
-        tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
-        self.bus.stop().await;
+        self.place.stop().await;
     }
 }
 
@@ -152,76 +102,22 @@ impl Cluster {
 /// asp-rsp/person-by-idnp changed for the tests: social aid with a rate and
 /// quota no test reaches, residence with a day quota of [`DAY_QUOTA`].
 fn write_policies(to: &Path, change: fn(&mut serde_json::Value)) {
-    let from = support::repo().join("policies");
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(&from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            continue;
-        }
-        let name = entry.file_name();
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-        for grant in doc["grants"].as_array_mut().unwrap() {
-            match grant["id"].as_str().unwrap() {
-                "apl-cahul-social-aid" => {
-                    grant["rate_limit"] =
-                        serde_json::json!({"requests": 100000, "per": "second", "burst": 100000});
-                    grant["quota"] = serde_json::json!({"per_day": 1000000, "per_month": 10000000});
-                }
-                "apl-cahul-residence" => {
-                    grant["rate_limit"] =
-                        serde_json::json!({"requests": 100000, "per": "second", "burst": 100000});
-                    grant["quota"] = serde_json::json!({"per_day": DAY_QUOTA});
-                }
-                _ => {}
+    copy_policies(to, |grant| {
+        match grant["id"].as_str().unwrap() {
+            "apl-cahul-social-aid" => {
+                grant["rate_limit"] =
+                    serde_json::json!({"requests": 100000, "per": "second", "burst": 100000});
+                grant["quota"] = serde_json::json!({"per_day": 1000000, "per_month": 10000000});
             }
-            change(grant);
+            "apl-cahul-residence" => {
+                grant["rate_limit"] =
+                    serde_json::json!({"requests": 100000, "per": "second", "burst": 100000});
+                grant["quota"] = serde_json::json!({"per_day": DAY_QUOTA});
+            }
+            _ => {}
         }
-        std::fs::write(to.join(name), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    }
-    // The schema the files name, relative to them.
-    let schema = from.join("schema");
-    if schema.is_dir() {
-        let target = to.join("schema");
-        std::fs::create_dir_all(&target).unwrap();
-        for entry in std::fs::read_dir(&schema).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
-/// broker.toml of cluster broker `name`: the sandbox's PKI and catalog, the
-/// cluster's policies, an audit log of its own, `[state] postgres`.
-fn broker_config(sandbox: &Path, dir: &Path, name: &str, url: &str) -> mconnect::config::Config {
-    let catalog = support::repo().join("catalog");
-    let text = format!(
-        r#"
-[listen]
-data = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-ops = "127.0.0.1:0"
-public_data_url = "{PUBLIC}"
-[tls]
-ca = "{pki}/ca.cert.pem"
-cert = "{pki}/broker.cert.pem"
-key = "{pki}/broker.key.pem"
-[storage]
-audit_dir = "audit-{name}"
-[state]
-postgres = "{url}"
-timeout_secs = 3
-[catalog]
-dir = "{catalog}"
-[policies]
-dir = "{policies}"
-"#,
-        pki = sandbox.join("pki").display(),
-        catalog = catalog.display(),
-        policies = dir.join("policies").display(),
-    );
-    mconnect::config::Config::from_toml(&text, dir).unwrap()
+        change(grant);
+    });
 }
 
 /// A request of apl-cahul signed for the public authority; kept as parts so
@@ -273,16 +169,6 @@ impl Signed {
     }
 }
 
-fn assert_ok(outcome: &CallOutcome) {
-    assert_eq!(
-        outcome.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&outcome.body)
-    );
-    assert!(outcome.receipt.is_ok(), "{:?}", outcome.receipt);
-}
-
 /// A counter of one broker's `/metrics` (sum over its label sets).
 async fn metric(broker: &RunningBroker, name: &str, labels: &str) -> f64 {
     let (status, body) = support::plain_get(broker.ops_addr(), "/metrics").await;
@@ -298,7 +184,7 @@ async fn metric(broker: &RunningBroker, name: &str, labels: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_accepted_by_one_broker_is_refused_by_the_other() {
     let cluster = Cluster::start().await;
-    let pki = cluster.bus.pki();
+    let pki = cluster.place.bus.pki();
     let (to_a, to_b) = (cluster.consumer(cluster.a()), cluster.consumer(cluster.b()));
 
     let signed = Signed::social_aid(&pki);
@@ -337,7 +223,7 @@ async fn a_request_accepted_by_one_broker_is_refused_by_the_other() {
     );
     // All or none: that refused claim did not use up its fresh request id.
     let rows = query(
-        &cluster.url,
+        &cluster.place.pg.url,
         &format!(
             "SELECT count(*) FROM replay_ids WHERE client = 'apl-cahul' AND id = '{}'",
             same_nonce.headers["mconnect-request-id"].to_str().unwrap()
@@ -372,11 +258,11 @@ async fn a_request_accepted_by_one_broker_is_refused_by_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_postgres_exchanges_are_refused_and_accepted_again_after_its_restart() {
     let mut cluster = Cluster::start().await;
-    let pki = cluster.bus.pki();
+    let pki = cluster.place.bus.pki();
     let to_a = cluster.consumer(cluster.a());
     assert_ok(&Signed::social_aid(&pki).send(&to_a, cluster.a()).await);
 
-    tokio::task::block_in_place(|| cluster.pg.stop().unwrap());
+    tokio::task::block_in_place(|| cluster.place.pg.server.stop().unwrap());
     let started = std::time::Instant::now();
     let during = Signed::social_aid(&pki);
     for _ in 0..3 {
@@ -398,7 +284,7 @@ async fn without_postgres_exchanges_are_refused_and_accepted_again_after_its_res
             >= 3.0
     );
 
-    tokio::task::block_in_place(|| cluster.pg.restart().unwrap());
+    tokio::task::block_in_place(|| cluster.place.pg.server.restart().unwrap());
     // New requests go through again, on both brokers; the request id that
     // was refused with 503 was not used up, so its retry is accepted too.
     let to_b = cluster.consumer(cluster.b());
@@ -425,7 +311,7 @@ async fn without_postgres_exchanges_are_refused_and_accepted_again_after_its_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_share_round_trips() {
     let cluster = Cluster::start().await;
-    let pki = cluster.bus.pki();
+    let pki = cluster.place.bus.pki();
     let to_a = Arc::new(cluster.consumer(cluster.a()));
     // Warm up the connections.
     assert_ok(&Signed::social_aid(&pki).send(&to_a, cluster.a()).await);
@@ -460,7 +346,7 @@ async fn concurrent_claims_share_round_trips() {
 async fn a_day_quota_holds_across_both_brokers() {
     let cluster = Cluster::start().await;
     cluster.wait_for_two_live().await;
-    let pki = cluster.bus.pki();
+    let pki = cluster.place.bus.pki();
     let (to_a, to_b) = (cluster.consumer(cluster.a()), cluster.consumer(cluster.b()));
     // Alternating between the brokers, more calls than the quota.
     let mut accepted = 0;
@@ -488,7 +374,7 @@ async fn a_day_quota_holds_across_both_brokers() {
         "accepted {accepted}, limited {limited}"
     );
     let used = query(
-        &cluster.url,
+        &cluster.place.pg.url,
         "SELECT coalesce(sum(used), 0)::bigint FROM quota_counts WHERE consumer = 'apl-cahul' AND service = 'asp-rsp/person-by-idnp' AND period = 'day'",
     )
     .await;
@@ -498,14 +384,10 @@ async fn a_day_quota_holds_across_both_brokers() {
 
 /// One number from `sql` on the database.
 async fn query(url: &str, sql: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
-    let value: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
-    drop(client);
-    let _ = connection.await;
-    value
+    with_session(url, async |client| {
+        client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -518,7 +400,7 @@ async fn each_broker_enforces_its_share_of_a_grants_rate() {
     })
     .await;
     cluster.wait_for_two_live().await;
-    let pki = cluster.bus.pki();
+    let pki = cluster.place.bus.pki();
     let (to_a, to_b) = (cluster.consumer(cluster.a()), cluster.consumer(cluster.b()));
     let mut statuses = Vec::new();
     for _ in 0..3 {
@@ -555,30 +437,17 @@ async fn each_broker_enforces_its_share_of_a_grants_rate() {
 async fn quota_leases_never_pass_the_quota_and_leave_at_most_one_lease_unspent() {
     use mconnect::store::{QuotaRefusal, QuotaWindow, SharedMetrics, SharedState, SharedTuning};
     const QUOTA: u64 = 1000;
-    let dir = tempfile::tempdir().unwrap();
-    let pg_dir = dir.path().join("pg");
-    let (pg, url) = tokio::task::spawn_blocking(move || {
-        let pg = LocalPostgres::start(&pg_dir).unwrap();
-        let url = pg.create_database("leases").unwrap();
-        (pg, url)
-    })
-    .await
-    .unwrap();
-    let settings = PostgresSettings::from_url(&url)
-        .unwrap()
-        .with_timeout(Duration::from_secs(5));
+    let pg = PgPlace::start("leases").await;
+    let url = pg.url.clone();
+    let settings = pg.settings(Duration::from_secs(5));
     let old_url = url.clone();
     let (a, b, metrics_a, metrics_b) = tokio::task::spawn_blocking(move || {
         drop(PgStore::open(&settings).unwrap());
         // Counts of a day long over, which the expiry pass at open deletes.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(execute(
-                &old_url,
-                "INSERT INTO quota_counts (consumer, service, period, window_no, used) VALUES ('apl-cahul', 'old', 'day', 1, 5)",
-            ));
+        block_on(execute(
+            &old_url,
+            "INSERT INTO quota_counts (consumer, service, period, window_no, used) VALUES ('apl-cahul', 'old', 'day', 1, 5)",
+        ));
         let (ma, mb) = (SharedMetrics::default(), SharedMetrics::default());
         let a = SharedState::open(&settings, SharedTuning::default(), ma.clone()).unwrap();
         let b = SharedState::open(&settings, SharedTuning::default(), mb.clone()).unwrap();
@@ -690,11 +559,8 @@ fn now_windows() -> (i64, i64) {
 
 /// Runs one statement on the database.
 async fn execute(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
-    client.execute(sql, &[]).await.unwrap();
-    drop(client);
-    let _ = connection.await;
+    with_session(url, async |client| {
+        client.execute(sql, &[]).await.unwrap();
+    })
+    .await
 }

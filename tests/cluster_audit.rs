@@ -16,7 +16,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,12 +26,12 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::Full;
 use mconnect::app::RunningBroker;
 use mconnect::audit::ship::{AuditCopy, BROKER_ID_FILE, verify_shipped};
-use mconnect::store::{Collection, PgAuditCopy, PgStore, PostgresSettings, StateStore, Write};
-use mconnect_cli::sandbox::postgres::LocalPostgres;
-use mconnect_sdk::{CallOutcome, Consumer, TrustedKeys};
-use support::Bus;
+use mconnect::store::{PgAuditCopy, PgStore, PostgresSettings};
+use mconnect_sdk::{CallOutcome, Consumer};
+use support::postgres::{
+    PUBLIC, PgPlace, PgSandbox, copy_policies, sandbox_broker_config, with_session,
+};
 
-const PUBLIC: &str = "https://bus.mconnect.test";
 const PERSON: &str = "2000000000015";
 const PATH: &str = "/r1/asp-rsp/person-by-idnp?idnp=2000000000015";
 const AUDITOR_BASIS: &str = "md-law-133-2011-art-27";
@@ -42,60 +42,38 @@ const CHILD_DIR: &str = "CLUSTER_AUDIT_CHILD_DIR";
 /// The sandbox, a PostgreSQL server with the sandbox's participants, and
 /// the directory the cluster's brokers live in.
 struct Place {
-    bus: Bus,
-    pg: LocalPostgres,
-    url: String,
-    dir: tempfile::TempDir,
+    cluster: PgSandbox,
 }
 
 impl Place {
     async fn start() -> Place {
-        let bus = Bus::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let pg_dir = dir.path().join("pg");
-        let (pg, url) = tokio::task::spawn_blocking(move || {
-            let pg = LocalPostgres::start(&pg_dir).unwrap();
-            let url = pg.create_database("cluster").unwrap();
-            (pg, url)
+        let cluster = PgSandbox::start(|to| {
+            // apl-cahul's rates and quotas out of reach.
+            copy_policies(to, |grant| {
+                if grant["consumer"] == "apl-cahul" {
+                    grant["rate_limit"] =
+                        serde_json::json!({"requests": 100000, "per": "second", "burst": 100000});
+                    grant.as_object_mut().unwrap().remove("quota");
+                }
+            })
         })
-        .await
-        .unwrap();
-        copy_policies(&dir.path().join("policies"));
-        let participants = bus
-            .sandbox
-            .broker
-            .broker
-            .registry()
-            .store()
-            .scan(Collection::Participants)
-            .unwrap();
-        let settings = PostgresSettings::from_url(&url).unwrap();
-        tokio::task::spawn_blocking(move || {
-            let store = PgStore::open(&settings).unwrap();
-            let writes: Vec<Write<'_>> = participants
-                .iter()
-                .map(|(k, v)| Write::Put(Collection::Participants, k, v))
-                .collect();
-            store.apply(&writes).unwrap();
-        })
-        .await
-        .unwrap();
+        .await;
+        let dir = cluster.dir.path();
         std::fs::write(
-            dir.path().join("sandbox-dir"),
-            bus.dir.path().display().to_string(),
+            dir.join("sandbox-dir"),
+            cluster.bus.dir.path().display().to_string(),
         )
         .unwrap();
-        std::fs::write(dir.path().join("pg-url"), &url).unwrap();
-        Place { bus, pg, url, dir }
+        std::fs::write(dir.join("pg-url"), &cluster.pg.url).unwrap();
+        Place { cluster }
     }
 
     async fn broker(&self, name: &str) -> RunningBroker {
-        let config = broker_config(self.bus.dir.path(), self.dir.path(), name, &self.url);
-        mconnect::app::start(config).await.unwrap()
+        self.cluster.broker(name, &broker_id(name)).await
     }
 
     fn audit_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("audit-{name}"))
+        self.cluster.dir.path().join(format!("audit-{name}"))
     }
 
     fn broker_id(&self, name: &str) -> String {
@@ -106,21 +84,13 @@ impl Place {
     }
 
     fn consumer(&self, participant: &str, data: std::net::SocketAddr) -> Consumer {
-        let dir = self.bus.dir.path();
-        let manifest = &self.bus.sandbox.manifest;
-        let pem = std::fs::read_to_string(dir.join(&manifest.broker.cert)).unwrap();
-        Consumer::new(
-            manifest.credentials(dir, participant).unwrap(),
-            &format!("https://{data}"),
-            TrustedKeys::from_pem(&pem).unwrap(),
-        )
-        .unwrap()
+        self.cluster.consumer(participant, data)
     }
 
     /// Checks the copy against the log of broker `name` (read from its
     /// directory, as `mconnect audit verify --shipped` does).
     async fn verify(&self, name: &str) -> mconnect::audit::ship::ShippedReport {
-        let settings = PostgresSettings::from_url(&self.url).unwrap();
+        let settings = PostgresSettings::from_url(&self.cluster.pg.url).unwrap();
         let dir = self.audit_dir(name);
         let id = self.broker_id(name);
         tokio::task::spawn_blocking(move || {
@@ -132,99 +102,54 @@ impl Place {
     }
 
     async fn stop(self) {
-        let pg = self.pg;
-        tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
-        self.bus.stop().await;
+        self.cluster.stop().await;
     }
 }
 
-/// The repository's policies with apl-cahul's rates and quotas out of reach.
-fn copy_policies(to: &Path) {
-    let from = support::repo().join("policies");
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(&from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-        for grant in doc["grants"].as_array_mut().unwrap() {
-            if grant["consumer"] == "apl-cahul" {
-                grant["rate_limit"] =
-                    serde_json::json!({"requests": 100000, "per": "second", "burst": 100000});
-                grant.as_object_mut().unwrap().remove("quota");
-            }
-        }
-        std::fs::write(
-            to.join(entry.file_name()),
-            serde_json::to_vec_pretty(&doc).unwrap(),
-        )
-        .unwrap();
-    }
-    let schema = from.join("schema");
-    let target = to.join("schema");
-    std::fs::create_dir_all(&target).unwrap();
-    for entry in std::fs::read_dir(&schema).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
+/// The `[audit]` section of cluster broker `name`'s broker.toml.
+fn broker_id(name: &str) -> String {
+    format!("[audit]\nbroker_id = \"broker-{name}\"\n")
 }
 
-fn broker_config(sandbox: &Path, dir: &Path, name: &str, url: &str) -> mconnect::config::Config {
-    let catalog = support::repo().join("catalog");
-    let text = format!(
-        r#"
-[listen]
-data = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-ops = "127.0.0.1:0"
-public_data_url = "{PUBLIC}"
-[tls]
-ca = "{pki}/ca.cert.pem"
-cert = "{pki}/broker.cert.pem"
-key = "{pki}/broker.key.pem"
-[storage]
-audit_dir = "audit-{name}"
-[state]
-postgres = "{url}"
-timeout_secs = 3
-[audit]
-broker_id = "broker-{name}"
-[catalog]
-dir = "{catalog}"
-[policies]
-dir = "{policies}"
-"#,
-        pki = sandbox.join("pki").display(),
-        catalog = catalog.display(),
-        policies = dir.join("policies").display(),
-    );
-    mconnect::config::Config::from_toml(&text, dir).unwrap()
-}
-
-/// apl-cahul's social-aid lookup of [`PERSON`], signed for the public
-/// authority, sent to `data`.
-async fn call(place: &Place, consumer: &Consumer, data: std::net::SocketAddr) -> CallOutcome {
-    let mut headers: HeaderMap = support::social_aid_headers(uuid::Uuid::new_v4());
+/// A request for `path` to the broker whose data plane is `data`, with
+/// `headers` signed by `participant` for the public authority.
+fn signed(
+    place: &Place,
+    participant: &str,
+    mut headers: HeaderMap,
+    path: &str,
+    data: std::net::SocketAddr,
+) -> http::Request<Full<Bytes>> {
     support::sign_as(
-        &place.bus.pki(),
-        "apl-cahul",
+        &place.cluster.bus.pki(),
+        participant,
         "GET",
-        &format!("{PUBLIC}{PATH}"),
+        &format!("{PUBLIC}{path}"),
         &mut headers,
         mconnect::exchange::unix_now(),
         None,
     );
     let mut request = http::Request::new(Full::new(Bytes::new()));
-    *request.uri_mut() = format!("https://{data}{PATH}").parse().unwrap();
+    *request.uri_mut() = format!("https://{data}{path}").parse().unwrap();
     *request.headers_mut() = headers;
-    consumer.send(request).await.unwrap()
+    request
+}
+
+/// apl-cahul's social-aid lookup of [`PERSON`], signed for the public
+/// authority.
+fn social_aid(place: &Place, data: std::net::SocketAddr) -> http::Request<Full<Bytes>> {
+    let headers = support::social_aid_headers(uuid::Uuid::new_v4());
+    signed(place, "apl-cahul", headers, PATH, data)
+}
+
+/// [`social_aid`], sent to `data`.
+async fn call(place: &Place, consumer: &Consumer, data: std::net::SocketAddr) -> CallOutcome {
+    consumer.send(social_aid(place, data)).await.unwrap()
 }
 
 /// A search on a broker's admin API as the sandbox auditor.
 async fn audit_search(place: &Place, admin: &str, query: &str) -> serde_json::Value {
-    let client = support::admin_client(place.bus.dir.path(), admin, "cnpdcp-audit");
+    let client = support::admin_client(place.cluster.bus.dir.path(), admin, "cnpdcp-audit");
     let mut request = client
         .plain(Method::GET, &format!("/v1/audit/records?{query}"), None)
         .unwrap();
@@ -244,34 +169,23 @@ async fn audit_search(place: &Place, admin: &str, query: &str) -> serde_json::Va
 
 /// (rows, min seq, max seq, shipped_seq) of one broker in the copy.
 async fn copy_of(url: &str, broker: &str) -> (i64, i64, i64, i64) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "SELECT count(*), coalesce(min(seq), -1), coalesce(max(seq), -1), \
-             (SELECT shipped_seq FROM audit_shipping WHERE broker_id = $1) \
-             FROM audit_records WHERE broker_id = $1",
-            &[&broker],
-        )
-        .await
-        .unwrap();
-    let out = (row.get(0), row.get(1), row.get(2), row.get(3));
-    drop(client);
-    let _ = connection.await;
-    out
+    with_session(url, async |client| {
+        let row = client
+            .query_one(
+                "SELECT count(*), coalesce(min(seq), -1), coalesce(max(seq), -1), \
+                 (SELECT shipped_seq FROM audit_shipping WHERE broker_id = $1) \
+                 FROM audit_records WHERE broker_id = $1",
+                &[&broker],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2), row.get(3))
+    })
+    .await
 }
 
 async fn execute(url: &str, sql: &str) -> u64 {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
-    let n = client.execute(sql, &[]).await.unwrap();
-    drop(client);
-    let _ = connection.await;
-    n
+    with_session(url, async |client| client.execute(sql, &[]).await.unwrap()).await
 }
 
 /// Waits (at most `within`) until `broker` has shipped everything.
@@ -293,7 +207,7 @@ async fn wait_shipped(broker: &RunningBroker, within: Duration) -> Duration {
 /// The copy holds exactly the broker's records: seqs 0..n, once each.
 async fn assert_complete(place: &Place, name: &str, tree_size: u64) {
     let id = place.broker_id(name);
-    let (rows, min, max, shipped) = copy_of(&place.url, &id).await;
+    let (rows, min, max, shipped) = copy_of(&place.cluster.pg.url, &id).await;
     let n = i64::try_from(tree_size).unwrap();
     assert_eq!(
         (rows, min, max, shipped),
@@ -402,18 +316,7 @@ async fn both_brokers_ship_in_order_search_together_and_the_copy_verifies() {
         "mconnect-request-id",
         uuid::Uuid::new_v4().to_string().parse().unwrap(),
     );
-    support::sign_as(
-        &place.bus.pki(),
-        "mconnect-portal",
-        "GET",
-        &format!("{PUBLIC}{path}"),
-        &mut headers,
-        mconnect::exchange::unix_now(),
-        None,
-    );
-    let mut request = http::Request::new(Full::new(Bytes::new()));
-    *request.uri_mut() = format!("https://{}{path}", a.data_addr()).parse().unwrap();
-    *request.headers_mut() = headers;
+    let request = signed(&place, "mconnect-portal", headers, &path, a.data_addr());
     let usage = portal.send(request).await.unwrap();
     assert_eq!(
         usage.status,
@@ -437,14 +340,14 @@ async fn both_brokers_ship_in_order_search_together_and_the_copy_verifies() {
     // PostgreSQL killed (SIGKILL) during calls: the calls are refused
     // (fail closed), their refusals recorded locally; shipping backs off,
     // then catches up once the server is back.
-    tokio::task::block_in_place(|| place.pg.crash().unwrap());
+    tokio::task::block_in_place(|| place.cluster.pg.server.crash().unwrap());
     for _ in 0..5 {
         let out = call(&place, &to_a, a.data_addr()).await;
         assert_eq!(out.status, StatusCode::SERVICE_UNAVAILABLE);
     }
     let status = a.broker.audit().shipping_status().unwrap();
     assert!(status.lag >= 5, "{status:?}");
-    tokio::task::block_in_place(|| place.pg.restart().unwrap());
+    tokio::task::block_in_place(|| place.cluster.pg.server.restart().unwrap());
     let restarted = Instant::now();
     let mut accepted = false;
     for _ in 0..50 {
@@ -467,7 +370,7 @@ async fn both_brokers_ship_in_order_search_together_and_the_copy_verifies() {
 
     // One shipped row changed behind the brokers' backs: the check names it.
     let changed = execute(
-        &place.url,
+        &place.cluster.pg.url,
         "UPDATE audit_records SET record = overlay(record placing '\\x20'::bytea from 2 for 1) \
          WHERE broker_id = 'broker-b' AND seq = 3",
     )
@@ -482,7 +385,7 @@ async fn both_brokers_ship_in_order_search_together_and_the_copy_verifies() {
     );
     // A deleted row is a gap.
     execute(
-        &place.url,
+        &place.cluster.pg.url,
         "DELETE FROM audit_records WHERE broker_id = 'broker-a' AND seq = 5",
     )
     .await;
@@ -513,7 +416,7 @@ impl ChildBroker {
     fn start(place: &Place, name: &str) -> ChildBroker {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "broker_child", "--ignored", "--nocapture"])
-            .env(CHILD_DIR, place.dir.path())
+            .env(CHILD_DIR, place.cluster.dir.path())
             .env("CLUSTER_AUDIT_CHILD_NAME", name)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -585,9 +488,15 @@ fn broker_child() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let running = mconnect::app::start(broker_config(&sandbox, &dir, &name, &url))
-            .await
-            .unwrap();
+        let running = mconnect::app::start(sandbox_broker_config(
+            &sandbox,
+            &dir,
+            &name,
+            &url,
+            &broker_id(&name),
+        ))
+        .await
+        .unwrap();
         println!("BROKER {} {}", running.data_addr(), running.ops_addr());
         // Bounded: the parent kills it long before.
         tokio::time::sleep(Duration::from_secs(300)).await;
@@ -610,19 +519,7 @@ async fn a_broker_killed_mid_load_resumes_shipping_without_gaps_or_duplicates() 
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let mut headers: HeaderMap = support::social_aid_headers(uuid::Uuid::new_v4());
-                support::sign_as(
-                    &place.bus.pki(),
-                    "apl-cahul",
-                    "GET",
-                    &format!("{PUBLIC}{PATH}"),
-                    &mut headers,
-                    mconnect::exchange::unix_now(),
-                    None,
-                );
-                let mut request = http::Request::new(Full::new(Bytes::new()));
-                *request.uri_mut() = format!("https://{data}{PATH}").parse().unwrap();
-                *request.headers_mut() = headers;
+                let request = social_aid(&place, data);
                 match tokio::time::timeout(Duration::from_secs(5), consumer.send(request)).await {
                     Ok(Ok(out)) if out.status == 200 => ok += 1,
                     Ok(Ok(_)) => {}
@@ -633,7 +530,7 @@ async fn a_broker_killed_mid_load_resumes_shipping_without_gaps_or_duplicates() 
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let shipped_before = copy_of(&place.url, "broker-a").await.3;
+    let shipped_before = copy_of(&place.cluster.pg.url, "broker-a").await.3;
     a.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut answered = 0;
@@ -679,11 +576,10 @@ async fn a_broker_killed_mid_load_resumes_shipping_without_gaps_or_duplicates() 
 fn a_copy_that_holds_nothing_of_a_broker_fails_verification() {
     // Guards the checker itself against passing vacuously: an unknown
     // broker id is a problem, not an empty success.
-    let dir = tempfile::tempdir().unwrap();
-    let pg = LocalPostgres::start(&dir.path().join("pg")).unwrap();
-    let url = pg.create_database("empty").unwrap();
-    let settings = PostgresSettings::from_url(&url).unwrap();
+    let pg = PgPlace::new("empty");
+    let settings = PostgresSettings::from_url(&pg.url).unwrap();
     drop(PgStore::open(&settings).unwrap());
+    let dir = tempfile::tempdir().unwrap();
     let copy = PgAuditCopy::open(&settings).unwrap();
     assert_eq!(copy.position("nobody", false).unwrap(), None);
     std::fs::create_dir_all(dir.path().join("log/segments")).unwrap();

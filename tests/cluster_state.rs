@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,77 +23,33 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use mconnect::app::RunningBroker;
 use mconnect::connect::client::AdminClient;
-use mconnect::store::{ChangeFeed, Changes, Collection, PgStore, PostgresSettings, StateStore};
-use mconnect_cli::sandbox::postgres::LocalPostgres;
+use mconnect::store::{ChangeFeed, Changes, Collection, PgStore, StateStore};
 use serde_json::{Value, json};
+use support::postgres::{PgBroker, PgPlace, block_on};
 
 /// How soon a change must be in force on the other broker.
 const WITHIN: Duration = Duration::from_secs(1);
 
-/// A server of its own and one database on it.
-struct PgPlace {
-    server: LocalPostgres,
-    url: String,
-    _dir: tempfile::TempDir,
-}
+/// How long a store waits for PostgreSQL.
+const TIMEOUT: Duration = Duration::from_secs(3);
 
-impl PgPlace {
-    fn new() -> PgPlace {
-        let dir = tempfile::tempdir().unwrap();
-        let server = LocalPostgres::start(&dir.path().join("pg")).unwrap();
-        let url = server.create_database("mconnect").unwrap();
-        PgPlace {
-            server,
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn settings(&self) -> PostgresSettings {
-        PostgresSettings::from_url(&self.url)
-            .unwrap()
-            .with_timeout(Duration::from_secs(3))
-    }
-
-    /// Runs `sql` (several statements allowed) on a session of the test's own.
-    fn execute(&self, sql: &str) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let connection = tokio::spawn(connection);
-            client.batch_execute(sql).await.unwrap();
-            drop(client);
-            let _ = connection.await;
-        })
-    }
-
-    /// Ends every broker's listening session (as a network failure would).
-    fn cut_listeners(&self) {
-        self.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mconnect-feed'",
-        );
-    }
+/// Ends every broker's listening session (as a network failure would).
+fn cut_listeners(place: &PgPlace) {
+    place.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mconnect-feed'",
+    );
 }
 
 /// The next changes of `feed`, or `None` after `within`.
 fn next(feed: &ChangeFeed, within: Duration) -> Option<Changes> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async { tokio::time::timeout(within, feed.next()).await.ok() })
+    block_on(async { tokio::time::timeout(within, feed.next()).await.ok() })
 }
 
 #[test]
 fn the_feed_announces_what_others_commit_and_resyncs_what_it_missed() {
-    let mut place = PgPlace::new();
-    let writer = PgStore::open(&place.settings()).unwrap();
-    let follower = PgStore::open(&place.settings()).unwrap();
+    let mut place = PgPlace::new("mconnect");
+    let writer = PgStore::open(&place.settings(TIMEOUT)).unwrap();
+    let follower = PgStore::open(&place.settings(TIMEOUT)).unwrap();
     let feed = follower.subscribe().expect("PostgreSQL has a change feed");
     assert_eq!(feed.health(), Ok(()));
 
@@ -141,7 +99,7 @@ fn the_feed_announces_what_others_commit_and_resyncs_what_it_missed() {
         None,
         "not announced"
     );
-    place.cut_listeners();
+    cut_listeners(&place);
     let changes = next(&feed, Duration::from_secs(10)).expect("a resync after reconnecting");
     assert!(changes.resync, "{changes:?}");
     // Until the resync is applied, the broker must not take changes.
@@ -207,17 +165,11 @@ const SFS: (&str, &str, &str, &str) = (
 
 impl Cluster {
     fn new() -> Cluster {
-        let place = PgPlace::new();
+        let place = PgPlace::new("mconnect");
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let pki = root.join("pki");
-        std::fs::create_dir_all(&pki).unwrap();
-        let ca = mconnect::pki::DevCa::generate("cluster test CA").unwrap();
-        ca.write(&pki).unwrap();
-        ca.issue("broker", "MConnect", mconnect::pki::KeyType::Ed25519)
-            .unwrap()
-            .write(&pki, "broker")
-            .unwrap();
+        let ca = support::dev_pki(&pki, "cluster test CA");
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         std::fs::create_dir_all(root.join("catalog")).unwrap();
         for file in ["tax-debts.json", "mconnect.json"] {
@@ -255,7 +207,7 @@ impl Cluster {
         // file names MCabinet).
         let cas = mconnect::tls::load_certificates(&pki.join("ca.cert.pem")).unwrap();
         let anchors = mconnect::trust::TrustAnchors::new(&cas).unwrap();
-        let store: Arc<dyn StateStore> = Arc::new(PgStore::open(&place.settings()).unwrap());
+        let store: Arc<dyn StateStore> = Arc::new(PgStore::open(&place.settings(TIMEOUT)).unwrap());
         let registry = mconnect::registry::Registry::open(store, anchors).unwrap();
         for (id, idno, name, role) in [OPERATOR, MCABINET, SFS] {
             let issued = ca.issue(id, name, mconnect::pki::KeyType::Ed25519).unwrap();
@@ -268,29 +220,7 @@ impl Cluster {
     }
 
     fn config(&self, name: &str) -> mconnect::config::Config {
-        let text = format!(
-            r#"
-[listen]
-data = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-ops = "127.0.0.1:0"
-[tls]
-ca = "pki/ca.cert.pem"
-cert = "pki/broker.cert.pem"
-key = "pki/broker.key.pem"
-[storage]
-audit_dir = "audit-{name}"
-[state]
-postgres = "{url}"
-timeout_secs = 3
-[catalog]
-dir = "catalog"
-[policies]
-dir = "policies"
-"#,
-            url = self.place.url
-        );
-        mconnect::config::Config::from_toml(&text, self.dir.path()).unwrap()
+        PgBroker::new(&self.place.url, &format!("audit-{name}")).config(self.dir.path())
     }
 
     fn admin(&self, broker: &RunningBroker, who: &str) -> AdminClient {
@@ -367,26 +297,10 @@ fn grant_status(broker: &RunningBroker, id: &str) -> Option<String> {
         .map(|v| v["status"].as_str().unwrap_or_default().to_string())
 }
 
-/// A plain-HTTP GET (the operations listener): status and JSON body.
+/// `/readyz` of the operations listener: status and JSON body.
 async fn readyz(broker: &RunningBroker) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(broker.ops_addr())
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = support::plain_get(broker.ops_addr(), "/readyz").await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// MCabinet's access-history call, answered by the broker itself.

@@ -137,6 +137,37 @@ fn id_in(location: &str) -> String {
         .to_owned()
 }
 
+/// Maria, another authority's administrator, signed in: application `id`
+/// and its edit page are not found for her.
+async fn hidden_from_maria(bus: &Bus, id: &str) -> Browser {
+    let mut maria = Browser::new(bus);
+    maria.sign_in(MARIA).await;
+    for path in [
+        format!("/applications/{id}"),
+        format!("/applications/{id}/edit"),
+    ] {
+        assert_eq!(maria.go("GET", &path, None).await.status, 404, "{path}");
+    }
+    maria
+}
+
+/// The provider confirms on `page`, the confirmation page of request `id`:
+/// the request, in force.
+async fn confirm(
+    provider: &mut Browser,
+    page: &Seen,
+    store: &dyn mconnect::store::StateStore,
+    id: &str,
+) -> mconnect::connect::ConnectionRequest {
+    let confirmed = provider
+        .post(&format!("/confirmations/{id}/confirm"), page, &[])
+        .await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let kept = mconnect::connect::load(store, id).unwrap().unwrap();
+    assert_eq!(kept.state, mconnect::connect::State::Active);
+    kept
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authority_applies_signs_resubmits_and_gets_its_grant_and_every_change_is_mailed() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,14 +303,7 @@ async fn an_authority_applies_signs_resubmits_and_gets_its_grant_and_every_chang
 
     // Another authority's administrator sees nothing of it and can do
     // nothing with it; nor the operator's pages.
-    let mut maria = Browser::new(&bus);
-    maria.sign_in(MARIA).await;
-    for path in [
-        format!("/applications/{id}"),
-        format!("/applications/{id}/edit"),
-    ] {
-        assert_eq!(maria.go("GET", &path, None).await.status, 404, "{path}");
-    }
+    let mut maria = hidden_from_maria(&bus, &id).await;
     let theirs = maria.go("GET", "/applications", None).await;
     assert!(!theirs.body.contains(&id));
     assert_eq!(maria.go("GET", "/operator", None).await.status, 403);
@@ -417,14 +441,7 @@ async fn an_authority_applies_signs_resubmits_and_gets_its_grant_and_every_chang
         !page.body.contains("/approve\""),
         "a provider is offered no operator decision"
     );
-    let confirmed = victor
-        .post(&format!("/confirmations/{id}/confirm"), &page, &[])
-        .await;
-    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
-    let kept = mconnect::connect::load(store.as_ref(), &id)
-        .unwrap()
-        .unwrap();
-    assert_eq!(kept.state, mconnect::connect::State::Active);
+    let kept = confirm(&mut victor, &page, store.as_ref(), &id).await;
     let grant = kept.grants[0].clone();
 
     // The authority's administrator gives herself the new grant and looks
@@ -707,14 +724,7 @@ async fn an_authority_not_on_the_bus_applies_through_the_portal_and_joins_on_app
     assert_eq!(kept.application.applicant.system, COPCEAC);
 
     // Another authority's administrator sees nothing of it.
-    let mut maria = Browser::new(&bus);
-    maria.sign_in(MARIA).await;
-    for path in [
-        format!("/applications/{id}"),
-        format!("/applications/{id}/edit"),
-    ] {
-        assert_eq!(maria.go("GET", &path, None).await.status, 404, "{path}");
-    }
+    let mut maria = hidden_from_maria(&bus, &id).await;
     assert!(
         !maria
             .go("GET", "/applications", None)
@@ -822,14 +832,7 @@ async fn an_authority_not_on_the_bus_applies_through_the_portal_and_joins_on_app
     let page = victor
         .go("GET", &format!("/confirmations/{id}?lang=en"), None)
         .await;
-    let confirmed = victor
-        .post(&format!("/confirmations/{id}/confirm"), &page, &[])
-        .await;
-    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
-    let kept = mconnect::connect::load(store.as_ref(), &id)
-        .unwrap()
-        .unwrap();
-    assert_eq!(kept.state, mconnect::connect::State::Active);
+    confirm(&mut victor, &page, store.as_ref(), &id).await;
     let shown = nicolae
         .go("GET", &format!("/applications/{id}?lang=en"), None)
         .await;
@@ -886,60 +889,43 @@ async fn only_an_intermediary_with_the_officials_signature_files_for_an_authorit
     let portal = support::admin_client(bus.dir.path(), &admin_url, "mconnect-portal");
     let cahul = support::admin_client(bus.dir.path(), &admin_url, "apl-cahul");
     let path = "/v1/connection-requests";
-    let submit = |client: &mconnect::connect::client::AdminClient,
-                  body: Vec<u8>,
-                  user: Option<mconnect::connect::client::UserSigned>| {
-        match user {
-            Some(user) => {
-                client.signed_by_user(http::Method::POST, path, body.into(), NICOLAE, &user)
-            }
-            None => client.signed(http::Method::POST, path, body.into(), NICOLAE),
-        }
-        .unwrap()
+    use mconnect::connect::client::AdminClient;
+    // `client` files `body`, with Nicolae's own signature when `signed`:
+    // the status and answer.
+    let file = async |client: &AdminClient, body: Vec<u8>, signed: bool| {
+        let request = if signed {
+            let user = nicolae_signs(&bus, &body);
+            client.signed_by_user(http::Method::POST, path, body.into(), NICOLAE, &user)
+        } else {
+            client.signed(http::Method::POST, path, body.into(), NICOLAE)
+        };
+        client.send(request.unwrap()).await.unwrap()
     };
+    // Filed and refused with `status` and `code`: the problem.
+    let refused =
+        async |client: &AdminClient, body: Vec<u8>, signed: bool, status: u16, code: &str| {
+            let (got, problem) = file(client, body, signed).await;
+            assert_eq!(got, status, "{problem}");
+            assert_eq!(problem["code"], code, "{problem}");
+            problem
+        };
     let joining = copceac_application(COPCEAC, COPCEAC_IDNO, Some(&issued.cert_pem));
 
     // An intermediary without the official's own signature.
-    let (status, problem) = portal
-        .send(submit(&portal, joining.clone(), None))
-        .await
-        .unwrap();
-    assert_eq!(status, 403, "{problem}");
-    assert_eq!(
-        problem["code"], "connect.user_signature_required",
-        "{problem}"
-    );
+    let code = "connect.user_signature_required";
+    refused(&portal, joining.clone(), false, 403, code).await;
 
     // A participant that is not an intermediary, signing for another.
-    let (status, problem) = cahul
-        .send(submit(
-            &cahul,
-            joining.clone(),
-            Some(nicolae_signs(&bus, &joining)),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(status, 403, "{problem}");
-    assert_eq!(problem["code"], "connect.signer_not_applicant", "{problem}");
+    let code = "connect.signer_not_applicant";
+    refused(&cahul, joining.clone(), true, 403, code).await;
 
     // An intermediary filing for an authority already on the bus.
     let registered = copceac_application("apl-cahul", "1003603000063", None);
-    let (status, problem) = portal
-        .send(submit(
-            &portal,
-            registered.clone(),
-            Some(nicolae_signs(&bus, &registered)),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(status, 403, "{problem}");
-    assert_eq!(problem["code"], "connect.signer_not_applicant", "{problem}");
+    refused(&portal, registered, true, 403, code).await;
 
     // A registration for a system that is registered already.
     let again = copceac_application("apl-cahul", "1003603000063", Some(&issued.cert_pem));
-    let (status, problem) = cahul.send(submit(&cahul, again, None)).await.unwrap();
-    assert_eq!(status, 422, "{problem}");
-    assert_eq!(problem["code"], "connect.application_invalid", "{problem}");
+    let problem = refused(&cahul, again, false, 422, "connect.application_invalid").await;
     assert!(
         problem["detail"]
             .as_str()
@@ -954,16 +940,7 @@ async fn only_an_intermediary_with_the_officials_signature_files_for_an_authorit
         .issue(COPCEAC, "Copceac", mconnect::pki::KeyType::Ed25519)
         .unwrap();
     let foreign = copceac_application(COPCEAC, COPCEAC_IDNO, Some(&stranger.cert_pem));
-    let (status, problem) = portal
-        .send(submit(
-            &portal,
-            foreign.clone(),
-            Some(nicolae_signs(&bus, &foreign)),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(status, 422, "{problem}");
-    assert_eq!(problem["code"], "certificate.untrusted", "{problem}");
+    let problem = refused(&portal, foreign, true, 422, "certificate.untrusted").await;
     // The words the portal shows beside the field before signing.
     assert_eq!(
         problem["detail"],
@@ -982,14 +959,7 @@ async fn only_an_intermediary_with_the_officials_signature_files_for_an_authorit
             .unwrap()
             .is_empty()
     );
-    let (status, answer) = portal
-        .send(submit(
-            &portal,
-            joining.clone(),
-            Some(nicolae_signs(&bus, &joining)),
-        ))
-        .await
-        .unwrap();
+    let (status, answer) = file(&portal, joining, true).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["filed_by"], "mconnect-portal");
     assert_eq!(

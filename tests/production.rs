@@ -36,13 +36,7 @@ impl Install {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let pki = root.join("pki");
-        std::fs::create_dir_all(&pki).unwrap();
-        let ca = DevCa::generate("production test CA").unwrap();
-        ca.write(&pki).unwrap();
-        ca.issue("broker", "MConnect", KeyType::Ed25519)
-            .unwrap()
-            .write(&pki, "broker")
-            .unwrap();
+        let ca = support::dev_pki(&pki, "production test CA");
         let people = [
             ("age-operator", "1003600000017", "operator"),
             ("cnpdcp-audit", "1003600000028", "auditor"),
@@ -187,21 +181,40 @@ tree_head_interval_secs = 0
         .unwrap()
     }
 
-    fn mconnect(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(support::mconnect_bin())
-            .args(args)
-            .current_dir(self.root())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+    /// `mconnect audit verify --quiet` of the audit log against `cert`.
+    fn verify_audit(&self, cert: &str) -> (i32, String) {
+        self.mconnect(&[
+            "audit",
+            "verify",
+            "--quiet",
+            "--dir",
+            "var/audit",
+            "--cert",
+            cert,
+        ])
     }
+
+    fn mconnect(&self, args: &[&str]) -> (i32, String) {
+        mconnect_in(self.root(), args)
+    }
+}
+
+/// `mconnect` with `args`, run in `dir`: its exit code, and stdout then
+/// stderr.
+fn mconnect_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(support::mconnect_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// A running `mconnect serve`, killed if the test fails before it stops it.
@@ -336,6 +349,22 @@ async fn call_once(
         .await
 }
 
+/// Asserts that `broker` lists `count` participants (asked as the operator).
+async fn assert_participants(install: &Install, broker: &Broker, count: usize) {
+    let (status, body) = admin_get(
+        &install.admin(broker, "age-operator"),
+        "/v1/participants",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["participants"].as_array().unwrap().len(),
+        count,
+        "{body}"
+    );
+}
+
 async fn admin_get(
     admin: &mconnect::connect::client::AdminClient,
     path: &str,
@@ -418,14 +447,7 @@ async fn serve_registers_the_first_participants_once_all_or_nothing() {
 
     // The same file again: nothing to do, the broker starts.
     let broker = install.serve(&["--init-participants", "participants.json"]);
-    let (status, body) = admin_get(
-        &install.admin(&broker, "age-operator"),
-        "/v1/participants",
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["participants"].as_array().unwrap().len(), 3, "{body}");
+    assert_participants(&install, &broker, 3).await;
     broker.stop();
 
     // Another file on a store that holds participants: refused, exit 64.
@@ -500,26 +522,10 @@ async fn the_broker_key_rotates_and_old_receipts_and_tree_heads_still_verify() {
     keyids.sort_unstable();
     keyids.dedup();
     assert_eq!(keyids.len(), 2, "tree heads of both keys");
-    let (code, out) = install.mconnect(&[
-        "audit",
-        "verify",
-        "--quiet",
-        "--dir",
-        "var/audit",
-        "--cert",
-        "var/audit/broker-certificates.pem",
-    ]);
+    let (code, out) = install.verify_audit("var/audit/broker-certificates.pem");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("result          : OK"), "{out}");
-    let (code, out) = install.mconnect(&[
-        "audit",
-        "verify",
-        "--quiet",
-        "--dir",
-        "var/audit",
-        "--cert",
-        "pki-next/broker.cert.pem",
-    ]);
+    let (code, out) = install.verify_audit("pki-next/broker.cert.pem");
     assert_eq!(
         code, 1,
         "the new certificate alone does not verify old heads: {out}"
@@ -548,18 +554,9 @@ async fn a_backup_taken_while_serving_restores_into_an_empty_installation() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let root = install.root().to_path_buf();
     let (code, out) = tokio::task::spawn_blocking(move || {
-        let out = Command::new(support::mconnect_bin())
-            .args(["backup", "--config", "broker.toml", "--out", "backup"])
-            .current_dir(root)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        mconnect_in(
+            &root,
+            &["backup", "--config", "broker.toml", "--out", "backup"],
         )
     })
     .await
@@ -605,28 +602,13 @@ async fn a_backup_taken_while_serving_restores_into_an_empty_installation() {
     let (code, out) = install.mconnect(&["restore", "--config", "broker.toml", "--from", "backup"]);
     assert_eq!(code, 0, "{out}");
     assert!(!install.audit_dir().join("index.redb").exists());
-    let (code, out) = install.mconnect(&[
-        "audit",
-        "verify",
-        "--quiet",
-        "--dir",
-        "var/audit",
-        "--cert",
-        "pki/broker.cert.pem",
-    ]);
+    let (code, out) = install.verify_audit("pki/broker.cert.pem");
     assert_eq!(code, 0, "{out}");
 
     // The restored broker knows its participants and finds the calls made
     // before the backup (the indexes are rebuilt at start).
     let broker = install.serve(&[]);
-    let (status, body) = admin_get(
-        &install.admin(&broker, "age-operator"),
-        "/v1/participants",
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["participants"].as_array().unwrap().len(), 3, "{body}");
+    assert_participants(&install, &broker, 3).await;
     let (status, body) = admin_get(
         &install.admin(&broker, "cnpdcp-audit"),
         "/v1/audit/records?client=apl-cahul&limit=100",
@@ -657,15 +639,7 @@ async fn a_backup_taken_while_serving_restores_into_an_empty_installation() {
     let after = call(&install.consumer(&broker)).await;
     assert!(after.seq > before[1].seq);
     broker.stop();
-    let (code, out) = install.mconnect(&[
-        "audit",
-        "verify",
-        "--quiet",
-        "--dir",
-        "var/audit",
-        "--cert",
-        "pki/broker.cert.pem",
-    ]);
+    let (code, out) = install.verify_audit("pki/broker.cert.pem");
     assert_eq!(code, 0, "{out}");
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::Full;
 use mconnect_sdk::{CallOutcome, Consumer};
-use support::{Bus, assert_refused};
+use support::{Bus, assert_ok, assert_refused};
 
 const PERSON: &str = "2000000000015";
 const PATH: &str = "/r1/asp-rsp/person-by-idnp?idnp=2000000000015";
@@ -87,16 +87,6 @@ fn fixed_args(dir: &Path) -> mconnect_cli::sandbox::SandboxArgs {
         admin_port: free_port(),
         ..support::args(dir)
     }
-}
-
-fn assert_ok(outcome: &CallOutcome) {
-    assert_eq!(
-        outcome.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&outcome.body)
-    );
-    assert!(outcome.receipt.is_ok(), "{:?}", outcome.receipt);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

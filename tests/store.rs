@@ -12,12 +12,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mconnect::store::{Collection, PgStore, PostgresSettings, StateStore, Write};
+use mconnect::store::{Collection, PgStore, StateStore, Write};
 use mconnect_cli::sandbox::postgres::LocalPostgres;
+use support::postgres::{PgBroker, PgPlace};
 
 /// `suite.rs` names the store's items as `crate::store::...`.
 mod store {
@@ -30,55 +33,12 @@ mod suite;
 
 use suite::Place;
 
-/// A server of its own and one database on it.
-struct PgPlace {
-    server: LocalPostgres,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PgPlace {
-    fn new() -> PgPlace {
-        // Under the system's temporary directory, which the postgres user
-        // can reach.
-        let dir = tempfile::tempdir().unwrap();
-        let server = LocalPostgres::start(&dir.path().join("pg")).unwrap();
-        let url = server.create_database("mconnect").unwrap();
-        PgPlace {
-            server,
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn settings(&self) -> PostgresSettings {
-        PostgresSettings::from_url(&self.url)
-            .unwrap()
-            .with_timeout(Duration::from_secs(5))
-    }
-
-    /// Runs `sql` on the database with a client of the test's own.
-    fn query(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let connection = tokio::spawn(connection);
-            let rows = client.query(sql, &[]).await.unwrap();
-            drop(client);
-            let _ = connection.await;
-            rows
-        })
-    }
-}
+/// How long a store waits for PostgreSQL.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Place for PgPlace {
     fn open(&self) -> Arc<dyn StateStore> {
-        Arc::new(PgStore::open(&self.settings()).unwrap())
+        Arc::new(PgStore::open(&self.settings(TIMEOUT)).unwrap())
     }
 }
 
@@ -86,13 +46,13 @@ mod on_postgres {
     use super::PgPlace;
     use crate::suite::Place;
 
-    store_suite!(crate::suite, PgPlace::new());
+    store_suite!(crate::suite, PgPlace::new("mconnect"));
 }
 
 #[test]
 fn brokers_opening_one_database_together_migrate_it_once_and_share_it() {
-    let place = PgPlace::new();
-    let settings = place.settings();
+    let place = PgPlace::new("mconnect");
+    let settings = place.settings(TIMEOUT);
     let stores: Vec<PgStore> = (0..3)
         .map(|_| {
             let settings = settings.clone();
@@ -151,8 +111,8 @@ fn brokers_opening_one_database_together_migrate_it_once_and_share_it() {
 
 #[test]
 fn committed_writes_survive_a_crash_of_the_server_and_the_store_reconnects_by_itself() {
-    let mut place = PgPlace::new();
-    let store = PgStore::open(&place.settings()).unwrap();
+    let mut place = PgPlace::new("mconnect");
+    let store = PgStore::open(&place.settings(TIMEOUT)).unwrap();
     store
         .apply(&[
             Write::Put(
@@ -198,7 +158,7 @@ fn committed_writes_survive_a_crash_of_the_server_and_the_store_reconnects_by_it
     );
     store.put(Collection::Participants, "after", b"1").unwrap();
     drop(store);
-    let reopened = PgStore::open(&place.settings()).unwrap();
+    let reopened = PgStore::open(&place.settings(TIMEOUT)).unwrap();
     assert_eq!(
         reopened.get(Collection::Participants, "after").unwrap(),
         Some(b"1".to_vec())
@@ -207,8 +167,8 @@ fn committed_writes_survive_a_crash_of_the_server_and_the_store_reconnects_by_it
 
 #[test]
 fn a_server_that_is_not_there_fails_the_open_within_the_timeout() {
-    let mut place = PgPlace::new();
-    let settings = place.settings().with_timeout(Duration::from_secs(2));
+    let mut place = PgPlace::new("mconnect");
+    let settings = place.settings(Duration::from_secs(2));
     place.server.stop().unwrap();
     let started = Instant::now();
     let err = PgStore::open(&settings).err().unwrap().to_string();
@@ -223,19 +183,22 @@ fn a_server_that_is_not_there_fails_the_open_within_the_timeout() {
 
 #[test]
 fn a_schema_from_a_newer_broker_is_refused() {
-    let place = PgPlace::new();
-    drop(PgStore::open(&place.settings()).unwrap());
+    let place = PgPlace::new("mconnect");
+    drop(PgStore::open(&place.settings(TIMEOUT)).unwrap());
     place.query(
         "INSERT INTO schema_migrations (version, name, applied_on, checksum) VALUES (9999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
     );
-    let err = PgStore::open(&place.settings()).err().unwrap().to_string();
+    let err = PgStore::open(&place.settings(TIMEOUT))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("migrat"), "{err}");
 }
 
 #[test]
 fn a_wrong_password_is_refused_at_open() {
-    let place = PgPlace::new();
-    let settings = place.settings().with_password(b"not-the-password");
+    let place = PgPlace::new("mconnect");
+    let settings = place.settings(TIMEOUT).with_password(b"not-the-password");
     let err = PgStore::open(&settings).err().unwrap().to_string();
     assert!(
         err.contains("password") || err.contains("authentication"),
@@ -315,7 +278,7 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_configured_for_postgres_keeps_its_registry_there() {
-    let place = tokio::task::spawn_blocking(PgPlace::new).await.unwrap();
+    let place = PgPlace::start("mconnect").await;
     let dir = tempfile::tempdir().unwrap();
     let config = broker_config(dir.path(), &place.url);
     assert!(matches!(
@@ -350,12 +313,12 @@ async fn a_broker_configured_for_postgres_keeps_its_registry_there() {
     .await
     .unwrap()
     .unwrap();
-    let (status, body) = plain_get(running.ops_addr(), "/readyz").await;
+    let (status, body) = support::plain_get(running.ops_addr(), "/readyz").await;
     assert_eq!(status, 200, "{body}");
     running.shutdown().await;
 
     // In PostgreSQL, where a second broker (or this one, restarted) finds it.
-    let settings = place.settings();
+    let settings = place.settings(TIMEOUT);
     let stored = tokio::task::spawn_blocking(move || {
         PgStore::open(&settings)
             .unwrap()
@@ -375,67 +338,19 @@ async fn a_broker_configured_for_postgres_keeps_its_registry_there() {
             .is_some()
     );
     running.shutdown().await;
-    tokio::task::spawn_blocking(move || drop(place))
-        .await
-        .unwrap();
+    place.stop().await;
 }
 
 /// A broker.toml with a development PKI, an empty catalog and policies, and
 /// `[state] postgres`.
 fn broker_config(dir: &Path, url: &str) -> mconnect::config::Config {
-    let pki = dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let ca = mconnect::pki::DevCa::generate("store test CA").unwrap();
-    ca.write(&pki).unwrap();
-    ca.issue("broker", "MConnect", mconnect::pki::KeyType::Ed25519)
-        .unwrap()
-        .write(&pki, "broker")
-        .unwrap();
+    support::dev_pki(&dir.join("pki"), "store test CA");
     for d in ["catalog", "policies"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    let text = format!(
-        r#"
-[listen]
-data = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-ops = "127.0.0.1:0"
-[tls]
-ca = "pki/ca.cert.pem"
-cert = "pki/broker.cert.pem"
-key = "pki/broker.key.pem"
-[storage]
-audit_dir = "audit"
-[state]
-postgres = "{url}"
-timeout_secs = 5
-[catalog]
-dir = "catalog"
-[policies]
-dir = "policies"
-"#
-    );
-    mconnect::config::Config::from_toml(&text, dir).unwrap()
-}
-
-/// A plain-HTTP GET on the operations listener: status and body.
-async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    PgBroker {
+        timeout_secs: 5,
+        ..PgBroker::new(url, "audit")
+    }
+    .config(dir)
 }

@@ -92,21 +92,7 @@ mod tests {
 
     use super::*;
     use crate::connect::application::Registration;
-    use crate::registry::Organisation;
-
-    fn participant(id: &str, idno: &str, roles: &[Role]) -> Participant {
-        Participant {
-            id: id.into(),
-            organisation: Organisation {
-                idno: idno.into(),
-                name: id.into(),
-            },
-            roles: roles.to_vec(),
-            certificates: Vec::new(),
-            endpoints: Vec::new(),
-            confidential: false,
-        }
-    }
+    use crate::connect::tests::participant;
 
     fn application(registration: bool) -> Application {
         let mut value = serde_json::json!({

@@ -16,7 +16,9 @@ use crate::store::RedbStore;
 const DAY: i64 = 86_400;
 const T0: i64 = 1_750_000_000;
 
-fn participant(id: &str, idno: &str, roles: &[Role]) -> Participant {
+/// A participant with no certificates or endpoints, named by its id (also
+/// used by the tests of `filer`).
+pub(super) fn participant(id: &str, idno: &str, roles: &[Role]) -> Participant {
     Participant {
         id: id.into(),
         organisation: Organisation {

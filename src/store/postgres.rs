@@ -299,24 +299,9 @@ impl PgStore {
         let mut config = settings.session_config();
         let listener = listen::Listener::new();
         listener.tag(&mut config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
         let timeout = settings.timeout;
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .build()
-            .map_err(|e| open_err(chain(&e)))?;
-        let (driver, stop, thread) = driver_thread()
-            .map_err(|e| open_err(format!("cannot start the PostgreSQL thread: {e}")))?;
+        let pool = build_pool(config.clone(), settings.pool_size, timeout).map_err(open_err)?;
+        let (driver, stop, thread) = driver_thread().map_err(open_err)?;
         // From here on, dropping `store` stops the thread.
         let store = PgStore {
             pool,
@@ -356,33 +341,106 @@ impl PgStore {
         T: Send + 'static,
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
-        let (answer, wait) = std::sync::mpsc::sync_channel(1);
-        let pool = self.pool.clone();
         let timeout = self.timeout;
-        self.driver.spawn(async move {
-            let outcome = match tokio::time::timeout(timeout, work(pool)).await {
-                Ok(outcome) => outcome,
-                Err(_) if committing.is_some_and(|c| c.load(Ordering::SeqCst)) => Err(format!(
+        let outcome = run_on_driver(&self.driver, &self.pool, timeout, work, move || {
+            if committing.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                format!(
                     "PostgreSQL did not confirm the commit within {timeout:?}: the batch may or may not have been applied"
-                )),
-                Err(_) => Err(format!(
-                    "no answer from PostgreSQL within {timeout:?} (nothing was written)"
-                )),
-            };
-            // The caller may be gone only if its thread died; nothing to tell.
-            let _ = answer.send(outcome);
-        });
-        let outcome = wait.recv().unwrap_or_else(|_| {
+                )
+            } else {
+                format!("no answer from PostgreSQL within {timeout:?} (nothing was written)")
+            }
+        })
+        .unwrap_or_else(|| {
             Err("the PostgreSQL thread has stopped (the store is closing)".to_string())
         });
         outcome.map_err(|reason| StoreError::Operation { operation, reason })
     }
 }
 
+/// Hands `work` on `pool` to the driver thread and waits for its answer, at
+/// most `timeout`; after that, the error is what `timed_out` says then.
+/// `None`: the driver thread has stopped.
+fn run_on_driver<T, F>(
+    driver: &tokio::runtime::Handle,
+    pool: &Pool,
+    timeout: Duration,
+    work: impl FnOnce(Pool) -> F + Send + 'static,
+    timed_out: impl FnOnce() -> String + Send + 'static,
+) -> Option<Result<T, String>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let (answer, wait) = std::sync::mpsc::sync_channel(1);
+    let pool = pool.clone();
+    driver.spawn(async move {
+        let outcome = tokio::time::timeout(timeout, work(pool))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        // The caller may be gone only if its thread died; nothing to tell.
+        let _ = answer.send(outcome);
+    });
+    wait.recv().ok()
+}
+
+/// Closes `pool`, then ends the driver thread ([`driver_thread`]) and waits
+/// for it.
+fn close_driver(
+    pool: &Pool,
+    stop: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    thread: &mut Option<std::thread::JoinHandle<()>>,
+) {
+    pool.close();
+    if let Some(stop) = stop.take() {
+        let _ = stop.send(());
+    }
+    if let Some(thread) = thread.take() {
+        let _ = thread.join();
+    }
+}
+
+/// A pool of at most `max_size` sessions of `config`, each wait of it (for
+/// a free session, a new connection, a recycling check) bounded by
+/// `timeout`.
+fn build_pool(
+    config: tokio_postgres::Config,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<Pool, String> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .map_err(|e| chain(&e))
+}
+
 /// The thread that runs the driver: a current-thread runtime driven until
 /// `stop` is sent or dropped. The runtime is built and dropped on that
 /// thread, never inside the caller's.
-fn driver_thread() -> std::io::Result<(
+fn driver_thread() -> Result<
+    (
+        tokio::runtime::Handle,
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ),
+    String,
+> {
+    driver_thread_io().map_err(|e| format!("cannot start the PostgreSQL thread: {e}"))
+}
+
+/// [`driver_thread`], failing with the I/O error.
+fn driver_thread_io() -> std::io::Result<(
     tokio::runtime::Handle,
     tokio::sync::oneshot::Sender<()>,
     std::thread::JoinHandle<()>,
@@ -597,12 +655,6 @@ impl StateStore for PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.pool.close();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        close_driver(&self.pool, &mut self.stop, &mut self.thread);
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
+pub mod postgres;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,19 @@ use mconnect_sdk::{Call, CallOutcome, Consumer};
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A development CA named `ca_name` in `pki` (created), with a broker
+/// certificate and key (`broker.cert.pem`, `broker.key.pem`).
+pub fn dev_pki(pki: &Path, ca_name: &str) -> mconnect::pki::DevCa {
+    std::fs::create_dir_all(pki).unwrap();
+    let ca = mconnect::pki::DevCa::generate(ca_name).unwrap();
+    ca.write(pki).unwrap();
+    ca.issue("broker", "MConnect", mconnect::pki::KeyType::Ed25519)
+        .unwrap()
+        .write(pki, "broker")
+        .unwrap();
+    ca
 }
 
 /// Where cargo put this build's binaries: `target/{profile}`, the parent of
@@ -136,6 +150,17 @@ pub fn code(outcome: &CallOutcome) -> String {
         .ok()
         .and_then(|v| v["code"].as_str().map(str::to_string))
         .unwrap_or_else(|| format!("<no code: {}>", String::from_utf8_lossy(&outcome.body)))
+}
+
+/// Asserts an answer 200 with a verified receipt.
+pub fn assert_ok(outcome: &CallOutcome) {
+    assert_eq!(
+        outcome.status,
+        http::StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&outcome.body)
+    );
+    assert!(outcome.receipt.is_ok(), "{:?}", outcome.receipt);
 }
 
 /// Asserts status and code, and that even the refusal carries a verified receipt.

@@ -827,8 +827,12 @@ fn new(_who: &Applicant<'_>, catalog: &Catalog, lang: Lang, error: bool) -> Page
 
 /// The broker's participants, id → organisation IDNO, for validation.
 async fn participants(client: &AdminClient) -> Result<HashMap<String, String>, StatusCode> {
-    let list = admin_get(client, "/v1/participants").await?;
-    Ok(list["participants"]
+    Ok(idnos(&admin_get(client, "/v1/participants").await?))
+}
+
+/// Id → organisation IDNO of each participant in the broker's list.
+fn idnos(list: &Value) -> HashMap<String, String> {
+    list["participants"]
         .as_array()
         .into_iter()
         .flatten()
@@ -838,7 +842,7 @@ async fn participants(client: &AdminClient) -> Result<HashMap<String, String>, S
                 p["organisation"]["idno"].as_str()?.to_owned(),
             ))
         })
-        .collect())
+        .collect()
 }
 
 /// The applicant part of the official's organisation, as the broker lists
@@ -858,17 +862,7 @@ async fn organisation(
         return Ok((applicant, participants));
     }
     let list = admin_get(who.client, "/v1/participants").await?;
-    let participants: HashMap<String, String> = list["participants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p["id"].as_str()?.to_owned(),
-                p["organisation"]["idno"].as_str()?.to_owned(),
-            ))
-        })
-        .collect();
+    let participants = idnos(&list);
     let own = list["participants"]
         .as_array()
         .into_iter()

@@ -26,11 +26,10 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
-use super::{PostgresSettings, chain, driver_thread};
+use super::{PostgresSettings, build_pool, chain, close_driver, driver_thread, run_on_driver};
 use crate::audit::index::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::audit::ship::{AuditCopy, ShipError, ShipPosition, ShippedRecord, ShippedRow};
 use crate::audit::{AuditEntry, AuditError, AuditPage, AuditQuery, AuditRecord};
@@ -78,24 +77,10 @@ impl PgAuditCopy {
         };
         let mut config = settings.session_config();
         config.application_name("mconnect-audit-copy");
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
         let timeout = settings.timeout();
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size().clamp(1, 4))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .build()
-            .map_err(|e| open_err(chain(&e)))?;
-        let (driver, stop, thread) = driver_thread()
-            .map_err(|e| open_err(format!("cannot start the PostgreSQL thread: {e}")))?;
+        let pool =
+            build_pool(config, settings.pool_size().clamp(1, 4), timeout).map_err(open_err)?;
+        let (driver, stop, thread) = driver_thread().map_err(open_err)?;
         let copy = PgAuditCopy {
             pool,
             driver,
@@ -126,29 +111,17 @@ impl PgAuditCopy {
         T: Send + 'static,
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
-        let (answer, wait) = std::sync::mpsc::sync_channel(1);
-        let pool = self.pool.clone();
         let timeout = self.timeout;
-        self.driver.spawn(async move {
-            let outcome = tokio::time::timeout(timeout, work(pool))
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer from PostgreSQL within {timeout:?}")));
-            let _ = answer.send(outcome);
-        });
-        wait.recv()
-            .unwrap_or_else(|_| Err("the PostgreSQL thread has stopped".to_string()))
+        run_on_driver(&self.driver, &self.pool, timeout, work, move || {
+            format!("no answer from PostgreSQL within {timeout:?}")
+        })
+        .unwrap_or_else(|| Err("the PostgreSQL thread has stopped".to_string()))
     }
 }
 
 impl Drop for PgAuditCopy {
     fn drop(&mut self) {
-        self.pool.close();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        close_driver(&self.pool, &mut self.stop, &mut self.thread);
     }
 }
 
@@ -169,6 +142,20 @@ fn position_of(row: &tokio_postgres::Row) -> Result<ShipPosition, String> {
         shipped: u64_of(row.try_get(0).map_err(|e| db(&e))?),
         pruned_below: u64_of(row.try_get(1).map_err(|e| db(&e))?),
     })
+}
+
+/// The position of `broker`, its row locked until `txn` ends (`None`: it
+/// has no row).
+async fn locked_position(
+    txn: &tokio_postgres::Transaction<'_>,
+    broker: &str,
+) -> Result<Option<ShipPosition>, String> {
+    txn.query_opt(POSITION_FOR_UPDATE, &[&broker])
+        .await
+        .map_err(|e| db(&e))?
+        .as_ref()
+        .map(position_of)
+        .transpose()
 }
 
 impl AuditCopy for PgAuditCopy {
@@ -202,12 +189,9 @@ impl AuditCopy for PgAuditCopy {
         let outcome = self.run(move |pool| async move {
             let mut client = pool.get().await.map_err(|e| chain(&e))?;
             let txn = client.transaction().await.map_err(|e| db(&e))?;
-            let row = txn
-                .query_opt(POSITION_FOR_UPDATE, &[&broker])
-                .await
-                .map_err(|e| db(&e))?
+            let position = locked_position(&txn, &broker)
+                .await?
                 .ok_or_else(|| format!("broker `{broker}` has no position row"))?;
-            let position = position_of(&row)?;
             if position.shipped != from || records.is_empty() {
                 return Ok(Ok(position));
             }
@@ -290,12 +274,9 @@ impl AuditCopy for PgAuditCopy {
         self.run(move |pool| async move {
             let mut client = pool.get().await.map_err(|e| chain(&e))?;
             let txn = client.transaction().await.map_err(|e| db(&e))?;
-            let row = txn
-                .query_opt(POSITION_FOR_UPDATE, &[&broker])
-                .await
-                .map_err(|e| db(&e))?
+            let position = locked_position(&txn, &broker)
+                .await?
                 .ok_or_else(|| format!("broker `{broker}` has no position row"))?;
-            let position = position_of(&row)?;
             if position.shipped != from || to <= from {
                 return Ok(position);
             }
@@ -328,14 +309,9 @@ impl AuditCopy for PgAuditCopy {
                 .run(move |pool| async move {
                     let mut client = pool.get().await.map_err(|e| chain(&e))?;
                     let txn = client.transaction().await.map_err(|e| db(&e))?;
-                    let Some(row) = txn
-                        .query_opt(POSITION_FOR_UPDATE, &[&broker])
-                        .await
-                        .map_err(|e| db(&e))?
-                    else {
+                    let Some(position) = locked_position(&txn, &broker).await? else {
                         return Ok((0, false));
                     };
-                    let position = position_of(&row)?;
                     let below = i64_of(position.pruned_below);
                     // The first record still in retention ends the prefix
                     // that goes (records are kept as a contiguous range).

@@ -70,16 +70,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::NoTls;
 
-use super::{PostgresSettings, chain, driver_thread};
+use super::{PostgresSettings, build_pool, chain, close_driver, driver_thread};
 use crate::store::StoreError;
 
 /// How long an accepted id is refused (PROTOCOL.md section 2).
@@ -320,24 +319,10 @@ impl SharedState {
             path: name.clone(),
             reason,
         };
-        let manager = Manager::from_config(
-            settings.session_config(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
         let timeout = settings.timeout();
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size())
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .build()
-            .map_err(|e| open_err(chain(&e)))?;
-        let (driver, stop, thread) = driver_thread()
-            .map_err(|e| open_err(format!("cannot start the PostgreSQL thread: {e}")))?;
+        let pool = build_pool(settings.session_config(), settings.pool_size(), timeout)
+            .map_err(open_err)?;
+        let (driver, stop, thread) = driver_thread().map_err(open_err)?;
         let inner = Arc::new(Inner {
             pool,
             timeout,
@@ -583,13 +568,7 @@ impl Drop for SharedState {
             let _ = answer.send(());
         });
         let _ = wait.recv();
-        self.inner.pool.close();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        close_driver(&self.inner.pool, &mut self.stop, &mut self.thread);
     }
 }
 
