@@ -638,6 +638,61 @@ fn idle_keys_are_evicted() {
 }
 
 #[test]
+fn each_consumer_and_service_pair_has_its_own_slot_and_counts() {
+    let clock = FakeRelativeClock::default();
+    let limiter = RateLimiter::with_clock(clock.clone());
+    let one = |consumer: &str| Grant {
+        consumer: consumer.into(),
+        ..rate_grant(
+            1,
+            None,
+            Some(Quota {
+                per_day: Some(2),
+                per_month: Some(3),
+            }),
+        )
+    };
+    // The same bytes split differently are different pairs, and a key too
+    // long to be kept inside its slot works the same.
+    let long = "x".repeat(100);
+    for (consumer, service) in [("ab", "c"), ("a", "bc"), (long.as_str(), "reg/person")] {
+        assert!(limiter.check(&one(consumer), service, NOW).is_ok());
+        assert!(
+            limiter.check(&one(consumer), service, NOW).is_err(),
+            "{consumer} {service}"
+        );
+    }
+    assert_eq!(limiter.len(), 3);
+    // A faster rate rebuilds the bucket and keeps the day's count.
+    let faster = Grant {
+        consumer: "ab".into(),
+        ..rate_grant(
+            10,
+            None,
+            Some(Quota {
+                per_day: Some(2),
+                per_month: Some(3),
+            }),
+        )
+    };
+    assert!(limiter.check(&faster, "c", NOW).is_ok());
+    let Err(limited) = limiter.check(&faster, "c", NOW) else {
+        panic!("a third call the same day passed")
+    };
+    assert_eq!(limited.kind, LimitKind::DailyQuota);
+    // The next day counts afresh, the month goes on, and a new month
+    // starts it again (NOW is 2026-06-15; 2026-07-01 is 16 days later).
+    let tomorrow = NOW + 86_400;
+    assert!(limiter.check(&faster, "c", tomorrow).is_ok());
+    let Err(limited) = limiter.check(&faster, "c", tomorrow) else {
+        panic!("a fourth call the same month passed")
+    };
+    assert_eq!(limited.kind, LimitKind::MonthlyQuota);
+    assert!(limiter.check(&faster, "c", NOW + 16 * 86_400).is_ok());
+    assert_eq!(limiter.len(), 3);
+}
+
+#[test]
 fn field_sets_compare_by_content_and_the_empty_set_allows_nothing() {
     let empty = FieldSet::new([]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(empty, FieldSet::EMPTY);
