@@ -563,13 +563,15 @@ pub(crate) fn run_indexer(shared: Arc<Shared>, rx: Receiver<IndexMsg>) {
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
         };
-        // Several batches collapse into one transaction.
-        let gather_until = Instant::now() + GATHER;
-        while !stop && !messages.is_empty() {
-            let left = gather_until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(msg) => messages.push(msg),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        // Several batches collapse into one transaction. The thread sleeps
+        // through the gathering instead of waiting on the channel, so the
+        // batches that arrive meanwhile (one per fsync: one per exchange at
+        // low load) do not each wake it (issue 17); a closed channel is
+        // seen at the next receive.
+        if !stop && !messages.is_empty() {
+            std::thread::sleep(GATHER);
+            while let Ok(msg) = rx.try_recv() {
+                messages.push(msg);
             }
         }
         match index_messages(&shared, messages) {
