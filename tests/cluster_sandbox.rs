@@ -213,23 +213,7 @@ fn exchanges(ops_url: &str) -> f64 {
 }
 
 fn call_of(entry: &ManifestTry) -> Call {
-    Call {
-        method: entry.method.parse().unwrap(),
-        path: entry.path.clone(),
-        body: entry
-            .body
-            .as_ref()
-            .map(|b| bytes::Bytes::from(b.to_string())),
-        calling_user: entry
-            .calling_user
-            .clone()
-            .unwrap_or_else(|| SANDBOX_CALLING_USER.to_string()),
-        basis: entry.basis.clone(),
-        reason: entry.reason.clone(),
-        subject: entry.subject.clone(),
-        represented_party: None,
-        request_id: None,
-    }
+    entry.call(SANDBOX_CALLING_USER).unwrap()
 }
 
 /// A call signed for the load balancer's authority but sent to one broker

@@ -10,7 +10,6 @@ mod support;
 use std::collections::BTreeSet;
 
 use mconnect_cli::sandbox::SANDBOX_CALLING_USER;
-use mconnect_sdk::Call;
 use support::Bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,23 +37,7 @@ async fn every_try_entry_succeeds_twice_and_the_scenarios_still_run() {
 
     for pass in 1..=2 {
         for (i, entry) in manifest.tries.iter().enumerate() {
-            let call = Call {
-                method: entry.method.parse().unwrap(),
-                path: entry.path.clone(),
-                body: entry
-                    .body
-                    .as_ref()
-                    .map(|b| bytes::Bytes::from(b.to_string())),
-                calling_user: entry
-                    .calling_user
-                    .clone()
-                    .unwrap_or_else(|| SANDBOX_CALLING_USER.to_string()),
-                basis: entry.basis.clone(),
-                reason: entry.reason.clone(),
-                subject: entry.subject.clone(),
-                represented_party: None,
-                request_id: None,
-            };
+            let call = entry.call(SANDBOX_CALLING_USER).unwrap();
             let out = bus.consumer(&entry.client).call(&call).await.unwrap();
             assert!(
                 out.status.is_success() && out.receipt.is_ok(),

@@ -156,6 +156,35 @@ pub struct ManifestTry {
     pub calling_user: Option<String>,
 }
 
+impl ManifestTry {
+    /// The call this entry describes, made on behalf of `default_user` when
+    /// the entry names no calling user of its own.
+    pub fn call(&self, default_user: &str) -> Result<crate::consumer::Call, SdkError> {
+        Ok(crate::consumer::Call {
+            method: self.method.parse().map_err(|_| {
+                SdkError::Manifest(format!(
+                    "try entry: `{}` is not an HTTP method",
+                    self.method
+                ))
+            })?,
+            path: self.path.clone(),
+            body: self
+                .body
+                .as_ref()
+                .map(|b| bytes::Bytes::from(b.to_string())),
+            calling_user: self
+                .calling_user
+                .clone()
+                .unwrap_or_else(|| default_user.to_string()),
+            basis: self.basis.clone(),
+            reason: self.reason.clone(),
+            subject: self.subject.clone(),
+            represented_party: None,
+            request_id: None,
+        })
+    }
+}
+
 /// The auditor in `sandbox.json`.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct ManifestAuditor {

@@ -283,18 +283,13 @@ async fn call(args: CallArgs) -> Result<ExitCode> {
                 ),
             }
         })?;
-        call.method = entry.method.parse().context("try.method")?;
-        call.path = entry.path.clone();
-        call.body = entry
-            .body
-            .as_ref()
-            .map(|b| bytes::Bytes::from(b.to_string()));
-        call.basis = entry.basis.clone();
-        call.reason = entry.reason.clone();
-        call.subject = entry.subject.clone();
-        if let Some(user) = &entry.calling_user {
-            call.calling_user = user.clone();
-        }
+        // The entry's call, on behalf of --user unless it names its own
+        // calling user; --represented and a chosen request id still apply.
+        call = mconnect_sdk::Call {
+            represented_party: call.represented_party.take(),
+            request_id: call.request_id.take(),
+            ..entry.call(&call.calling_user).context("sandbox.json")?
+        };
         forced = Some(entry.client.clone());
     }
     if call.path.is_empty() {
