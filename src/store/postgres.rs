@@ -599,7 +599,8 @@ impl StateStore for PgStore {
             .collect();
         let committing = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&committing);
-        self.run("write", Some(committing), move |pool| async move {
+        let uncertain = Arc::clone(&committing);
+        let result = self.run("write", Some(committing), move |pool| async move {
             let mut client = pool.get().await.map_err(|e| chain(&e))?;
             // Returning early drops `transaction`, which rolls it back:
             // nothing of the batch is kept.
@@ -636,7 +637,13 @@ impl StateStore for PgStore {
                     )
                 }
             })
-        })
+        });
+        // Reached COMMIT and failed: refused (nothing applied; a reload is
+        // harmless) or unanswered (maybe applied: only a reload finds out).
+        if result.is_err() && uncertain.load(Ordering::SeqCst) {
+            self.listener.resync_after_uncertain_commit();
+        }
+        result
     }
 
     // The change feed (`listen.rs`).

@@ -110,6 +110,24 @@ impl Listener {
             .unwrap_or_else(|_| Err("the PostgreSQL thread stopped".into()))
     }
 
+    /// One of this store's own writes went unanswered at COMMIT and may
+    /// have been applied: its notification names this store's origin, so
+    /// it would be skipped, and the caller's snapshot (which took the write
+    /// as failed) could miss it for good. Every subscriber reloads
+    /// everything instead.
+    pub(super) fn resync_after_uncertain_commit(&self) {
+        let subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for subscriber in subscribers.iter() {
+            subscriber.mark(Changes {
+                resync: true,
+                ..Changes::default()
+            });
+        }
+    }
+
     /// The payload announcing a reload of the rule files.
     pub(super) fn rules_payload(&self) -> String {
         format!("rules {}", self.origin)
@@ -269,8 +287,20 @@ fn changes(payload: &str, ours: &str) -> Changes {
 
 #[cfg(test)]
 mod tests {
-    use super::changes;
+    use super::{Listener, changes};
     use crate::store::Changes;
+
+    #[test]
+    fn an_unanswered_commit_of_our_own_makes_every_subscriber_reload_everything() {
+        let listener = Listener::new();
+        let (first, second) = (listener.subscribe(), listener.subscribe());
+        assert!(first.health().is_ok() && second.health().is_ok());
+        listener.resync_after_uncertain_commit();
+        for feed in [&first, &second] {
+            let health = feed.health().unwrap_err();
+            assert!(health.contains("reloading"), "{health}");
+        }
+    }
 
     #[test]
     fn payloads_become_changes_and_our_own_are_skipped() {
