@@ -490,6 +490,33 @@ struct Applicant<'p> {
     standing: Standing,
 }
 
+impl Applicant<'_> {
+    /// Keeps a fresh draft of this official's (nothing asked of MSign yet):
+    /// `body` is the exact bytes once the application is valid.
+    fn keep_draft(
+        &self,
+        target: Option<String>,
+        application: Value,
+        reason: String,
+        body: Option<Vec<u8>>,
+    ) {
+        self.apps.keep(
+            &self.session_id,
+            Draft {
+                owner: self.official.idnp.clone(),
+                organisation: self.official.participant.clone(),
+                target,
+                application,
+                reason,
+                body,
+                sign_request: None,
+                signed: None,
+                touched: Instant::now(),
+            },
+        );
+    }
+}
+
 /// Where the official's organisation stands with the portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
@@ -1064,39 +1091,13 @@ async fn fill(
     };
     match validated {
         Ok(_) => {
-            who.apps.keep(
-                &who.session_id,
-                Draft {
-                    owner: who.official.idnp.clone(),
-                    organisation: who.official.participant.clone(),
-                    target,
-                    application,
-                    reason,
-                    body: Some(body),
-                    sign_request: None,
-                    signed: None,
-                    touched: Instant::now(),
-                },
-            );
+            who.keep_draft(target, application, reason, Some(body));
             see_other("/applications/check")
         }
         Err(problems) => {
             // What the form holds now is the draft, not yet valid: the
             // check page waits for a version that is.
-            who.apps.keep(
-                &who.session_id,
-                Draft {
-                    owner: who.official.idnp.clone(),
-                    organisation: who.official.participant.clone(),
-                    target: target.clone(),
-                    application: application.clone(),
-                    reason: reason.clone(),
-                    body: None,
-                    sign_request: None,
-                    signed: None,
-                    touched: Instant::now(),
-                },
-            );
+            who.keep_draft(target.clone(), application.clone(), reason.clone(), None);
             form_page(
                 portal,
                 who,
@@ -1430,19 +1431,11 @@ async fn edit(portal: &Portal, who: &Applicant<'_>, lang: Lang, id: &str) -> Pag
     if let Some(o) = application.as_object_mut() {
         o.remove("$schema");
     }
-    who.apps.keep(
-        &who.session_id,
-        Draft {
-            owner: who.official.idnp.clone(),
-            organisation: who.official.participant.clone(),
-            target: Some(id.to_owned()),
-            application: application.clone(),
-            reason: String::new(),
-            body: None,
-            sign_request: None,
-            signed: None,
-            touched: Instant::now(),
-        },
+    who.keep_draft(
+        Some(id.to_owned()),
+        application.clone(),
+        String::new(),
+        None,
     );
     form_page(
         portal,
