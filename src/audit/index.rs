@@ -23,7 +23,8 @@ use super::segment::read_range;
 use super::{AuditError, Shared};
 
 /// Index layout version; a different one in the file means rebuild.
-const VERSION: u64 = 1;
+/// 2: the `by_*` tables are keyed by [`key_hash`] of the value, not the value.
+const VERSION: u64 = 2;
 /// Records indexed per transaction while catching up.
 const CHUNK: u64 = 4096;
 /// The indexer gathers durable batches for this long before one transaction.
@@ -45,13 +46,21 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 type EntryValue<'a> = (u64, &'a str, &'a str, &'a str, &'a str, &'a str);
 const ENTRIES: TableDefinition<u64, (u64, &str, &str, &str, &str, &str)> =
     TableDefinition::new("entries");
-/// (key, received µs, seq) -> (); newest first is a reverse range scan.
-const BY_SUBJECT: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_subject");
-const BY_CONSUMER: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_consumer");
-const BY_PROVIDER: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_provider");
-const BY_SERVICE: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_service");
-/// Every record under the empty key: the index for queries by time alone.
-const BY_TIME: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_time");
+/// (key_hash(value), received µs, seq) -> (); newest first is a reverse range
+/// scan. Keys are fixed-width so that redb compares them as three integers
+/// instead of decoding a variable-length tuple on every step down the tree:
+/// the indexer's cost per record is mostly these inserts (issue 17). Two
+/// values may share a hash; a query checks every row it finds against the
+/// record's own values (`entries`, or the leaf for a subject) and drops rows
+/// of another value.
+type ByKey = (u64, u64, u64);
+const BY_SUBJECT: TableDefinition<ByKey, ()> = TableDefinition::new("by_subject");
+const BY_CONSUMER: TableDefinition<ByKey, ()> = TableDefinition::new("by_consumer");
+const BY_PROVIDER: TableDefinition<ByKey, ()> = TableDefinition::new("by_provider");
+const BY_SERVICE: TableDefinition<ByKey, ()> = TableDefinition::new("by_service");
+/// Every record under the hash of the empty key: the index for queries by
+/// time alone.
+const BY_TIME: TableDefinition<ByKey, ()> = TableDefinition::new("by_time");
 /// (consumer, single-use id) -> received µs of the latest record that used it
 /// up (see [`AuditRecord::replay_ids`]); the durable half of the broker's
 /// replay check (`exchange::replay_store`).
@@ -273,7 +282,7 @@ impl Index {
                     .map_err(ix)?;
                 for person in &k.subjects {
                     by_subject
-                        .insert((person.as_str(), time, seq), ())
+                        .insert((key_hash(person), time, seq), ())
                         .map_err(ix)?;
                 }
                 let rows = [
@@ -283,10 +292,10 @@ impl Index {
                 ];
                 for (table, key) in rows {
                     if !key.is_empty() {
-                        table.insert((key, time, seq), ()).map_err(ix)?;
+                        table.insert((key_hash(key), time, seq), ()).map_err(ix)?;
                     }
                 }
-                by_time.insert(("", time, seq), ()).map_err(ix)?;
+                by_time.insert((key_hash(""), time, seq), ()).map_err(ix)?;
             }
             apply_replay(&txn, keys)?;
             let mut meta = txn.open_table(META).map_err(ix)?;
@@ -297,6 +306,21 @@ impl Index {
             }
         }
         txn.commit().map_err(ix)
+    }
+
+    /// Files `seq` under `value` in the `by_subject` and `by_consumer`
+    /// tables, as a hash collision would: for tests of the check that drops
+    /// such rows.
+    #[cfg(test)]
+    pub(super) fn file_row_for_test(&self, value: &str, time: u64, seq: u64) {
+        let txn = self.db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        for table in [BY_SUBJECT, BY_CONSUMER] {
+            let mut table = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
+            table
+                .insert((key_hash(value), time, seq), ())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The latest time (received µs) a record used up any of `ids` for
@@ -385,6 +409,7 @@ impl Index {
         let mut found: Vec<(u64, u64)> = Vec::new();
         let mut scanned = 0usize;
         let mut next_cursor = None;
+        let key = key_hash(key);
         let range = table
             .range((key, lo_time, 0u64)..=(key, hi_time, hi_seq))
             .map_err(ix)?;
@@ -422,6 +447,14 @@ impl Index {
                 Ok(())
             })?;
             let record = AuditRecord::from_canonical_bytes(&leaf)?;
+            // `entries` keeps a record's first subject only, so a subject
+            // filter is checked on the record itself: this also drops a row
+            // of another subject whose hash is the same.
+            if let Some(wanted) = &query.subject
+                && !is_about(&record, wanted)
+            {
+                continue;
+            }
             items.push(AuditEntry {
                 seq,
                 record,
@@ -527,17 +560,49 @@ fn empty_page(indexed: u64) -> AuditPage {
     }
 }
 
+/// Whether the record's row in `entries` passes the query's filters other
+/// than the subject. Comparing the values themselves (not their hashes) is
+/// what drops rows of another consumer, provider or service whose
+/// [`key_hash`] is the same.
 fn matches(query: &AuditQuery, entry: &EntryValue<'_>) -> bool {
     let (_, event, subject, consumer, provider, service) = *entry;
     let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     // A subject filter always drives the scan through `by_subject`, which has
     // a row for every person of a record; `entries` keeps only the first, so
-    // the subject is not compared again here.
+    // the subject is checked on the record once read (`is_about`).
     let _ = subject;
     ok(&query.event, event)
         && ok(&query.consumer, consumer)
         && ok(&query.provider, provider)
         && ok(&query.service, service)
+}
+
+/// Whether `subject` is one of the persons the record is about (the keys
+/// [`IndexKeys::of`] indexes it under).
+fn is_about(record: &AuditRecord, subject: &str) -> bool {
+    record.subject.as_deref() == Some(subject) || record.subjects.iter().any(|s| s == subject)
+}
+
+/// The 64-bit key an index row is filed under for a value (a subject,
+/// consumer, provider or service). FNV-1a (a fixed, published function: the
+/// rows must find the same key after any rebuild or upgrade, which a
+/// library's unspecified default hasher would not promise) followed by
+/// SplitMix64's finaliser to spread the bits. Not collision-resistant, and
+/// need not be: every row found is checked against the record's values, so
+/// a collision, chosen or by chance, costs a row read and nothing else.
+pub(super) fn key_hash(value: &str) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = FNV_OFFSET;
+    for byte in value.bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 fn parse_cursor(cursor: &str) -> Result<(u64, u64), AuditError> {
