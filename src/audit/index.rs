@@ -268,6 +268,9 @@ impl Index {
             let mut by_provider = txn.open_table(BY_PROVIDER).map_err(ix)?;
             let mut by_service = txn.open_table(BY_SERVICE).map_err(ix)?;
             let mut by_time = txn.open_table(BY_TIME).map_err(ix)?;
+            // Rows for each table are gathered and inserted in key order, so
+            // that consecutive inserts walk neighbouring leaves.
+            let mut rows: [Vec<ByKey>; 4] = Default::default();
             for (seq, k) in (first..).zip(keys) {
                 let time = k.time;
                 let subject = k.subjects.first().map_or("", String::as_str);
@@ -281,21 +284,26 @@ impl Index {
                     )
                     .map_err(ix)?;
                 for person in &k.subjects {
-                    by_subject
-                        .insert((key_hash(person), time, seq), ())
-                        .map_err(ix)?;
+                    rows[0].push((key_hash(person), time, seq));
                 }
-                let rows = [
-                    (&mut by_consumer, consumer),
-                    (&mut by_provider, provider),
-                    (&mut by_service, service),
-                ];
-                for (table, key) in rows {
+                for (table, key) in [consumer, provider, service].into_iter().enumerate() {
                     if !key.is_empty() {
-                        table.insert((key_hash(key), time, seq), ()).map_err(ix)?;
+                        rows[table + 1].push((key_hash(key), time, seq));
                     }
                 }
                 by_time.insert((key_hash(""), time, seq), ()).map_err(ix)?;
+            }
+            let tables = [
+                &mut by_subject,
+                &mut by_consumer,
+                &mut by_provider,
+                &mut by_service,
+            ];
+            for (table, mut rows) in tables.into_iter().zip(rows) {
+                rows.sort_unstable();
+                for row in rows {
+                    table.insert(row, ()).map_err(ix)?;
+                }
             }
             apply_replay(&txn, keys)?;
             let mut meta = txn.open_table(META).map_err(ix)?;
