@@ -23,8 +23,9 @@ use super::segment::read_range;
 use super::{AuditError, Shared};
 
 /// Index layout version; a different one in the file means rebuild.
-/// 2: the `by_*` tables are keyed by [`key_hash`] of the value, not the value.
-const VERSION: u64 = 2;
+/// 3: the `by_*` tables are keyed, and `entries` holds the values, as
+/// [`key_hash`]es (2 had only the keys hashed).
+const VERSION: u64 = 3;
 /// Records indexed per transaction while catching up.
 const CHUNK: u64 = 4096;
 /// The indexer gathers durable batches for this long before one transaction.
@@ -42,10 +43,12 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 50;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// seq -> (received µs, event, subject, consumer, provider, service key).
-type EntryValue<'a> = (u64, &'a str, &'a str, &'a str, &'a str, &'a str);
-const ENTRIES: TableDefinition<u64, (u64, &str, &str, &str, &str, &str)> =
-    TableDefinition::new("entries");
+/// seq -> (received µs, and the [`key_hash`]es of the event, consumer,
+/// provider and service key): what a query's other filters are checked on
+/// while scanning, before the record itself is read. Fixed-width, like the
+/// keys below, so that the indexer copies no strings.
+type EntryValue = (u64, u64, u64, u64, u64);
+const ENTRIES: TableDefinition<u64, EntryValue> = TableDefinition::new("entries");
 /// (key_hash(value), received µs, seq) -> (); newest first is a reverse range
 /// scan. Keys are fixed-width so that redb compares them as three integers
 /// instead of decoding a variable-length tuple on every step down the tree:
@@ -273,16 +276,17 @@ impl Index {
             let mut rows: [Vec<ByKey>; 4] = Default::default();
             for (seq, k) in (first..).zip(keys) {
                 let time = k.time;
-                let subject = k.subjects.first().map_or("", String::as_str);
                 let consumer = k.consumer.as_deref().unwrap_or("");
                 let provider = k.provider.as_deref().unwrap_or("");
                 let service = k.service.as_deref().unwrap_or("");
-                entries
-                    .insert(
-                        seq,
-                        (time, k.event.as_str(), subject, consumer, provider, service),
-                    )
-                    .map_err(ix)?;
+                let entry = (
+                    time,
+                    key_hash(&k.event),
+                    key_hash(consumer),
+                    key_hash(provider),
+                    key_hash(service),
+                );
+                entries.insert(seq, entry).map_err(ix)?;
                 for person in &k.subjects {
                     rows[0].push((key_hash(person), time, seq));
                 }
@@ -317,8 +321,8 @@ impl Index {
     }
 
     /// Files `seq` under `value` in the `by_subject` and `by_consumer`
-    /// tables, as a hash collision would: for tests of the check that drops
-    /// such rows.
+    /// tables and gives its `entries` row `value` as consumer, as a hash
+    /// collision would: for tests of the check that drops such rows.
     #[cfg(test)]
     pub(super) fn file_row_for_test(&self, value: &str, time: u64, seq: u64) {
         let txn = self.db.begin_write().unwrap_or_else(|e| panic!("{e}"));
@@ -326,6 +330,17 @@ impl Index {
             let mut table = txn.open_table(table).unwrap_or_else(|e| panic!("{e}"));
             table
                 .insert((key_hash(value), time, seq), ())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        {
+            let mut entries = txn.open_table(ENTRIES).unwrap_or_else(|e| panic!("{e}"));
+            let (t, event, _, provider, service) = entries
+                .get(seq)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("no entry {seq}"))
+                .value();
+            entries
+                .insert(seq, (t, event, key_hash(value), provider, service))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         txn.commit().unwrap_or_else(|e| panic!("{e}"));
@@ -418,6 +433,7 @@ impl Index {
         let mut scanned = 0usize;
         let mut next_cursor = None;
         let key = key_hash(key);
+        let wanted = WantedHashes::of(query);
         let range = table
             .range((key, lo_time, 0u64)..=(key, hi_time, hi_seq))
             .map_err(ix)?;
@@ -428,7 +444,7 @@ impl Index {
             let Some(entry) = entries.get(seq).map_err(ix)? else {
                 continue;
             };
-            if matches(query, &entry.value()) {
+            if wanted.match_entry(&entry.value()) {
                 found.push((time, seq));
                 if found.len() == limit {
                     next_cursor = Some(format!("{time}-{seq}"));
@@ -455,12 +471,9 @@ impl Index {
                 Ok(())
             })?;
             let record = AuditRecord::from_canonical_bytes(&leaf)?;
-            // `entries` keeps a record's first subject only, so a subject
-            // filter is checked on the record itself: this also drops a row
-            // of another subject whose hash is the same.
-            if let Some(wanted) = &query.subject
-                && !is_about(&record, wanted)
-            {
+            // The scan compared hashes: the record's own values decide, which
+            // drops a row of another value whose hash is the same.
+            if !record_matches(query, &record) {
                 continue;
             }
             items.push(AuditEntry {
@@ -568,27 +581,56 @@ fn empty_page(indexed: u64) -> AuditPage {
     }
 }
 
-/// Whether the record's row in `entries` passes the query's filters other
-/// than the subject. Comparing the values themselves (not their hashes) is
-/// what drops rows of another consumer, provider or service whose
-/// [`key_hash`] is the same.
-fn matches(query: &AuditQuery, entry: &EntryValue<'_>) -> bool {
-    let (_, event, subject, consumer, provider, service) = *entry;
-    let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    // A subject filter always drives the scan through `by_subject`, which has
-    // a row for every person of a record; `entries` keeps only the first, so
-    // the subject is checked on the record once read (`is_about`).
-    let _ = subject;
-    ok(&query.event, event)
-        && ok(&query.consumer, consumer)
-        && ok(&query.provider, provider)
-        && ok(&query.service, service)
+/// The [`key_hash`]es of a query's filters other than the subject, compared
+/// with a record's row in `entries` while scanning.
+struct WantedHashes {
+    event: Option<u64>,
+    consumer: Option<u64>,
+    provider: Option<u64>,
+    service: Option<u64>,
 }
 
-/// Whether `subject` is one of the persons the record is about (the keys
-/// [`IndexKeys::of`] indexes it under).
-fn is_about(record: &AuditRecord, subject: &str) -> bool {
-    record.subject.as_deref() == Some(subject) || record.subjects.iter().any(|s| s == subject)
+impl WantedHashes {
+    fn of(query: &AuditQuery) -> WantedHashes {
+        let hash = |value: &Option<String>| value.as_deref().map(key_hash);
+        WantedHashes {
+            event: hash(&query.event),
+            consumer: hash(&query.consumer),
+            provider: hash(&query.provider),
+            service: hash(&query.service),
+        }
+    }
+
+    /// Whether the row may match: equal hashes say "perhaps", different ones
+    /// say "no"; [`record_matches`] decides on the record itself.
+    fn match_entry(&self, entry: &EntryValue) -> bool {
+        let (_, event, consumer, provider, service) = *entry;
+        let ok = |want: Option<u64>, have: u64| want.is_none_or(|w| w == have);
+        ok(self.event, event)
+            && ok(self.consumer, consumer)
+            && ok(self.provider, provider)
+            && ok(self.service, service)
+    }
+}
+
+/// Whether a record passes every filter of the query other than time, on its
+/// own values, taken as [`IndexKeys::of`] takes them for its index rows (the
+/// subject among all the persons it is about, the service as
+/// `provider/code`).
+fn record_matches(query: &AuditQuery, record: &AuditRecord) -> bool {
+    let keys = IndexKeys::of(record.clone());
+    let ok = |want: &Option<String>, have: Option<&str>| {
+        want.as_deref()
+            .is_none_or(|w| w == have.unwrap_or_default())
+    };
+    query
+        .subject
+        .as_ref()
+        .is_none_or(|s| keys.subjects.contains(s))
+        && ok(&query.event, Some(&keys.event))
+        && ok(&query.consumer, keys.consumer.as_deref())
+        && ok(&query.provider, keys.provider.as_deref())
+        && ok(&query.service, keys.service.as_deref())
 }
 
 /// The 64-bit key an index row is filed under for a value (a subject,
