@@ -193,6 +193,12 @@ pub(crate) enum IndexMsg {
 /// The redb file with the indexes.
 pub(crate) struct Index {
     db: Database,
+    /// Held from reading `meta.next` to committing the rows that follow it.
+    /// The indexer thread and a query's `sync_index` (one runs at every
+    /// broker start) may both catch up at once; without it both would read,
+    /// parse and insert the same records, and a rebuild would take twice as
+    /// long (issue 17).
+    updating: std::sync::Mutex<()>,
 }
 
 fn ix(e: impl std::fmt::Display) -> AuditError {
@@ -239,7 +245,10 @@ impl Index {
             txn.open_table(REPLAY_BY_TIME).map_err(ix)?;
         }
         txn.commit().map_err(ix)?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            updating: std::sync::Mutex::new(()),
+        })
     }
 
     fn meta(&self, key: &str) -> Result<u64, AuditError> {
@@ -255,6 +264,15 @@ impl Index {
     /// How many records (from seq 0) the index covers.
     pub(crate) fn indexed(&self) -> Result<u64, AuditError> {
         self.meta("next")
+    }
+
+    /// The right to add rows after `meta.next` (see `updating`). A holder
+    /// that panicked left nothing half-done (rows and `next` commit
+    /// together), so a poisoned lock is taken over.
+    fn lock_updates(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.updating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds the rows of the records `first..first + keys.len()` and raises
@@ -710,6 +728,7 @@ pub(crate) fn run_indexer(shared: Arc<Shared>, rx: Receiver<IndexMsg>) {
 /// catches up from the segments if anything was left (a gap, a catch-up
 /// request or an idle tick). Returns how many records were indexed.
 fn index_messages(shared: &Shared, messages: Vec<IndexMsg>) -> Result<u64, AuditError> {
+    let updating = shared.index.lock_updates();
     let indexed = shared.index.indexed()?;
     let mut run: Vec<IndexKeys> = Vec::new();
     let mut gap = messages.is_empty();
@@ -735,6 +754,7 @@ fn index_messages(shared: &Shared, messages: Vec<IndexMsg>) -> Result<u64, Audit
     if !run.is_empty() {
         shared.index.apply(indexed, &run)?;
     }
+    drop(updating);
     if gap {
         done += catch_up(shared)?;
     }
@@ -746,6 +766,10 @@ fn index_messages(shared: &Shared, messages: Vec<IndexMsg>) -> Result<u64, Audit
 pub(crate) fn catch_up(shared: &Shared) -> Result<u64, AuditError> {
     let mut done = 0;
     loop {
+        // One chunk at a time, so that the indexer thread's batches and
+        // another catch-up interleave with this one instead of waiting for
+        // all of it, and none of them indexes a chunk another one did.
+        let _updating = shared.index.lock_updates();
         let from = shared.index.indexed()?;
         let size = shared.size.load(Ordering::Acquire);
         if from >= size {
