@@ -421,6 +421,17 @@ pub async fn start(config: Config) -> Result<RunningBroker, StartError> {
     // The replay check needs every request id used before this start in
     // the index, also those of records a crash left unindexed: catch up now,
     // before any port is bound (exchange::replay_store).
+    let behind = audit
+        .tree_size()
+        .saturating_sub(audit.indexed().unwrap_or(0));
+    if behind > 0 {
+        // A whole log after a restore or an index layout change: minutes
+        // for tens of millions of records (docs/OPERATIONS.md).
+        tracing::info!(
+            records = behind,
+            "indexing the audit log before the ports open"
+        );
+    }
     let catch_up = audit.clone();
     tokio::task::spawn_blocking(move || catch_up.sync_index())
         .await
