@@ -560,6 +560,44 @@ async fn rows_of_another_value_with_the_same_key_hash_are_not_returned() {
     log.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+#[tokio::test]
+async fn an_index_of_the_first_layout_is_rebuilt_at_open() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (log, _) = open(config(tmp.path()));
+    append_n(&log, 0..6).await;
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+    // An index file as the first layout wrote it (VERSION 1, string keys),
+    // claiming to cover the whole log, with a row that would be wrong now.
+    let path = tmp.path().join("index.redb");
+    fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    {
+        use redb::TableDefinition;
+        let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
+        let by_subject: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_subject");
+        let db = redb::Database::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let mut meta = txn.open_table(meta).unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("version", 1).unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("next", 6).unwrap_or_else(|e| panic!("{e}"));
+            let mut rows = txn.open_table(by_subject).unwrap_or_else(|e| panic!("{e}"));
+            rows.insert(("2000000000001", 0, 5), ())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (log, _) = open(config(tmp.path()));
+    log.sync_index().unwrap_or_else(|e| panic!("{e}"));
+    let query = AuditQuery {
+        subject: Some("2000000000001".to_string()),
+        ..AuditQuery::default()
+    };
+    let page = run(&log, &query);
+    assert_eq!(seqs(&page), vec![4, 1]);
+    assert_eq!(page.indexed, 6);
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn index_key_hashes_do_not_change() {
     // Index files on disk hold these keys: a change to the function must
@@ -568,7 +606,10 @@ fn index_key_hashes_do_not_change() {
     // finaliser, in Python).
     assert_eq!(index::key_hash(""), 0xf52a_15e9_a9b5_e89b);
     assert_eq!(index::key_hash("2000000000001"), 0xd2b6_c0e6_34b0_9167);
-    assert_eq!(index::key_hash("asp-rsp/person-by-idnp"), 0xe6db_b710_e2d2_e9aa);
+    assert_eq!(
+        index::key_hash("asp-rsp/person-by-idnp"),
+        0xe6db_b710_e2d2_e9aa
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
