@@ -57,9 +57,9 @@ const ENTRIES: TableDefinition<u64, EntryValue> = TableDefinition::new("entries"
 /// scan. Keys are fixed-width so that redb compares them as three integers
 /// instead of decoding a variable-length tuple on every step down the tree:
 /// the indexer's cost per record is mostly these inserts (issue 17). Two
-/// values may share a hash; a query checks every row it finds against the
-/// record's own values (`entries`, or the leaf for a subject) and drops rows
-/// of another value.
+/// values may share a hash; a query narrows by the hashes in `entries`, then
+/// checks every record it reads against the query (`record_matches`) and
+/// drops those of another value.
 type ByKey = (u64, u64, u64);
 const BY_SUBJECT: TableDefinition<ByKey, ()> = TableDefinition::new("by_subject");
 const BY_CONSUMER: TableDefinition<ByKey, ()> = TableDefinition::new("by_consumer");
