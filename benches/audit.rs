@@ -13,7 +13,6 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use mconnect::audit::merkle::{MerkleTree, leaf_hash};
 use mconnect::audit::{AuditConfig, AuditLog, TreeHeadSigner};
 
+#[path = "fixtures/dirs.rs"]
+mod dirs;
 #[path = "fixtures/records.rs"]
 mod records;
 
@@ -35,14 +36,6 @@ impl TreeHeadSigner for NullSigner {
     }
 }
 
-fn bench_dir() -> PathBuf {
-    let base = std::env::var_os("AUDIT_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&base).unwrap();
-    base
-}
-
 fn durable_appends(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -54,7 +47,7 @@ fn durable_appends(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(8));
     group.warm_up_time(Duration::from_secs(2));
     for appenders in [1u64, 64, 1024] {
-        let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+        let dir = tempfile::tempdir_in(dirs::bench_dir("AUDIT_BENCH_DIR")).unwrap();
         let (log, _) = runtime
             .block_on(async { AuditLog::open(AuditConfig::new(dir.path()), Arc::new(NullSigner)) })
             .unwrap();
@@ -126,7 +119,7 @@ fn proofs(c: &mut Criterion) {
 /// The disk itself: write + fdatasync of 4 KiB (latency) and of 1 MiB
 /// (bandwidth). Group commit cannot beat these.
 fn fsync_probe(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let dir = tempfile::tempdir_in(dirs::bench_dir("AUDIT_BENCH_DIR")).unwrap();
     let path = dir.path().join("probe");
     let mut group = c.benchmark_group("fsync_probe");
     group.sample_size(20);
@@ -159,7 +152,7 @@ fn replay_check(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let dir = tempfile::tempdir_in(dirs::bench_dir("AUDIT_BENCH_DIR")).unwrap();
     let (log, _) = runtime
         .block_on(async { AuditLog::open(AuditConfig::new(dir.path()), Arc::new(NullSigner)) })
         .unwrap();

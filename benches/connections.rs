@@ -42,7 +42,6 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,6 +52,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+
+#[path = "../tests/support/tls_client.rs"]
+mod tls_client;
+use tls_client::connector;
 
 /// Connections opened and closed before each measurement.
 const WARM_UP: usize = 16;
@@ -268,20 +271,6 @@ async fn wait_for(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the broker does not listen on {addr}");
-}
-
-/// A TLS client presenting `participant`'s certificate, offering `alpn`.
-fn connector(dir: &Path, participant: &str, alpn: &[u8]) -> TlsConnector {
-    let pki = dir.join("pki");
-    let cas = mconnect::tls::load_certificates(&pki.join("ca.cert.pem")).unwrap();
-    let identity = mconnect::tls::Identity::load(
-        &pki.join(format!("{participant}.cert.pem")),
-        &pki.join(format!("{participant}.key.pem")),
-    )
-    .unwrap();
-    let mut config = (*mconnect::tls::client_config(&cas, &identity).unwrap()).clone();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(config))
 }
 
 /// Opens `count` connections, `parallel` at a time; with `request`, sends

@@ -56,6 +56,8 @@ use mconnect::policy::{DecisionRequest, PolicyIndex, RateLimiter};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+#[path = "fixtures/dirs.rs"]
+mod dirs;
 #[path = "fixtures/grants.rs"]
 mod grants;
 #[path = "fixtures/records.rs"]
@@ -595,10 +597,7 @@ fn record(i: u64) -> AuditRecord {
 }
 
 fn audit_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("GROWTH_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&base).unwrap();
+    let base = dirs::bench_dir("GROWTH_BENCH_DIR");
     tempfile::Builder::new()
         .prefix("growth-")
         .tempdir_in(base)

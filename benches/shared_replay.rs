@@ -16,7 +16,6 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +23,8 @@ use hdrhistogram::Histogram;
 use mconnect::store::{PgStore, PostgresSettings, SharedMetrics, SharedState, SharedTuning};
 use mconnect_cli::sandbox::postgres::LocalPostgres;
 
-fn bench_dir() -> PathBuf {
-    let base = std::env::var_os("STORE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&base).unwrap();
-    base
-}
+#[path = "fixtures/dirs.rs"]
+mod dirs;
 
 fn micros(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
@@ -41,7 +35,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let dir = tempfile::tempdir_in(dirs::bench_dir("STORE_BENCH_DIR")).unwrap();
     let server = LocalPostgres::start(&dir.path().join("pg")).unwrap();
     let url = server.create_database("bench").unwrap();
     let settings = PostgresSettings::from_url(&url).unwrap();

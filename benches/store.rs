@@ -14,7 +14,6 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +21,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mconnect::store::{Collection, PgStore, PostgresSettings, RedbStore, StateStore, Write};
 use mconnect_cli::sandbox::postgres::LocalPostgres;
 
-fn bench_dir() -> PathBuf {
-    let base = std::env::var_os("STORE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&base).unwrap();
-    base
-}
+#[path = "fixtures/dirs.rs"]
+mod dirs;
 
 fn document(i: usize) -> Vec<u8> {
     let mut doc = format!("{{\"id\":\"participant-{i:04}\",\"pad\":\"");
@@ -40,7 +34,7 @@ fn document(i: usize) -> Vec<u8> {
 }
 
 fn store_latency(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let dir = tempfile::tempdir_in(dirs::bench_dir("STORE_BENCH_DIR")).unwrap();
     let server = LocalPostgres::start(&dir.path().join("pg")).unwrap();
     let url = server.create_database("bench").unwrap();
     let backends: Vec<(&str, Arc<dyn StateStore>)> = vec![

@@ -13,8 +13,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mconnect::app::RunningBroker;
@@ -24,6 +22,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+#[path = "support/tls_client.rs"]
+mod tls_client;
+use tls_client::connector;
+
 /// The sandbox's PKI and state, served by a broker restarted with `server`
 /// appended as its `[server]` section.
 async fn broker_with(server: &str) -> (RunningBroker, tempfile::TempDir) {
@@ -32,20 +34,6 @@ async fn broker_with(server: &str) -> (RunningBroker, tempfile::TempDir) {
     let config = Config::from_toml(&format!("{base}\n[server]\n{server}\n"), dir.path()).unwrap();
     let broker = mconnect::app::start(config).await.expect("broker starts");
     (broker, dir)
-}
-
-/// A TLS client presenting `participant`'s certificate, offering `alpn`.
-fn client(dir: &Path, participant: &str, alpn: &[u8]) -> TlsConnector {
-    let pki = dir.join("pki");
-    let cas = mconnect::tls::load_certificates(&pki.join("ca.cert.pem")).unwrap();
-    let identity = mconnect::tls::Identity::load(
-        &pki.join(format!("{participant}.cert.pem")),
-        &pki.join(format!("{participant}.key.pem")),
-    )
-    .unwrap();
-    let mut config = (*mconnect::tls::client_config(&cas, &identity).unwrap()).clone();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(config))
 }
 
 async fn connect(
@@ -127,7 +115,7 @@ async fn slowloris_connections_are_cut_by_the_header_read_timeout() {
         "header_read_timeout_secs = 2\nidle_timeout_secs = 300\nmax_connections_per_certificate = 200",
     )
     .await;
-    let connector = client(dir.path(), "apl-cahul", b"http/1.1");
+    let connector = connector(dir.path(), "apl-cahul", b"http/1.1");
     let addr = broker.data_addr();
     let head = b"GET /r1/asp-rsp/person-by-idnp HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
     let mut tasks = tokio::task::JoinSet::new();
@@ -194,7 +182,7 @@ async fn idle_tls_connections_are_closed_after_the_idle_timeout() {
     // Header timeout far above the test's bound: only the idle timeout can
     // close these in time (a silent connection never even starts a head).
     let (broker, dir) = broker_with("header_read_timeout_secs = 120\nidle_timeout_secs = 2").await;
-    let h1 = client(dir.path(), "apl-balti", b"http/1.1");
+    let h1 = connector(dir.path(), "apl-balti", b"http/1.1");
     let addr = broker.data_addr();
     let started = Instant::now();
     // Twenty connections that never send a byte after the handshake.
@@ -205,7 +193,7 @@ async fn idle_tls_connections_are_closed_after_the_idle_timeout() {
     // One HTTP/1.1 connection kept alive after a request.
     let mut kept_alive = served(&h1, addr).await.unwrap();
     // One HTTP/2 connection after a request.
-    let h2 = client(dir.path(), "apl-balti", b"h2");
+    let h2 = connector(dir.path(), "apl-balti", b"h2");
     let tls = connect(&h2, broker.admin_addr()).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -228,7 +216,7 @@ async fn idle_tls_connections_are_closed_after_the_idle_timeout() {
     // A request in flight is not idle: a body that arrives after the idle
     // timeout still gets its answer on the same connection.
     let mut slow_body = connect(
-        &client(dir.path(), "age-operator", b"http/1.1"),
+        &connector(dir.path(), "age-operator", b"http/1.1"),
         broker.admin_addr(),
     )
     .await
@@ -286,9 +274,9 @@ async fn connections_over_the_caps_are_refused_and_another_certificate_gets_in()
     )
     .await;
     let addr = broker.data_addr();
-    let a = client(dir.path(), "apl-cahul", b"http/1.1");
-    let b = client(dir.path(), "apl-ungheni", b"http/1.1");
-    let c = client(dir.path(), "mcabinet", b"http/1.1");
+    let a = connector(dir.path(), "apl-cahul", b"http/1.1");
+    let b = connector(dir.path(), "apl-ungheni", b"http/1.1");
+    let c = connector(dir.path(), "mcabinet", b"http/1.1");
 
     let mut held_a = Vec::new();
     for i in 0..3 {
@@ -364,7 +352,7 @@ async fn http2_streams_over_the_cap_are_refused() {
     // over the advertised limit itself, so only raw frames show the broker
     // refusing them.
     let mut tls = connect(
-        &client(dir.path(), "age-operator", b"h2"),
+        &connector(dir.path(), "age-operator", b"h2"),
         broker.admin_addr(),
     )
     .await
