@@ -301,6 +301,19 @@ fn bench_schema(c: &mut Criterion) {
     group.finish();
 }
 
+/// The strict parse every provider answer goes through (`mconnect::json`):
+/// duplicate names refused, values and depth bounded. 18 % of the broker's
+/// samples with the 50-person answer under load (issue 17's profile).
+fn bench_json(c: &mut Criterion) {
+    let bytes = serde_json::to_vec(&persons_response()).expect("serialises");
+    assert!(mconnect::json::parse(&bytes, 100_000).is_ok());
+    let mut group = c.benchmark_group("json");
+    group.bench_function("parse/persons-lookup-20", |b| {
+        b.iter(|| mconnect::json::parse(black_box(&bytes), 100_000).is_ok())
+    });
+    group.finish();
+}
+
 fn bench_minimise(c: &mut Criterion) {
     let catalog = catalog();
     let index = index(&catalog, GRANTS_PER_CONSUMER);
@@ -327,6 +340,7 @@ criterion_group!(
     bench_rate,
     bench_build,
     bench_schema,
+    bench_json,
     bench_minimise
 );
 criterion_main!(benches);

@@ -175,15 +175,16 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let inner = self.deeper()?;
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if members.contains_key(&key) {
+            // One search of the map per member: the slot found vacant is
+            // the one filled.
+            let serde_json::map::Entry::Vacant(slot) = members.entry(key) else {
                 // The name is not repeated back: it may be a personal number,
                 // and the position (added by serde_json) finds it.
                 return Err(de::Error::custom(
                     "a member name appears twice in one object",
                 ));
-            }
-            let value = map.next_value_seed(inner)?;
-            members.insert(key, value);
+            };
+            slot.insert(map.next_value_seed(inner)?);
         }
         Ok(Value::Object(members))
     }
