@@ -209,6 +209,9 @@ mod tests {
         let bad: &[(&str, usize)] = &[
             (r#"{"a":1,"a":2}"#, 100),
             (r#"{"x":{"a":1,"b":2,"a":3}}"#, 100),
+            // The same name spelled two ways is the same name.
+            (r#"{"a":1,"\u0061":2}"#, 100),
+            (r#"{"a":{"b":1},"a":2}"#, 100),
             ("[[],[],[]]", 3),
             ("{} {}", 100),
             ("", 100),
@@ -217,6 +220,13 @@ mod tests {
         for (text, budget) in bad {
             assert!(parse(text.as_bytes(), *budget).is_err(), "{text}");
         }
+        // A repeat of the first name after enough members to split the map's
+        // nodes.
+        let members: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let repeated = format!(r#"{{{},"k0":0}}"#, members.join(","));
+        assert!(parse(repeated.as_bytes(), 100).is_err());
+        let distinct = format!("{{{}}}", members.join(","));
+        assert!(parse(distinct.as_bytes(), 100).is_ok());
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert!(parse(deep.as_bytes(), 10_000).is_err());
         let ok_deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
