@@ -121,8 +121,15 @@ const AUDIT_SERVICES: [&str; 21] = [
 ];
 /// First record's `received_at`: 2025-01-01T00:00:00Z, in microseconds.
 const T0_MICROS: u64 = 1_735_689_600_000_000;
-/// Microseconds between records: 10M records span 365 days.
-const STEP_MICROS: u64 = 3_153_600;
+/// Microseconds between records' `received_at` by default: 10M records
+/// span 365 days.
+const DEFAULT_STEP_MICROS: u64 = 3_153_600;
+/// Microseconds between records' `received_at` in this run (`--step-micros`).
+static STEP_MICROS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn step_micros() -> u64 {
+    *STEP_MICROS.get_or_init(|| DEFAULT_STEP_MICROS)
+}
 const DAY_MICROS: u64 = 86_400_000_000;
 const HOUR_MICROS: u64 = 3_600_000_000;
 /// Most time per audit query shape and size.
@@ -146,6 +153,12 @@ struct Args {
     /// at the size reached.
     #[arg(long, default_value_t = 3600)]
     append_time_limit: u64,
+    /// Microseconds between records' `received_at`. The default spreads 10M
+    /// records over a year, for the query shapes; 5 is what a bus appending
+    /// 200k records/s writes, for the append rate (the audit index files the
+    /// records of one value and 10 ms in one posting block).
+    #[arg(long, default_value_t = DEFAULT_STEP_MICROS)]
+    step_micros: u64,
     /// Leave out the policy part.
     #[arg(long)]
     skip_policy: bool,
@@ -164,6 +177,8 @@ fn main() {
         return;
     }
     let args = Args::parse();
+    assert!(args.step_micros > 0, "--step-micros must be at least 1");
+    STEP_MICROS.set(args.step_micros).unwrap();
     let started = OffsetDateTime::now_utc();
     let mut report = String::new();
     writeln!(
@@ -571,7 +586,7 @@ fn micros_time(micros: u64) -> OffsetDateTime {
 }
 
 fn received_micros(i: u64) -> u64 {
-    T0_MICROS + i * STEP_MICROS
+    T0_MICROS + i * step_micros()
 }
 
 /// Record `i` of the generated log: about 1 KB, like an exchange's, spread
@@ -725,7 +740,7 @@ fn time_queries(count: usize, mut f: impl FnMut() -> usize) -> (Stats, f64, f64)
 
 fn measure_queries(log: &AuditLog, size: u64, count: usize) -> Vec<QueryRow> {
     let mut rng = Rng(size);
-    let span = size * STEP_MICROS;
+    let span = size * step_micros();
     let window = |rng: &mut Rng, width: u64| {
         let from = T0_MICROS + rng.below(span.saturating_sub(width).max(1));
         (Some(micros_time(from)), Some(micros_time(from + width)))
@@ -894,7 +909,7 @@ fn audit_growth(args: &Args) -> String {
         args.appenders,
         record(0).canonical_bytes().unwrap().len(),
         AUDIT_SERVICES.len(),
-        STEP_MICROS as f64 / 1e6
+        step_micros() as f64 / 1e6
     ));
     out.push_str(
         "| records | append rate since previous size (records/s) | index behind at that size (records) | `sync_index` (s) | segments (GiB) | index (GiB) |\n",

@@ -59,6 +59,7 @@ pub mod auditor;
 pub mod bodies;
 pub mod index;
 pub mod merkle;
+mod posting;
 pub mod record;
 pub mod retention;
 mod segment;
