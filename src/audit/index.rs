@@ -355,8 +355,7 @@ impl Index {
                 })?;
             }
             apply_replay(&txn, keys)?;
-            meta.insert("next", first + keys.len() as u64)
-                .map_err(ix)?;
+            meta.insert("next", first + keys.len() as u64).map_err(ix)?;
         }
         txn.commit().map_err(ix)
     }
@@ -372,7 +371,9 @@ impl Index {
             table
                 .insert((key_hash(value), time, seq), ())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let mut table = txn.open_table(BY_CONSUMER).unwrap_or_else(|e| panic!("{e}"));
+            let mut table = txn
+                .open_table(BY_CONSUMER)
+                .unwrap_or_else(|e| panic!("{e}"));
             posting::build(&mut [(key_hash(value), time, seq)], |key, bytes| {
                 table.insert(key, bytes).map(drop)
             })

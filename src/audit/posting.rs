@@ -196,7 +196,10 @@ mod tests {
             }
             all.extend_from_slice(&rows);
             build(&mut rows, |key, bytes| {
-                assert!(blocks.insert(key, bytes.to_vec()).is_none(), "key {key:?} twice");
+                assert!(
+                    blocks.insert(key, bytes.to_vec()).is_none(),
+                    "key {key:?} twice"
+                );
                 Ok::<_, ()>(())
             })
             .unwrap_or_else(|()| panic!("emit failed"));
@@ -261,7 +264,10 @@ mod tests {
             };
             let hi = match round % 4 {
                 0 => (u64::MAX, u64::MAX),
-                _ => (lo_time + rng.below(max_time - lo_time + 1), rng.below(30_000)),
+                _ => (
+                    lo_time + rng.below(max_time - lo_time + 1),
+                    rng.below(30_000),
+                ),
             };
             let mut expected: Vec<Pair> = all
                 .iter()

@@ -590,7 +590,10 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
         r.received_at = format_timestamp(at(received(i)));
         r.consumer = Some(["apl-cahul", "apl-orhei", "apl-balti"][(i % 3) as usize].to_string());
         tasks.push(tokio::spawn(async move {
-            let seq = log.append(r.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+            let seq = log
+                .append(r.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             (seq, r)
         }));
     }
@@ -603,9 +606,16 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
             .iter()
             .filter(|(_, r)| {
                 let t = r.received_micros() as i64;
-                query.consumer.as_ref().is_none_or(|c| r.consumer.as_ref() == Some(c))
-                    && query.from.is_none_or(|f| t >= (f.unix_timestamp_nanos() / 1000) as i64)
-                    && query.to.is_none_or(|to| t < (to.unix_timestamp_nanos() / 1000) as i64)
+                query
+                    .consumer
+                    .as_ref()
+                    .is_none_or(|c| r.consumer.as_ref() == Some(c))
+                    && query
+                        .from
+                        .is_none_or(|f| t >= (f.unix_timestamp_nanos() / 1000) as i64)
+                    && query
+                        .to
+                        .is_none_or(|to| t < (to.unix_timestamp_nanos() / 1000) as i64)
             })
             .map(|(seq, r)| (r.received_micros() as i64, *seq))
             .collect();
