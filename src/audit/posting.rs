@@ -82,7 +82,7 @@ fn decode(newest: Pair, bytes: &[u8]) -> Result<Vec<Pair>, BadBlock> {
     if bytes.is_empty() {
         return Ok(vec![newest]);
     }
-    if bytes.len() % PAIR_BYTES != 0 || bytes.len() == PAIR_BYTES {
+    if !bytes.len().is_multiple_of(PAIR_BYTES) || bytes.len() == PAIR_BYTES {
         return Err(BadBlock(bytes.len()));
     }
     Ok(bytes

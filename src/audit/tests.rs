@@ -640,7 +640,7 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
             [
                 (None, None),
                 (Some(at(BASE + 300_000)), Some(at(BASE + 900_000))),
-                (None, Some(at(received(1_200) as i64))),
+                (None, Some(at(received(1_200)))),
             ]
             .into_iter()
             .map(move |(from, to)| AuditQuery {
