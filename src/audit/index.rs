@@ -233,7 +233,7 @@ impl Index {
                 ),
                 Err(e) => tracing::warn!(error = %e, "audit index unreadable; rebuilding it"),
             },
-            Err(e) => tracing::warn!(error = %e, "audit index unreadable; rebuilding it"),
+            Err(e) => tracing::warn!(error = %e, "audit index cannot be used; rebuilding it"),
         }
         if path.exists() {
             std::fs::remove_file(path).map_err(|e| AuditError::io(path, e))?;
@@ -246,9 +246,20 @@ impl Index {
         let txn = db.begin_write().map_err(ix)?;
         {
             let mut meta = txn.open_table(META).map_err(ix)?;
-            if meta.get("version").map_err(ix)?.is_none() {
-                meta.insert("version", VERSION).map_err(ix)?;
-                meta.insert("next", 0).map_err(ix)?;
+            let version = meta.get("version").map_err(ix)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert("version", VERSION).map_err(ix)?;
+                    meta.insert("next", 0).map_err(ix)?;
+                }
+                // Said before opening the tables, whose types may differ in
+                // another layout (an error that would not say why).
+                Some(version) if version != VERSION => {
+                    return Err(AuditError::Index(format!(
+                        "the index has layout {version}, this build writes {VERSION}"
+                    )));
+                }
+                Some(_) => {}
             }
             // Create every table so read transactions never meet a missing one.
             txn.open_table(ENTRIES).map_err(ix)?;

@@ -704,6 +704,46 @@ async fn an_index_of_the_first_layout_is_rebuilt_at_open() {
     log.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// An index the layout before posting blocks wrote (3: one `()` row per
+/// record in `by_consumer`) is rebuilt, not read with the new types.
+#[tokio::test]
+async fn an_index_of_the_layout_before_posting_blocks_is_rebuilt_at_open() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (log, _) = open(config(tmp.path()));
+    append_n(&log, 0..6).await;
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+    let path = tmp.path().join("index.redb");
+    fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    {
+        use redb::TableDefinition;
+        let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
+        let by_consumer: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("by_consumer");
+        let db = redb::Database::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let mut meta = txn.open_table(meta).unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("version", 3).unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("next", 6).unwrap_or_else(|e| panic!("{e}"));
+            let mut rows = txn
+                .open_table(by_consumer)
+                .unwrap_or_else(|e| panic!("{e}"));
+            rows.insert((index::key_hash("apl-cahul"), 0, 5), ())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        txn.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (log, _) = open(config(tmp.path()));
+    log.sync_index().unwrap_or_else(|e| panic!("{e}"));
+    let query = AuditQuery {
+        consumer: Some("apl-cahul".to_string()),
+        ..AuditQuery::default()
+    };
+    let page = run(&log, &query);
+    assert_eq!(seqs(&page), vec![4, 2, 0]);
+    assert_eq!(page.indexed, 6);
+    log.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn index_key_hashes_do_not_change() {
     // Index files on disk hold these keys: a change to the function must
