@@ -21,7 +21,8 @@
 //! to 10k, 100k, 1M and 10M records (`--max-records` stops lower). Records
 //! are about 1 KB (the shape of `benches/audit.rs`'s), with ~100k subjects,
 //! 200 consumers and 21 services, received about 3.15 s apart (10M records
-//! span a year). At each size it notes how far the indexer thread is behind,
+//! span a year; `--step-micros 5` gives the spacing of a bus appending 200k
+//! records/s, which the audit index's posting blocks depend on). At each size it notes how far the indexer thread is behind,
 //! brings the index up to date (`sync_index`, timed) and times each query
 //! shape, with the bytes read from the disk (not the page cache) per call:
 //! by subject, by consumer within a day, by service, by time within an hour
