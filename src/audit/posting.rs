@@ -150,6 +150,78 @@ impl Merge {
     }
 }
 
+/// (hash, received µs, seq): one record filed under one value, in a run.
+pub(super) type Triple = (u64, u64, u64);
+/// Most triples in one block of a run (12 KiB).
+pub(super) const RUN_BLOCK: usize = 512;
+const TRIPLE_BYTES: usize = 24;
+
+/// Cuts `triples`, sorted, into the blocks of a run, calling `emit` with
+/// each block's last triple (its row key, after the run id) and bytes.
+pub(super) fn run_blocks<E>(
+    triples: &[Triple],
+    mut emit: impl FnMut(Triple, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut bytes = Vec::with_capacity(RUN_BLOCK * TRIPLE_BYTES);
+    for block in triples.chunks(RUN_BLOCK) {
+        bytes.clear();
+        for &(hash, time, seq) in block {
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&time.to_le_bytes());
+            bytes.extend_from_slice(&seq.to_le_bytes());
+        }
+        if let Some(&last) = block.last() {
+            emit(last, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The triples of a run's block, in order.
+pub(super) fn run_block_triples(bytes: &[u8]) -> Result<Vec<Triple>, BadBlock> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(TRIPLE_BYTES) {
+        return Err(BadBlock(bytes.len()));
+    }
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    Ok(bytes
+        .chunks_exact(TRIPLE_BYTES)
+        .map(|t| (word(&t[..8]), word(&t[8..16]), word(&t[16..])))
+        .collect())
+}
+
+/// Merges streams that each give pairs newest first into one stream,
+/// newest first: the subject index's runs, each searched on its own.
+pub(super) struct MergeStreams<S> {
+    streams: Vec<S>,
+    heads: BinaryHeap<(Pair, usize)>,
+}
+
+impl<S, E> MergeStreams<S>
+where
+    S: FnMut() -> Result<Option<Pair>, E>,
+{
+    pub(super) fn new(mut streams: Vec<S>) -> Result<MergeStreams<S>, E> {
+        let mut heads = BinaryHeap::with_capacity(streams.len());
+        for (i, stream) in streams.iter_mut().enumerate() {
+            if let Some(pair) = stream()? {
+                heads.push((pair, i));
+            }
+        }
+        Ok(MergeStreams { streams, heads })
+    }
+
+    /// The newest pair of all the streams, taken out.
+    pub(super) fn pop(&mut self) -> Result<Option<Pair>, E> {
+        let Some((pair, i)) = self.heads.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) = (self.streams[i])()? {
+            self.heads.push((next, i));
+        }
+        Ok(Some(pair))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

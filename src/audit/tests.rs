@@ -563,9 +563,10 @@ async fn rows_of_another_value_with_the_same_key_hash_are_not_returned() {
 /// Records appended concurrently, with received times that do not follow
 /// their seqs (a slow exchange is appended after later, faster ones; some
 /// share a microsecond), are found exactly as a scan of every record finds
-/// them: newest first by (received, seq), page after page, under every
-/// filter a block table drives, with and without a time window; before and
-/// after a rebuild from the segments.
+/// them: newest first by (received, seq), page after page, by time, by
+/// consumer (posting blocks) and by subject (runs merged as they grow),
+/// with and without a time window; before and after a rebuild from the
+/// segments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
     const BASE: i64 = 1_740_819_600_000_000; // 2025-03-01T09:00:00Z in µs
@@ -588,7 +589,8 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
         let log = log.clone();
         let mut r = record(i);
         r.received_at = format_timestamp(at(received(i)));
-        r.consumer = Some(["apl-cahul", "apl-orhei", "apl-balti"][(i % 3) as usize].to_string());
+        r.consumer =
+            Some(["apl-cahul", "apl-orhei", "apl-balti"][(i / 7 % 3) as usize].to_string());
         tasks.push(tokio::spawn(async move {
             let seq = log
                 .append(r.clone())
@@ -610,6 +612,10 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
                     .consumer
                     .as_ref()
                     .is_none_or(|c| r.consumer.as_ref() == Some(c))
+                    && query
+                        .subject
+                        .as_ref()
+                        .is_none_or(|s| r.subject.as_ref() == Some(s))
                     && query
                         .from
                         .is_none_or(|f| t >= (f.unix_timestamp_nanos() / 1000) as i64)
@@ -634,9 +640,15 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
             }
         }
     };
-    let queries: Vec<AuditQuery> = [None, Some("apl-orhei")]
+    let filters = [
+        (None, None),
+        (Some("apl-orhei"), None),
+        (None, Some("2000000000001")),
+        (Some("apl-orhei"), Some("2000000000001")),
+    ];
+    let queries: Vec<AuditQuery> = filters
         .into_iter()
-        .flat_map(|consumer| {
+        .flat_map(|(consumer, subject)| {
             [
                 (None, None),
                 (Some(at(BASE + 300_000)), Some(at(BASE + 900_000))),
@@ -645,6 +657,7 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
             .into_iter()
             .map(move |(from, to)| AuditQuery {
                 consumer: consumer.map(str::to_string),
+                subject: subject.map(str::to_string),
                 from,
                 to,
                 limit: 37,
