@@ -175,8 +175,8 @@ pub(crate) struct IndexKeys {
     /// `received_at` in microseconds since the Unix epoch.
     pub time: u64,
     pub event: String,
-    /// Every person the record is about, each once (the first is kept in
-    /// `entries`; each has its own `by_subject` row).
+    /// Every person the record is about, each once (each is filed in the
+    /// subject index).
     pub subjects: Vec<String>,
     pub consumer: Option<String>,
     pub provider: Option<String>,
@@ -392,8 +392,8 @@ impl Index {
         txn.commit().map_err(ix)
     }
 
-    /// Files `seq` under `value` in the `by_subject` and `by_consumer`
-    /// tables and gives its `entries` row `value` as consumer, as a hash
+    /// Files `seq` under `value` in the subject and consumer indexes and
+    /// gives its `entries` row `value` as consumer, as a hash
     /// collision would: for tests of the check that drops such rows.
     #[cfg(test)]
     pub(super) fn file_row_for_test(&self, value: &str, time: u64, seq: u64) {
