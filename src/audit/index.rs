@@ -751,12 +751,7 @@ fn run_stream<'a>(
                 return Ok(None);
             };
             let (_, bytes) = row.map_err(ix)?;
-            pending = posting::run_block_triples(bytes.value())
-                .map_err(ix)?
-                .into_iter()
-                .filter(|&(h, t, s)| h == hash && t >= lo_time && (t, s) <= hi)
-                .map(|(_, t, s)| (t, s))
-                .collect();
+            pending = posting::run_block_pairs(bytes.value(), hash, lo_time, hi).map_err(ix)?;
         }
     }))
 }

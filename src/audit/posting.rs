@@ -152,8 +152,9 @@ impl Merge {
 
 /// (hash, received µs, seq): one record filed under one value, in a run.
 pub(super) type Triple = (u64, u64, u64);
-/// Most triples in one block of a run (12 KiB).
-pub(super) const RUN_BLOCK: usize = 512;
+/// Most triples in one block of a run (3 KiB: with its key, one 4 KiB page,
+/// so a subject query reads one page per run).
+pub(super) const RUN_BLOCK: usize = 128;
 const TRIPLE_BYTES: usize = 24;
 
 /// Cuts `triples`, sorted, into the blocks of a run, calling `emit` with
@@ -186,6 +187,56 @@ pub(super) fn run_block_triples(bytes: &[u8]) -> Result<Vec<Triple>, BadBlock> {
     Ok(bytes
         .chunks_exact(TRIPLE_BYTES)
         .map(|t| (word(&t[..8]), word(&t[8..16]), word(&t[16..])))
+        .collect())
+}
+
+/// The (received µs, seq) pairs of the triples of a run's block filed under
+/// `hash` with received time at least `lo_time` and at most `hi`, oldest
+/// first. The block is sorted, so they are found by binary search and only
+/// they are decoded.
+pub(super) fn run_block_pairs(
+    bytes: &[u8],
+    hash: u64,
+    lo_time: u64,
+    hi: Pair,
+) -> Result<Vec<Pair>, BadBlock> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(TRIPLE_BYTES) {
+        return Err(BadBlock(bytes.len()));
+    }
+    let word = |at: usize| {
+        u64::from_le_bytes(
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default(),
+        )
+    };
+    let triple = |i: usize| {
+        let at = i * TRIPLE_BYTES;
+        (word(at), word(at + 8), word(at + 16))
+    };
+    let count = bytes.len() / TRIPLE_BYTES;
+    // The first index whose triple is not below `bound`.
+    let first_not_below = |bound: Triple, inclusive: bool| {
+        let (mut lo, mut hi) = (0, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let t = triple(mid);
+            if t < bound || (inclusive && t == bound) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    let start = first_not_below((hash, lo_time, 0), false);
+    let end = first_not_below((hash, hi.0, hi.1), true);
+    Ok((start..end.max(start))
+        .map(|i| {
+            let (_, time, seq) = triple(i);
+            (time, seq)
+        })
         .collect())
 }
 
@@ -380,6 +431,42 @@ mod tests {
         assert!(merge.open((5, 9), &[]).is_ok());
         assert_eq!(merge.pop(), Some((5, 9)));
         assert_eq!(merge.pop(), None);
+    }
+
+    #[test]
+    fn a_run_block_gives_exactly_the_pairs_of_its_hash_within_bounds() {
+        let mut rng = Rng(3);
+        for _ in 0..300 {
+            let mut triples: Vec<Triple> = (0..1 + rng.below(RUN_BLOCK as u64))
+                .map(|_| (rng.below(4), rng.below(50), rng.below(50)))
+                .collect();
+            triples.sort_unstable();
+            triples.dedup();
+            let mut blocks = Vec::new();
+            run_blocks(&triples, |last, bytes| {
+                blocks.push((last, bytes.to_vec()));
+                Ok::<_, ()>(())
+            })
+            .unwrap_or_else(|()| panic!("emit failed"));
+            assert_eq!(blocks.len(), 1);
+            let bytes = &blocks[0].1;
+            assert_eq!(
+                run_block_triples(bytes).unwrap_or_else(|e| panic!("{e}")),
+                triples
+            );
+            let hash = rng.below(5);
+            let lo = rng.below(55);
+            let hi = (rng.below(55), rng.below(55));
+            let expected: Vec<Pair> = triples
+                .iter()
+                .filter(|&&(h, t, s)| h == hash && t >= lo && (t, s) <= hi)
+                .map(|&(_, t, s)| (t, s))
+                .collect();
+            let got = run_block_pairs(bytes, hash, lo, hi).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, expected, "{hash} {lo} {hi:?}");
+        }
+        assert!(run_block_pairs(&[0u8; 25], 0, 0, (1, 1)).is_err());
+        assert!(run_block_pairs(&[], 0, 0, (1, 1)).is_err());
     }
 
     #[test]
