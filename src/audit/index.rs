@@ -73,9 +73,10 @@ type ByKey = (u64, u64, u64);
 /// its triples as a new run (sorted, appended after every other run's keys,
 /// so no leaf is rewritten), and runs of one size tier are merged into one
 /// once there are [`RUN_FANOUT`] of them: a triple is rewritten once per
-/// tier, and a subject query seeks once per run. Run id (the first seq of
-/// its batch, or the largest id merged) and tier -> (triples, oldest and
-/// newest received µs); a query skips runs outside its time window.
+/// tier, and a subject query seeks once per run. (Tier, run id) -> (triples,
+/// oldest and newest received µs); the run id is the first seq of its batch,
+/// or the largest id of the runs merged into it. A query skips runs outside
+/// its time window.
 const SUBJECT_RUNS: TableDefinition<(u64, u64), (u64, u64, u64)> =
     TableDefinition::new("subject_runs");
 /// (run id, last triple of the block) -> up to [`posting::RUN_BLOCK`]
@@ -611,7 +612,8 @@ fn run_tier(triples: u64) -> u64 {
     tier
 }
 
-/// Writes `triples` (sorted, without repeats) as run `id` of tier `tier`.
+/// Writes `triples` (sorted, without repeats) as run `id`, filed under the
+/// tier its size gives.
 fn write_run(
     runs: &mut redb::Table<(u64, u64), (u64, u64, u64)>,
     blocks: &mut redb::Table<RunKey, &[u8]>,
