@@ -679,34 +679,49 @@ async fn queries_stay_exact_when_received_times_do_not_follow_the_seqs() {
     log.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-#[tokio::test]
-async fn an_index_of_the_first_layout_is_rebuilt_at_open() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (log, _) = open(config(tmp.path()));
+/// A log of six records whose index file was written by an older layout
+/// (`version` in `meta`, claiming to cover the whole log, with the rows
+/// `fill` adds), opened again and brought up to date.
+async fn reopened_over_an_old_index(
+    dir: &Path,
+    version: u64,
+    fill: impl FnOnce(&redb::WriteTransaction),
+) -> AuditLog {
+    let (log, _) = open(config(dir));
     append_n(&log, 0..6).await;
     log.close().await.unwrap_or_else(|e| panic!("{e}"));
-    // An index file as the first layout wrote it (VERSION 1, string keys),
-    // claiming to cover the whole log, with a row that would be wrong now.
-    let path = tmp.path().join("index.redb");
+    let path = dir.join("index.redb");
     fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
     {
-        use redb::TableDefinition;
-        let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
-        let by_subject: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("by_subject");
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
         let db = redb::Database::create(&path).unwrap_or_else(|e| panic!("{e}"));
         let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
         {
             let mut meta = txn.open_table(meta).unwrap_or_else(|e| panic!("{e}"));
-            meta.insert("version", 1).unwrap_or_else(|e| panic!("{e}"));
-            meta.insert("next", 6).unwrap_or_else(|e| panic!("{e}"));
-            let mut rows = txn.open_table(by_subject).unwrap_or_else(|e| panic!("{e}"));
-            rows.insert(("2000000000001", 0, 5), ())
+            meta.insert("version", version)
                 .unwrap_or_else(|e| panic!("{e}"));
+            meta.insert("next", 6).unwrap_or_else(|e| panic!("{e}"));
         }
+        fill(&txn);
         txn.commit().unwrap_or_else(|e| panic!("{e}"));
     }
-    let (log, _) = open(config(tmp.path()));
+    let (log, _) = open(config(dir));
     log.sync_index().unwrap_or_else(|e| panic!("{e}"));
+    log
+}
+
+#[tokio::test]
+async fn an_index_of_the_first_layout_is_rebuilt_at_open() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // The first layout (VERSION 1) had string keys; its row would be wrong now.
+    let log = reopened_over_an_old_index(tmp.path(), 1, |txn| {
+        let by_subject: redb::TableDefinition<(&str, u64, u64), ()> =
+            redb::TableDefinition::new("by_subject");
+        let mut rows = txn.open_table(by_subject).unwrap_or_else(|e| panic!("{e}"));
+        rows.insert(("2000000000001", 0, 5), ())
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+    .await;
     let query = AuditQuery {
         subject: Some("2000000000001".to_string()),
         ..AuditQuery::default()
@@ -722,31 +737,16 @@ async fn an_index_of_the_first_layout_is_rebuilt_at_open() {
 #[tokio::test]
 async fn an_index_of_the_layout_before_posting_blocks_is_rebuilt_at_open() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (log, _) = open(config(tmp.path()));
-    append_n(&log, 0..6).await;
-    log.close().await.unwrap_or_else(|e| panic!("{e}"));
-    let path = tmp.path().join("index.redb");
-    fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
-    {
-        use redb::TableDefinition;
-        let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
-        let by_consumer: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("by_consumer");
-        let db = redb::Database::create(&path).unwrap_or_else(|e| panic!("{e}"));
-        let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
-        {
-            let mut meta = txn.open_table(meta).unwrap_or_else(|e| panic!("{e}"));
-            meta.insert("version", 3).unwrap_or_else(|e| panic!("{e}"));
-            meta.insert("next", 6).unwrap_or_else(|e| panic!("{e}"));
-            let mut rows = txn
-                .open_table(by_consumer)
-                .unwrap_or_else(|e| panic!("{e}"));
-            rows.insert((index::key_hash("apl-cahul"), 0, 5), ())
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        txn.commit().unwrap_or_else(|e| panic!("{e}"));
-    }
-    let (log, _) = open(config(tmp.path()));
-    log.sync_index().unwrap_or_else(|e| panic!("{e}"));
+    let log = reopened_over_an_old_index(tmp.path(), 3, |txn| {
+        let by_consumer: redb::TableDefinition<(u64, u64, u64), ()> =
+            redb::TableDefinition::new("by_consumer");
+        let mut rows = txn
+            .open_table(by_consumer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rows.insert((index::key_hash("apl-cahul"), 0, 5), ())
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+    .await;
     let query = AuditQuery {
         consumer: Some("apl-cahul".to_string()),
         ..AuditQuery::default()
