@@ -21,6 +21,11 @@
 //! [`Merge`] yields the pairs of blocks handed to it newest block key first
 //! in exact descending (received µs, seq) order: the order, and so the
 //! cursors, that queries had with one row per record.
+//!
+//! The subject index, whose values are too many to share blocks, keeps
+//! sorted runs instead (`index.rs`): here are the encoding of a run's
+//! blocks of (hash, received µs, seq) triples, the search of one block, and
+//! [`MergeStreams`], which merges the runs' answers.
 
 use std::collections::BinaryHeap;
 
@@ -73,8 +78,17 @@ pub(super) struct BadBlock(pub usize);
 
 impl std::fmt::Display for BadBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "posting block of {} bytes is not whole pairs", self.0)
+        write!(f, "an audit index block of {} bytes is malformed", self.0)
     }
+}
+
+/// The little-endian word at byte `at` (0 past the end: callers check the
+/// length first).
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// The pairs of the block whose key's pair is `newest`, oldest first.
@@ -85,12 +99,12 @@ fn decode(newest: Pair, bytes: &[u8]) -> Result<Vec<Pair>, BadBlock> {
     if !bytes.len().is_multiple_of(PAIR_BYTES) || bytes.len() == PAIR_BYTES {
         return Err(BadBlock(bytes.len()));
     }
-    Ok(bytes
-        .chunks_exact(PAIR_BYTES)
-        .map(|pair| {
-            let (time, seq) = pair.split_at(8);
-            let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
-            (word(time), word(seq))
+    Ok((0..bytes.len() / PAIR_BYTES)
+        .map(|i| {
+            (
+                word_at(bytes, i * PAIR_BYTES),
+                word_at(bytes, i * PAIR_BYTES + 8),
+            )
         })
         .collect())
 }
@@ -178,15 +192,28 @@ pub(super) fn run_blocks<E>(
     Ok(())
 }
 
-/// The triples of a run's block, in order.
-pub(super) fn run_block_triples(bytes: &[u8]) -> Result<Vec<Triple>, BadBlock> {
+/// How many triples a run's block holds, or why it is not one.
+fn run_block_len(bytes: &[u8]) -> Result<usize, BadBlock> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(TRIPLE_BYTES) {
         return Err(BadBlock(bytes.len()));
     }
-    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
-    Ok(bytes
-        .chunks_exact(TRIPLE_BYTES)
-        .map(|t| (word(&t[..8]), word(&t[8..16]), word(&t[16..])))
+    Ok(bytes.len() / TRIPLE_BYTES)
+}
+
+/// Triple `i` of a run's block.
+fn triple_at(bytes: &[u8], i: usize) -> Triple {
+    let at = i * TRIPLE_BYTES;
+    (
+        word_at(bytes, at),
+        word_at(bytes, at + 8),
+        word_at(bytes, at + 16),
+    )
+}
+
+/// The triples of a run's block, in order.
+pub(super) fn run_block_triples(bytes: &[u8]) -> Result<Vec<Triple>, BadBlock> {
+    Ok((0..run_block_len(bytes)?)
+        .map(|i| triple_at(bytes, i))
         .collect())
 }
 
@@ -200,22 +227,8 @@ pub(super) fn run_block_pairs(
     lo_time: u64,
     hi: Pair,
 ) -> Result<Vec<Pair>, BadBlock> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(TRIPLE_BYTES) {
-        return Err(BadBlock(bytes.len()));
-    }
-    let word = |at: usize| {
-        u64::from_le_bytes(
-            bytes
-                .get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or_default(),
-        )
-    };
-    let triple = |i: usize| {
-        let at = i * TRIPLE_BYTES;
-        (word(at), word(at + 8), word(at + 16))
-    };
-    let count = bytes.len() / TRIPLE_BYTES;
+    let count = run_block_len(bytes)?;
+    let triple = |i: usize| triple_at(bytes, i);
     // The first index whose triple is not below `bound`.
     let first_not_below = |bound: Triple, inclusive: bool| {
         let (mut lo, mut hi) = (0, count);
