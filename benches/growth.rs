@@ -57,6 +57,13 @@ use mconnect::policy::{DecisionRequest, PolicyIndex, RateLimiter};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+/// The allocator the broker is deployed with (crates/cli/src/main.rs): the
+/// audit appenders allocate a record's strings and free them on the audit
+/// threads (benches/README.md, issue 17: glibc's malloc and free were a
+/// third of the appenders' CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "fixtures/dirs.rs"]
 mod dirs;
 #[path = "fixtures/grants.rs"]
