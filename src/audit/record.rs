@@ -267,16 +267,7 @@ pub fn format_timestamp(t: OffsetDateTime) -> String {
     let Ok(year @ 0..=9999) = u32::try_from(t.year()) else {
         // Outside the four digits a record carries (`parse_timestamp` refuses
         // it, so `validate` does too): spelled out, so the error shows it.
-        return format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        );
+        return spelled_timestamp(t);
     };
     let mut text = *b"0000-00-00T00:00:00.000000Z";
     put_digits(&mut text[0..4], year);
@@ -287,6 +278,22 @@ pub fn format_timestamp(t: OffsetDateTime) -> String {
     put_digits(&mut text[17..19], t.second().into());
     put_digits(&mut text[20..26], t.microsecond());
     text.iter().copied().map(char::from).collect()
+}
+
+/// The record form spelled with `format!`: what [`format_timestamp`] gives
+/// for a year outside 0-9999, and the reference its digits are tested
+/// against. `t` is in UTC.
+fn spelled_timestamp(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
 }
 
 /// Writes `value` into `slots` as zero-padded decimal digits; the caller
@@ -459,23 +466,12 @@ pub(crate) mod tests {
     }
 
     /// The digit-by-digit formatter against the `format!` spelling it
-    /// replaced, over instants spread across every representable year, the
-    /// ends of that range, and times given in other offsets.
+    /// replaced (kept for years outside 0-9999), over instants spread
+    /// across every representable year, the ends of that range, and times
+    /// given in other offsets.
     #[test]
     fn timestamps_are_formatted_as_padded_fields_in_utc() {
-        let spelled = |t: OffsetDateTime| {
-            let t = t.to_offset(UtcOffset::UTC);
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.microsecond()
-            )
-        };
+        let spelled = |t: OffsetDateTime| spelled_timestamp(t.to_offset(UtcOffset::UTC));
         let first = Date::from_calendar_date(0, Month::January, 1)
             .map(|d| d.midnight().assume_utc())
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
