@@ -330,13 +330,21 @@ impl Index {
     /// Adds the rows of the records `first..first + keys.len()` and raises
     /// `next` to cover them, in one transaction that is not fsynced on its own.
     /// Records the index already covers are skipped: a posting block filed
-    /// twice would list its records twice. `next` never moves back.
+    /// twice would list its records twice. `next` never moves back, and
+    /// never over a record not filed: keys starting beyond `next` are
+    /// refused (callers apply from `next` under the update lock; a gap
+    /// would leave records no query finds).
     fn apply(&self, first: u64, keys: &[IndexKeys]) -> Result<(), AuditError> {
         let mut txn = self.db.begin_write().map_err(ix)?;
         txn.set_durability(Durability::None).map_err(ix)?;
         {
             let mut meta = txn.open_table(META).map_err(ix)?;
             let current = meta.get("next").map_err(ix)?.map_or(0, |v| v.value());
+            if first > current {
+                return Err(AuditError::Index(format!(
+                    "the index covers records below {current}; filing records from {first} would leave {current}..{first} unindexed"
+                )));
+            }
             let skip = usize::try_from(current.saturating_sub(first)).unwrap_or(usize::MAX);
             let Some(keys) = keys.get(skip..).filter(|keys| !keys.is_empty()) else {
                 return Ok(());
@@ -1172,7 +1180,8 @@ mod tests {
 
     /// The indexer and a query's catch-up each apply what follows `next`;
     /// should a batch reach `apply` again, its records must not be filed in
-    /// a second posting block (they would be found twice).
+    /// a second posting block (they would be found twice); one that starts
+    /// past `next` must not move it over records never filed.
     #[test]
     fn records_applied_again_are_filed_once() {
         let tmp = ok(tempfile::tempdir());
@@ -1185,6 +1194,9 @@ mod tests {
                 ..IndexKeys::default()
             })
             .collect();
+        // Keys beyond what is indexed would leave a gap: refused, unfiled.
+        assert!(index.apply(3, &keys[3..]).is_err());
+        assert_eq!(ok(index.indexed()), 0);
         ok(index.apply(0, &keys[..12]));
         ok(index.apply(5, &keys[5..]));
         ok(index.apply(0, &keys));
